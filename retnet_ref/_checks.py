@@ -1,0 +1,117 @@
+"""Input validation shared by the NumPy reference and the torch implementation.
+
+Every public function checks its arguments here first, so that bad input fails with a message that
+names the argument and what was expected, instead of an assert or a broadcast error deep inside.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+import torch
+
+
+def check_gamma_value(gamma, name: str = "gamma") -> float:
+    """One decay γ: a real number in (0, 1]."""
+    if isinstance(gamma, bool) or not isinstance(gamma, numbers.Real):
+        raise TypeError(f"{name} must be a real number in (0, 1], got {type(gamma).__name__}")
+    value = float(gamma)
+    if math.isnan(value) or not 0.0 < value <= 1.0:
+        raise ValueError(f"{name} must lie in (0, 1], got {value!r}")
+    return value
+
+
+def check_gammas(gamma, num_heads: int, name: str = "gamma") -> np.ndarray:
+    """One γ per head: a sequence, array or tensor of length H with every entry in (0, 1]."""
+    if isinstance(gamma, torch.Tensor):
+        values = gamma.detach().to("cpu", torch.float64).numpy()
+    elif isinstance(gamma, numbers.Real) and not isinstance(gamma, bool):
+        raise TypeError(f"{name} must be a sequence of {num_heads} values (one per head), got one number")
+    else:
+        try:
+            values = np.asarray(gamma, dtype=np.float64)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"{name} must be a sequence of real numbers, one per head: {err}") from None
+    if values.ndim != 1 or values.shape[0] != num_heads:
+        raise ValueError(f"{name} must hold one value per head: expected length {num_heads}, "
+                         f"got shape {tuple(values.shape)}")
+    bad = ~((values > 0.0) & (values <= 1.0))  # also catches NaN
+    if bad.any():
+        raise ValueError(f"{name} must lie in (0, 1] for every head, got {values[bad].tolist()} "
+                         f"at heads {np.flatnonzero(bad).tolist()}")
+    return values
+
+
+def check_chunk_size(chunk_size, name: str = "chunk_size") -> int:
+    """A chunk length: a positive integer (bool is not an integer here)."""
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral):
+        raise TypeError(f"{name} must be a positive integer, got {type(chunk_size).__name__} {chunk_size!r}")
+    if chunk_size < 1:
+        raise ValueError(f"{name} must be a positive integer, got {chunk_size}")
+    return int(chunk_size)
+
+
+def check_numpy_qkv(q, k, v):
+    """Single-head reference inputs: q, k (T, d_k) real or complex, v (T, d_v)."""
+    arrays = []
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        x = np.asarray(x)
+        if x.dtype.kind not in "fc":
+            raise TypeError(f"{name} must hold floating or complex numbers, got dtype {x.dtype}")
+        if x.ndim != 2:
+            raise ValueError(f"{name} must be 2-D (T, d), got shape {x.shape}")
+        arrays.append(x)
+    q, k, v = arrays
+    if q.shape != k.shape:
+        raise ValueError(f"q and k must have the same shape (T, d_k), got q {q.shape} and k {k.shape}")
+    if v.shape[0] != q.shape[0]:
+        raise ValueError(f"v must have as many rows (T) as q: q has T={q.shape[0]}, v has {v.shape[0]}")
+    return q, k, v
+
+
+def check_numpy_state(state, d_k: int, d_v: int):
+    if state is None:
+        return None
+    state = np.asarray(state)
+    if state.dtype.kind not in "fc":
+        raise TypeError(f"state must hold floating or complex numbers, got dtype {state.dtype}")
+    if state.shape != (d_k, d_v):
+        raise ValueError(f"state must have shape (d_k, d_v) = {(d_k, d_v)}, got {state.shape}")
+    return state
+
+
+def check_torch_qkv(q, k, v):
+    """Batched torch inputs: q, k (B, H, T, d_k), v (B, H, T, d_v), one real float dtype, one device."""
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if not x.dtype.is_floating_point:
+            raise TypeError(f"{name} must have a real floating dtype, got {x.dtype}")
+        if x.dim() != 4:
+            raise ValueError(f"{name} must be 4-D (B, H, T, d), got shape {tuple(x.shape)}")
+    if q.shape != k.shape:
+        raise ValueError(f"q and k must have the same shape (B, H, T, d_k), "
+                         f"got q {tuple(q.shape)} and k {tuple(k.shape)}")
+    if v.shape[:3] != q.shape[:3]:
+        raise ValueError(f"v must match q in (B, H, T): q {tuple(q.shape[:3])}, v {tuple(v.shape[:3])}")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise TypeError(f"q, k and v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if not (q.device == k.device == v.device):
+        raise ValueError(f"q, k and v must be on one device, got {q.device}, {k.device}, {v.device}")
+
+
+def check_torch_state(state, q: torch.Tensor, v: torch.Tensor):
+    """A recurrent state (B, H, d_k, d_v) on the inputs' device, real floating."""
+    if state is None:
+        return None
+    if not isinstance(state, torch.Tensor):
+        raise TypeError(f"state must be a torch.Tensor or None, got {type(state).__name__}")
+    expected = (q.shape[0], q.shape[1], q.shape[3], v.shape[3])
+    if tuple(state.shape) != expected:
+        raise ValueError(f"state must have shape (B, H, d_k, d_v) = {expected}, got {tuple(state.shape)}")
+    if not state.dtype.is_floating_point:
+        raise TypeError(f"state must have a real floating dtype, got {state.dtype}")
+    if state.device != q.device:
+        raise ValueError(f"state must be on the inputs' device {q.device}, got {state.device}")
+    return state

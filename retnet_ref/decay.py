@@ -1,0 +1,121 @@
+"""Decay: the γ schedules of the heads and every decay factor built from them.
+
+All factors are powers γ^p with p ≥ 0, computed as exp(p · log γ) — never by repeated products or
+powers of a rounded γ — with log γ taken in float64 (log1p of -(1 - γ) for the schedules, where
+1 - γ is known exactly). Each function accepts log γ either as a NumPy value/array (float64 result)
+or as a torch tensor of shape (H,) (result on its device, in its dtype, with heads first).
+
+Paper: Sun et al. 2023, Eq. (5) for D, Eq. (7) for ζ, ξ and γ^B, §2.2 for the row-sum normaliser.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ._checks import check_gamma_value
+
+# ---------------------------------------------------------------- schedules (paper §2.2, §3.1)
+
+
+def gamma_gap_schedule(num_heads: int, kind: str = "default") -> np.ndarray:
+    """1 - γ_h for each head, in float64, exact before any rounding of γ itself.
+
+    kind="default":  1 - γ_h = 2^(-5-h)                     (the paper's Eq. 8 setting)
+    kind="linspace": 1 - γ_h = exp(linspace(log 1/32, log 1/512, H))  (the paper's experiments)
+    """
+    if isinstance(num_heads, bool) or not isinstance(num_heads, (int, np.integer)) or num_heads < 1:
+        raise ValueError(f"num_heads must be a positive integer, got {num_heads!r}")
+    if kind == "default":
+        return np.exp2(-5.0 - np.arange(num_heads, dtype=np.float64))
+    if kind == "linspace":
+        return np.exp(np.linspace(np.log(1 / 32), np.log(1 / 512), num_heads))
+    raise ValueError(f"kind must be 'default' or 'linspace', got {kind!r}")
+
+
+def log_gamma_schedule(num_heads: int, kind: str = "default") -> np.ndarray:
+    """log γ_h in float64: log1p(-(1 - γ_h)), accurate even where γ_h rounds to 1 in float32."""
+    return np.log1p(-gamma_gap_schedule(num_heads, kind))
+
+
+def gamma_schedule(num_heads: int, kind: str = "default") -> np.ndarray:
+    """γ_h in float64 (see gamma_gap_schedule for the two schedules)."""
+    return 1.0 - gamma_gap_schedule(num_heads, kind)
+
+
+def effective_memory(gamma) -> np.ndarray:
+    """1 / (1 - γ): the number of tokens a head effectively remembers (∞ for γ = 1)."""
+    gap = 1.0 - np.asarray(gamma, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        return np.where(gap > 0, 1.0 / np.where(gap > 0, gap, 1.0), np.inf)
+
+
+def log_gamma(gamma) -> float:
+    """log γ for one γ in (0, 1], in float64."""
+    return float(np.log(check_gamma_value(gamma)))
+
+
+# ---------------------------------------------------------------- decay factors
+
+
+def _positions(length: int, log_g):
+    """0..length-1 as a float array of the same kind (NumPy or torch) and placement as log_g."""
+    if isinstance(log_g, torch.Tensor):
+        return torch.arange(length, dtype=log_g.dtype, device=log_g.device)
+    return np.arange(length, dtype=np.float64)
+
+
+def _heads_first(log_g):
+    """log γ as (..., 1) so that it broadcasts against a trailing position axis."""
+    if isinstance(log_g, torch.Tensor):
+        return log_g[..., None]
+    return np.asarray(log_g, dtype=np.float64)[..., None]
+
+
+def _lib(x):
+    """The array library of x: torch for tensors, NumPy for everything else."""
+    return torch if isinstance(x, torch.Tensor) else np
+
+
+def _exp(x):
+    return _lib(x).exp(x)
+
+
+def decay_matrix(length: int, log_g):
+    """D (Eq. 5): D_nm = γ^(n-m) for n ≥ m, else 0; shape (..., T, T) for log_g of shape (...)."""
+    n = _positions(length, log_g)
+    lag = n[:, None] - n[None, :]                                   # (T, T)
+    lag = _lib(lag).where(lag > 0, lag, 0.0)                        # (T, T), n - m or 0
+    # D_nm = exp((n - m) log γ) under the causal mask (the clamp keeps exp away from +inf)
+    power = _exp(_heads_first(log_g)[..., None] * lag)              # (..., T, T)
+    causal = (n[:, None] >= n[None, :])
+    return power * causal
+
+
+def zeta(length: int, log_g):
+    """ζ_r = γ^(L-r-1), r = 0..L-1 (Eq. 7): how much key r of a chunk of length L has decayed at its end."""
+    r = _positions(length, log_g)
+    return _exp(_heads_first(log_g) * (length - 1 - r))            # (..., L)
+
+
+def xi(length: int, log_g):
+    """ξ_r = γ^(r+1), r = 0..L-1 (Eq. 7): how much the previous chunk's state has decayed at row r."""
+    r = _positions(length, log_g)
+    return _exp(_heads_first(log_g) * (r + 1))                     # (..., L)
+
+
+def chunk_decay(length: int, log_g):
+    """γ^L: the decay of the whole state across one chunk of length L."""
+    return _exp(log_g * length)
+
+
+def decay_row_sum(length: int, log_g):
+    """c_n = Σ_{i≤n} γ^(n-i) = (1 - γ^(n+1)) / (1 - γ), n = 0..T-1 (paper §2.2; n + 1 when γ = 1).
+
+    Computed as expm1((n+1) log γ) / expm1(log γ), which stays accurate for γ close to 1.
+    """
+    n = _positions(length, log_g)
+    lg = _heads_first(log_g)                                        # (..., 1)
+    lib = _lib(lg)
+    safe = lib.where(lg < 0, lg, -1.0)                               # avoid 0/0 where γ = 1
+    # c_n = (1 - γ^(n+1)) / (1 - γ), or n + 1 when γ = 1
+    return lib.where(lg < 0, lib.expm1((n + 1) * safe) / lib.expm1(safe), (n + 1) + 0 * lg)

@@ -1,0 +1,75 @@
+"""Rotation: the e^{inθ} half of A's eigenvalues γ e^{iθ} (paper Eq. 3-4, the xPos-style position).
+
+Two equivalent forms:
+- complex: a vector of d/2 complex numbers z is rotated to z ⊙ e^{i n θ} (the paper's Θ);
+- real pairs: consecutive features (x_{2j}, x_{2j+1}) are one complex number x_{2j} + i x_{2j+1},
+  and rotating by angle φ maps it to (x_{2j} cos φ - x_{2j+1} sin φ, x_{2j} sin φ + x_{2j+1} cos φ).
+With both q (at n) and k (at m) rotated forward, the real dot product of the rotated vectors is
+Re[ (q e^{inθ}) · conj(k e^{imθ}) ] = Re[ Σ_j q_j conj(k_j) e^{i(n-m)θ_j} ]: it depends on n - m only.
+The paper's conj Θ form uses k̃_m = conj(k) ⊙ e^{-imθ}, the same number written differently.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def theta_schedule(head_dim: int, base: float = 10000.0) -> np.ndarray:
+    """θ_j = base^(-j / (d/2 - 1)), j = 0..d/2-1, in float64 (the official code's linspace exponent).
+
+    The fastest pair turns by 1 radian per token, the slowest by 1/base.
+    """
+    if isinstance(head_dim, bool) or not isinstance(head_dim, (int, np.integer)) or head_dim < 2 or head_dim % 2:
+        raise ValueError(f"head_dim must be a positive even integer (pairs of features), got {head_dim!r}")
+    return base ** -np.linspace(0.0, 1.0, head_dim // 2)
+
+
+def to_complex(x: np.ndarray) -> np.ndarray:
+    """(..., d) real → (..., d/2) complex, pairing x_{2j} + i x_{2j+1}."""
+    x = np.asarray(x)
+    if x.shape[-1] % 2:
+        raise ValueError(f"x must have an even last dimension (pairs of features), got shape {x.shape}")
+    return x[..., 0::2] + 1j * x[..., 1::2]
+
+
+def from_complex(z: np.ndarray) -> np.ndarray:
+    """(..., d/2) complex → (..., d) real, the inverse of to_complex."""
+    z = np.asarray(z)
+    out = np.empty(z.shape[:-1] + (2 * z.shape[-1],), dtype=z.real.dtype)   # (..., d)
+    out[..., 0::2], out[..., 1::2] = z.real, z.imag
+    return out
+
+
+def angles(length: int, theta, offset: int = 0) -> np.ndarray:
+    """(offset + n) θ_j for n = 0..length-1: shape (T, d/2), float64."""
+    positions = np.arange(offset, offset + length, dtype=np.float64)
+    return positions[:, None] * np.asarray(theta, dtype=np.float64)[None, :]   # (T, d/2)
+
+
+def complex_rotate(z: np.ndarray, theta, offset: int = 0) -> np.ndarray:
+    """z_n ⊙ e^{i (offset+n) θ} for z of shape (..., T, d/2) complex (the paper's Θ)."""
+    z = np.asarray(z)
+    return z * np.exp(1j * angles(z.shape[-2], theta, offset))
+
+
+def rotate(x, theta, offset: int = 0):
+    """Real-pair rotation of x (..., T, d) by (offset + n) θ: NumPy array or torch tensor in, same out.
+
+    Angles are formed in float64 and their cos/sin cast to x's dtype, so that long positions do not
+    lose their phase in low precision.
+    """
+    theta = np.asarray(theta.detach().cpu() if isinstance(theta, torch.Tensor) else theta, dtype=np.float64)
+    if x.shape[-1] != 2 * theta.shape[-1]:
+        raise ValueError(f"x's last dimension must be 2 * len(theta) = {2 * theta.shape[-1]}, got {x.shape[-1]}")
+    phase = angles(x.shape[-2], theta, offset)                       # (T, d/2)
+    cos, sin = np.cos(phase), np.sin(phase)
+    if isinstance(x, torch.Tensor):
+        cos = torch.as_tensor(cos, dtype=x.dtype, device=x.device)
+        sin = torch.as_tensor(sin, dtype=x.dtype, device=x.device)
+    even, odd = x[..., 0::2], x[..., 1::2]                           # (..., T, d/2) each
+    # (x_even + i x_odd) e^{iφ} = (x_even cos φ - x_odd sin φ) + i (x_even sin φ + x_odd cos φ)
+    rot_even = even * cos - odd * sin
+    rot_odd = even * sin + odd * cos
+    if isinstance(x, torch.Tensor):
+        return torch.stack((rot_even, rot_odd), dim=-1).flatten(-2)   # (..., T, d)
+    return np.stack((rot_even, rot_odd), axis=-1).reshape(x.shape)    # (..., T, d)
