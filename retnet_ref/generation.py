@@ -1,0 +1,89 @@
+"""Token generation shared by every language model of the package (RetNet and the Transformer baseline).
+
+A model plugs in two functions:
+
+    prefill(prompt (B, T0) long)      -> (last_logits (B, V), state)   # read the whole prompt once
+    step(token (B,) long, state)      -> (logits (B, V), state)        # one new token, O(1) for RetNet
+
+and `generate_tokens` runs the loop: sample a token from the last logits, feed it back, repeat.
+Sampling: temperature 0 is greedy (argmax, ties to the lowest id); otherwise the logits are divided
+by the temperature, optionally cut to the top_k largest, and one token is drawn from the softmax with
+a seeded torch.Generator, so that the same seed gives the same tokens.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Any, Callable
+
+import torch
+
+Prefill = Callable[[torch.Tensor], tuple[torch.Tensor, Any]]
+Step = Callable[[torch.Tensor, Any], tuple[torch.Tensor, Any]]
+
+
+def check_sampling(temperature, top_k) -> tuple[float, int | None]:
+    """temperature a real number ≥ 0; top_k None or a positive integer."""
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
+        raise TypeError(f"temperature must be a real number >= 0, got {type(temperature).__name__}")
+    if not float(temperature) >= 0.0:  # also rejects NaN
+        raise ValueError(f"temperature must be >= 0, got {temperature!r}")
+    if top_k is not None:
+        if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral):
+            raise TypeError(f"top_k must be None or a positive integer, got {type(top_k).__name__}")
+        if top_k < 1:
+            raise ValueError(f"top_k must be a positive integer, got {top_k}")
+        top_k = int(top_k)
+    return float(temperature), top_k
+
+
+def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_k: int | None = None,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """One token per row of logits (B, V) → (B,) long.
+
+    temperature = 0: argmax. Otherwise softmax(logits / temperature) restricted to the top_k largest
+    logits (all of them when top_k is None or ≥ V), sampled with `generator` (which must live on the
+    logits' device; None uses torch's global generator).
+    """
+    temperature, top_k = check_sampling(temperature, top_k)
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+        raise ValueError(f"logits must be a 2-D tensor (B, V), got {getattr(logits, 'shape', type(logits))}")
+    if temperature == 0.0:
+        return logits.argmax(dim=-1)
+    scaled = logits.detach().float() / temperature                   # (B, V)
+    if top_k is not None and top_k < scaled.shape[-1]:
+        kth_largest = scaled.topk(top_k, dim=-1).values[:, -1:]        # (B, 1)
+        scaled = scaled.masked_fill(scaled < kth_largest, float("-inf"))
+    probs = torch.softmax(scaled, dim=-1)                              # (B, V)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)   # (B,)
+
+
+def generate_tokens(prefill: Prefill, step: Step, prompt: torch.Tensor, max_new_tokens: int,
+                    temperature: float = 0.0, top_k: int | None = None, seed: int | None = None) -> torch.Tensor:
+    """Continue prompt (B, T0) by max_new_tokens sampled tokens → (B, T0 + max_new_tokens) long.
+
+    prefill reads the prompt once; step is called once per new token except the last (whose logits
+    would go unused). seed=None draws from torch's global generator; an integer seeds a private
+    torch.Generator on the prompt's device, so the result is reproducible.
+    """
+    temperature, top_k = check_sampling(temperature, top_k)
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
+    if not isinstance(prompt, torch.Tensor) or prompt.dim() != 2 or prompt.dtype != torch.long:
+        raise ValueError(f"prompt must be a (B, T0) torch.long tensor, got "
+                         f"{getattr(prompt, 'dtype', type(prompt))} {tuple(getattr(prompt, 'shape', ()))}")
+    if prompt.shape[1] < 1:
+        raise ValueError("prompt must hold at least one token per row (T0 >= 1)")
+    generator = None
+    if seed is not None:
+        generator = torch.Generator(device=prompt.device).manual_seed(int(seed))
+    if max_new_tokens == 0:
+        return prompt.clone()
+    tokens = [prompt]
+    with torch.no_grad():
+        logits, state = prefill(prompt)                                # (B, V)
+        for i in range(max_new_tokens):
+            token = sample_next(logits, temperature, top_k, generator)   # (B,)
+            tokens.append(token[:, None])                                # (B, 1)
+            if i + 1 < max_new_tokens:
+                logits, state = step(token, state)
+    return torch.cat(tokens, dim=1)                                    # (B, T0 + new)
