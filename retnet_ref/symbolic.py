@@ -201,5 +201,195 @@ def prove_real_pair_rotation():
     return rotation_matrix(n * theta), sp.expand(relative)
 
 # ---------------------------------------------------------------- 03 parallel, 04 recurrent, 05 chunkwise
+#
+# Retention here is unnormalised and one head, as in retnet_ref.reference:
+#     o_n = Σ_{m≤n} γ^(n-m) (q_n · k_m) v_m + γ^(n+1) q_n S_0.
+# Symbolic γ powers are written γ**p: in exact arithmetic that is the definition (the float code
+# builds them as exp(p log γ) instead).
+
+import numpy as np  # noqa: E402  (object arrays let one chunkwise function run on numbers and symbols)
+
+
+def retention_symbols(length: int, d_k: int, d_v: int, state: bool = False):
+    """Q, K (T, d_k), V (T, d_v) and S_0 (d_k, d_v) as matrices of independent symbols (S_0 = 0 unless state)."""
+    Q = sp.Matrix(length, d_k, lambda n, j: sp.Symbol(f"q_{n}{j}"))
+    K = sp.Matrix(length, d_k, lambda n, j: sp.Symbol(f"k_{n}{j}"))
+    V = sp.Matrix(length, d_v, lambda n, j: sp.Symbol(f"v_{n}{j}"))
+    S0 = sp.Matrix(d_k, d_v, lambda i, j: sp.Symbol(f"s_{i}{j}")) if state else sp.zeros(d_k, d_v)
+    return Q, K, V, S0
+
+
+def decay_matrix_symbolic(length: int, gamma) -> sp.Matrix:
+    """D (Eq. 5): D_nm = γ^(n-m) for n ≥ m, else 0."""
+    return sp.Matrix(length, length, lambda n, m: gamma ** (n - m) if n >= m else 0)
+
+
+def rotation_symbolic(length: int, thetas):
+    """Θ_nj = e^{i n θ_j} and conj Θ (Eq. 5), each (T, len(thetas)); θ_j must be real symbols."""
+    Theta = sp.Matrix(length, len(thetas), lambda n, j: sp.exp(sp.I * n * thetas[j]))
+    return Theta, Theta.applyfunc(sp.conjugate)
+
+
+def parallel_symbolic(Q, K, V, gamma, S0=None) -> sp.Matrix:
+    """(Q K^T ⊙ D) V (Eq. 5), plus the initial-state term γ^(n+1) q_n S_0 on row n when S0 is given."""
+    T = Q.shape[0]
+    # Retention(X) = (Q K^T ⊙ D) V
+    out = (Q * K.T).multiply_elementwise(decay_matrix_symbolic(T, gamma)) * V
+    if S0 is None:
+        return out
+    # + γ^(n+1) q_n S_0
+    return out + sp.diag(*[gamma ** (n + 1) for n in range(T)]) * Q * S0
+
+
+def recurrence_symbolic(Q, K, V, eigenvalues, S0):
+    """Unrolled s_n = diag(λ) s_{n-1} + k_n^T v_n, o_n = q_n s_n (Eq. 1-3, Eq. 6 for λ_j = γ).
+
+    Returns (O (T, d_v), [s_0, ..., s_{T-1}]).
+    """
+    S, states, rows = S0, [], []
+    for n in range(Q.shape[0]):
+        # s_n = diag(λ) s_{n-1} + k_n^T v_n
+        S = sp.diag(*eigenvalues) * S + K[n, :].T * V[n, :]
+        # o_n = q_n s_n
+        rows.append(Q[n, :] * S)
+        states.append(S)
+    return sp.Matrix.vstack(*rows), states
+
+
+def is_zero_matrix(M) -> bool:
+    """Every entry of M expands to exactly 0."""
+    return all(sp.expand(x) == 0 for x in M)
+
+
+def prove_parallel_equals_recurrence(length: int = 4, d_k: int = 2, d_v: int = 2):
+    """Eq. 5 from Eq. 1-4: with A = diag(γ e^{iθ_j}), the unrolled recurrence equals (Q̃ K̃^T ⊙ D) V
+    with Q̃ = Q ⊙ Θ, K̃ = K ⊙ conj Θ, for symbolic γ, θ_j and entries.
+
+    Returns {"D": D for T = 4, "score": the rotated score q̃_2 · k̃_0 (it depends on n - m only)}.
+    """
+    gamma = sp.Symbol("gamma", positive=True)
+    thetas = sp.symbols(f"theta_0:{d_k}", real=True)
+    Q, K, V, S0 = retention_symbols(length, d_k, d_v)
+    Theta, conj_Theta = rotation_symbolic(length, thetas)
+    Q_rot, K_rot = Q.multiply_elementwise(Theta), K.multiply_elementwise(conj_Theta)
+    parallel = parallel_symbolic(Q_rot, K_rot, V, gamma)
+    recurrent, _ = recurrence_symbolic(Q, K, V, [gamma * sp.exp(sp.I * t) for t in thetas], S0)
+    assert is_zero_matrix(parallel - recurrent), "parallel form (Eq. 5) != unrolled recurrence (Eq. 1-4)"
+    score = sp.expand((Q_rot * K_rot.T)[2, 0])
+    return {"D": decay_matrix_symbolic(4, gamma), "score": score}
+
+
+def prove_recurrent_equals_parallel(length: int = 4, d_k: int = 2, d_v: int = 2):
+    """Eq. 6 = Eq. 5: S_n = γ S_{n-1} + k_n^T v_n from a symbolic S_0 has the closed form
+    S_n = Σ_{m≤n} γ^(n-m) k_m^T v_m + γ^(n+1) S_0, so o_n = q_n S_n is row n of (Q K^T ⊙ D) V
+    plus γ^(n+1) q_n S_0.
+
+    Returns {"S_2": entry (0, 0) of S_2, a small headline of the closed form}.
+    """
+    gamma = sp.Symbol("gamma", positive=True)
+    Q, K, V, S0 = retention_symbols(length, d_k, d_v, state=True)
+    recurrent, states = recurrence_symbolic(Q, K, V, [gamma] * d_k, S0)
+    for n, S in enumerate(states):
+        # S_n = Σ_{m≤n} γ^(n-m) k_m^T v_m + γ^(n+1) S_0
+        closed = sum((gamma ** (n - m) * K[m, :].T * V[m, :] for m in range(n + 1)), gamma ** (n + 1) * S0)
+        assert is_zero_matrix(S - closed), f"recurrent state S_{n} != its closed form"
+    assert is_zero_matrix(recurrent - parallel_symbolic(Q, K, V, gamma, S0)), "recurrent (Eq. 6) != parallel (Eq. 5)"
+    return {"S_2": sp.expand(states[2][0, 0])}
+
+
+def prove_state_handoff(length: int = 5, split: int = 2, d_k: int = 2, d_v: int = 1):
+    """Running the recurrence over a prefix and handing its final state to the continuation gives the
+    outputs and final state of one run over the whole sequence (from a symbolic S_0).
+
+    Returns {"state": entry (0, 0) of the state handed over after the prefix}.
+    """
+    gamma = sp.Symbol("gamma", positive=True)
+    Q, K, V, S0 = retention_symbols(length, d_k, d_v, state=True)
+    whole, whole_states = recurrence_symbolic(Q, K, V, [gamma] * d_k, S0)
+    head, head_states = recurrence_symbolic(Q[:split, :], K[:split, :], V[:split, :], [gamma] * d_k, S0)
+    tail, tail_states = recurrence_symbolic(Q[split:, :], K[split:, :], V[split:, :], [gamma] * d_k,
+                                            head_states[-1])
+    assert is_zero_matrix(sp.Matrix.vstack(head, tail) - whole), "prefix + continuation != whole run"
+    assert is_zero_matrix(tail_states[-1] - whole_states[-1]), "final state differs after a hand-off"
+    return {"state": sp.expand(head_states[-1][0, 0])}
+
+
+# The chunkwise form (Eq. 7) and two wrong versions of it that were published:
+#   "v4"          arXiv v4:  O_[i] = (Q K^T ⊙ D) V + (Q R_{i-1}) ⊙ ξ,  R_i = K^T (V ⊙ ζ) + γ^L R_{i-1}
+#   "no_zeta"     the paper's pseudocode: the same without ζ in the state update
+#   "v1_printed"  arXiv v1: R_i instead of R_{i-1} in the cross-chunk term, and no ζ
+CHUNK_VARIANTS = ("v4", "no_zeta", "v1_printed")
+
+
+def chunkwise_variant(Q, K, V, gamma, chunk_size: int, S0, variant: str = "v4"):
+    """Eq. 7 (or a wrong variant, see CHUNK_VARIANTS) on NumPy arrays: float64 for numbers, or
+    dtype=object holding SymPy expressions for exact checks. L is each chunk's own length.
+
+    Returns (O (T, d_v), R_last (d_k, d_v)).  Not part of the package's forms: the correct one is
+    retnet_ref.reference.chunkwise; this one exists to compare the variants on equal terms.
+    """
+    if variant not in CHUNK_VARIANTS:
+        raise ValueError(f"variant must be one of {CHUNK_VARIANTS}, got {variant!r}")
+    R, out = S0, []
+    for start in range(0, Q.shape[0], chunk_size):
+        q, k, v = (x[start:start + chunk_size] for x in (Q, K, V))             # (L, d) each
+        L = q.shape[0]
+        D = np.array(decay_matrix_symbolic(L, gamma).tolist(), dtype=Q.dtype)  # (L, L)
+        xi = np.array([gamma ** (r + 1) for r in range(L)], dtype=Q.dtype)[:, None]          # (L, 1)
+        zeta = np.array([gamma ** (L - r - 1) for r in range(L)], dtype=Q.dtype)[:, None]    # (L, 1)
+        # R_i = K^T (V ⊙ ζ) + γ^L R_{i-1}    (ζ left out by "no_zeta" and "v1_printed")
+        R_next = k.T @ (v * zeta if variant == "v4" else v) + gamma ** L * R
+        # O_[i] = (Q K^T ⊙ D) V + (Q R_{i-1}) ⊙ ξ    (R_i in place of R_{i-1} by "v1_printed")
+        out.append(((q @ k.T) * D) @ v + (q @ (R_next if variant == "v1_printed" else R)) * xi)
+        R = R_next
+    return np.concatenate(out), R
+
+
+def _object_array(M) -> np.ndarray:
+    return np.array(M.tolist(), dtype=object)
+
+
+def chunk_split_matches(length: int, chunk_size: int, variant: str = "v4", d_k: int = 2, d_v: int = 1) -> bool:
+    """Exactly (symbolic γ, entries and S_0): does the chunk split give the outputs and final state of
+    the recurrence S_n = γ S_{n-1} + k_n^T v_n?"""
+    gamma = sp.Symbol("gamma", positive=True)
+    Q, K, V, S0 = retention_symbols(length, d_k, d_v, state=True)
+    O, R = chunkwise_variant(*(_object_array(M) for M in (Q, K, V)), gamma, chunk_size, _object_array(S0), variant)
+    expected, states = recurrence_symbolic(Q, K, V, [gamma] * d_k, S0)
+    return is_zero_matrix(sp.Matrix(O) - expected) and is_zero_matrix(sp.Matrix(R) - states[-1])
+
+
+def prove_chunk_exponents():
+    """The exponent bookkeeping behind Eq. 7, for a symbolic split n = iB + r (0 ≤ r < B):
+    a key m before the chunk (m < iB) reaches row n as γ^(n-m) = γ^(r+1) · γ^(iB-1-m)  (ξ_r times its
+    weight in R_{i-1}); its weight in R_i is γ^((i+1)B-1-m) = γ^B · γ^(iB-1-m)  (the γ^B R_{i-1} term);
+    a key inside the chunk, m = iB + r', enters R_i with γ^((i+1)B-1-m) = γ^(B-r'-1) = ζ_{r'}.
+
+    Returns {"xi": γ^(r+1), "zeta": γ^(B-r'-1)}.
+    """
+    gamma = sp.Symbol("gamma", positive=True)
+    i, B, r, r2, m = sp.symbols("i B r r' m", integer=True, nonnegative=True)
+    n = i * B + r
+    xi_r, zeta_r2 = gamma ** (r + 1), gamma ** (B - r2 - 1)
+    weight_before = gamma ** (i * B - 1 - m)                         # key m's weight in R_{i-1}
+    assert sp.simplify(gamma ** (n - m) - xi_r * weight_before) == 0, "cross-chunk decay != ξ_r γ^(iB-1-m)"
+    assert sp.simplify(gamma ** ((i + 1) * B - 1 - m) - gamma ** B * weight_before) == 0, "R_i != γ^B R_{i-1}"
+    assert sp.simplify(gamma ** ((i + 1) * B - 1 - (i * B + r2)) - zeta_r2) == 0, "in-chunk key weight != ζ"
+    return {"xi": xi_r, "zeta": zeta_r2}
+
+
+def prove_chunkwise_equals_recurrence(max_length: int = 6):
+    """Eq. 7 (arXiv v4) exactly, for every T ≤ max_length and every chunk size B ≤ T + 1 (ragged last
+    chunks and B > T included), with symbolic γ, entries and initial state S_0.
+
+    Returns {"pairs": how many (T, B) pairs were checked, "R_1": entry of R_1 for T = 4, B = 2}.
+    """
+    pairs = [(T, B) for T in range(1, max_length + 1) for B in range(1, T + 2)]
+    for T, B in pairs:
+        assert chunk_split_matches(T, B), f"chunkwise form (Eq. 7) != recurrence at T={T}, B={B}"
+    gamma = sp.Symbol("gamma", positive=True)
+    Q, K, V, S0 = retention_symbols(4, 1, 1, state=True)
+    _, R_1 = chunkwise_variant(*(_object_array(M) for M in (Q, K, V)), gamma, 2, _object_array(S0))
+    return {"pairs": len(pairs), "R_1": sp.expand(R_1[0, 0])}
 
 # ---------------------------------------------------------------- 06 normalisation and GroupNorm
