@@ -1,0 +1,294 @@
+"""Bad input fails early, with the right exception type and a message that names the argument.
+
+One test per bad-input case, for every form it applies to: the NumPy reference (2-D, one head) and
+the torch forms (4-D, one γ per head). Device mismatches use the "meta" device here, so they run
+without a GPU; tests/test_cuda.py repeats them with real CUDA tensors.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from retnet_ref import reference
+from retnet_ref.retention import chunkwise_retention, parallel_retention, recurrent_retention
+
+# ---------------------------------------------------------------- the NumPy reference
+
+NUMPY_FORMS = {
+    "parallel": lambda q, k, v, gamma=0.9, chunk_size=2, state=None: reference.parallel(q, k, v, gamma),
+    "recurrent": lambda q, k, v, gamma=0.9, chunk_size=2, state=None: reference.recurrent(q, k, v, gamma, state),
+    "chunkwise": lambda q, k, v, gamma=0.9, chunk_size=2, state=None:
+        reference.chunkwise(q, k, v, gamma, chunk_size, state),
+}
+STATEFUL = ["recurrent", "chunkwise"]
+
+
+def np_inputs(T=5, d_k=3, d_v=2):
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((T, d_k)), rng.standard_normal((T, d_k)), rng.standard_normal((T, d_v))
+
+
+@pytest.mark.parametrize("form", NUMPY_FORMS)
+def test_numpy_q_and_k_with_different_key_dimension(form):
+    q, k, v = np_inputs()
+    with pytest.raises(ValueError, match="^q and k must have the same shape"):
+        NUMPY_FORMS[form](q, k[:, :2], v)
+
+
+@pytest.mark.parametrize("form", NUMPY_FORMS)
+def test_numpy_q_and_k_with_different_length(form):
+    q, k, v = np_inputs()
+    with pytest.raises(ValueError, match="^q and k must have the same shape"):
+        NUMPY_FORMS[form](q, k[:4], v)
+
+
+@pytest.mark.parametrize("form", NUMPY_FORMS)
+def test_numpy_v_with_another_length(form):
+    q, k, v = np_inputs()
+    with pytest.raises(ValueError, match="^v must have as many rows"):
+        NUMPY_FORMS[form](q, k, v[:4])
+
+
+@pytest.mark.parametrize("ndim", [1, 3])
+@pytest.mark.parametrize("name", ["q", "k", "v"])
+@pytest.mark.parametrize("form", NUMPY_FORMS)
+def test_numpy_arrays_that_are_not_2d(form, name, ndim):
+    args = dict(zip("qkv", np_inputs()))
+    args[name] = args[name][:, 0] if ndim == 1 else args[name][None]
+    with pytest.raises(ValueError, match=f"^{name} must be 2-D"):
+        NUMPY_FORMS[form](**args)
+
+
+@pytest.mark.parametrize("name", ["q", "k", "v"])
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.bool_])
+@pytest.mark.parametrize("form", NUMPY_FORMS)
+def test_numpy_integer_or_bool_dtype(form, dtype, name):
+    args = dict(zip("qkv", np_inputs()))
+    args[name] = np.ones(args[name].shape, dtype=dtype)
+    with pytest.raises(TypeError, match=f"^{name} must hold floating or complex numbers"):
+        NUMPY_FORMS[form](**args)
+
+
+@pytest.mark.parametrize("gamma", [0.0, -0.1, 1.5, float("nan"), float("inf")])
+@pytest.mark.parametrize("form", NUMPY_FORMS)
+def test_numpy_gamma_outside_the_unit_interval(form, gamma):
+    with pytest.raises(ValueError, match=r"^gamma must lie in \(0, 1\]"):
+        NUMPY_FORMS[form](*np_inputs(), gamma=gamma)
+
+
+@pytest.mark.parametrize("gamma", ["0.5", None, True, [0.9], 0.9 + 0j])
+@pytest.mark.parametrize("form", NUMPY_FORMS)
+def test_numpy_gamma_that_is_not_a_real_number(form, gamma):
+    with pytest.raises(TypeError, match="^gamma must be a real number"):
+        NUMPY_FORMS[form](*np_inputs(), gamma=gamma)
+
+
+@pytest.mark.parametrize("chunk_size", [True, 2.0, 2.5, "2", None])
+def test_numpy_chunk_size_that_is_not_an_integer(chunk_size):
+    with pytest.raises(TypeError, match="^chunk_size must be a positive integer"):
+        reference.chunkwise(*np_inputs(), 0.9, chunk_size)
+
+
+@pytest.mark.parametrize("chunk_size", [0, -1, -64])
+def test_numpy_chunk_size_that_is_not_positive(chunk_size):
+    with pytest.raises(ValueError, match="^chunk_size must be a positive integer"):
+        reference.chunkwise(*np_inputs(), 0.9, chunk_size)
+
+
+@pytest.mark.parametrize("shape", [(2, 3), (3, 3), (3,), (1, 3, 2)])
+@pytest.mark.parametrize("form", STATEFUL)
+def test_numpy_state_of_the_wrong_shape(form, shape):
+    with pytest.raises(ValueError, match=r"^state must have shape \(d_k, d_v\) = \(3, 2\)"):
+        NUMPY_FORMS[form](*np_inputs(), state=np.zeros(shape))
+
+
+@pytest.mark.parametrize("form", STATEFUL)
+def test_numpy_state_of_integer_dtype(form):
+    with pytest.raises(TypeError, match="^state must hold floating or complex numbers"):
+        NUMPY_FORMS[form](*np_inputs(), state=np.zeros((3, 2), dtype=np.int64))
+
+
+@pytest.mark.parametrize("shape", [(2, 2), (3, 2), (3,)])
+def test_linear_recurrence_with_a_matrix_of_the_wrong_shape(shape):
+    with pytest.raises(ValueError, match="^A must be square"):
+        reference.linear_recurrence(*np_inputs(), np.full(shape, 0.5))
+
+
+@pytest.mark.parametrize("shape", [(2,), (4,), (3, 3)])
+def test_diagonal_recurrence_with_eigenvalues_of_the_wrong_shape(shape):
+    with pytest.raises(ValueError, match="^eigenvalues must have shape"):
+        reference.diagonal_recurrence(*np_inputs(), np.full(shape, 0.5))
+
+
+# ---------------------------------------------------------------- the torch forms
+
+TORCH_FORMS = {
+    "parallel": lambda q, k, v, gamma=(0.9, 0.5), chunk_size=2, state=None: parallel_retention(q, k, v, gamma),
+    "recurrent": lambda q, k, v, gamma=(0.9, 0.5), chunk_size=2, state=None:
+        recurrent_retention(q, k, v, gamma, state=state),
+    "chunkwise": lambda q, k, v, gamma=(0.9, 0.5), chunk_size=2, state=None:
+        chunkwise_retention(q, k, v, gamma, chunk_size, state=state),
+}
+
+
+def torch_inputs(B=1, H=2, T=5, d_k=3, d_v=2, dtype=torch.float64):
+    gen = torch.Generator().manual_seed(0)
+    return tuple(torch.randn(B, H, T, d, generator=gen, dtype=dtype) for d in (d_k, d_k, d_v))
+
+
+def torch_state(B=1, H=2, d_k=3, d_v=2, **kwargs):
+    return torch.zeros(B, H, d_k, d_v, **kwargs)
+
+
+@pytest.mark.parametrize("name", ["q", "k", "v"])
+@pytest.mark.parametrize("form", TORCH_FORMS)
+def test_torch_inputs_that_are_not_tensors(form, name):
+    args = dict(zip("qkv", torch_inputs()))
+    args[name] = args[name].numpy()
+    with pytest.raises(TypeError, match=f"^{name} must be a torch.Tensor"):
+        TORCH_FORMS[form](**args)
+
+
+@pytest.mark.parametrize("bad_k", ["d_k", "T", "H", "B"])
+@pytest.mark.parametrize("form", TORCH_FORMS)
+def test_torch_q_and_k_of_different_shapes(form, bad_k):
+    q, _, v = torch_inputs()
+    k = torch_inputs(**{"B": 1, "H": 2, "T": 5, "d_k": 3, bad_k: 4})[1]
+    with pytest.raises(ValueError, match=r"^q and k must have the same shape \(B, H, T, d_k\)"):
+        TORCH_FORMS[form](q, k, v)
+
+
+@pytest.mark.parametrize("bad_v", ["T", "H", "B"])
+@pytest.mark.parametrize("form", TORCH_FORMS)
+def test_torch_v_that_does_not_match_q(form, bad_v):
+    q, k, _ = torch_inputs()
+    v = torch_inputs(**{"B": 1, "H": 2, "T": 5, bad_v: 4})[2]
+    with pytest.raises(ValueError, match=r"^v must match q in \(B, H, T\)"):
+        TORCH_FORMS[form](q, k, v)
+
+
+@pytest.mark.parametrize("ndim", [3, 5, 2])
+@pytest.mark.parametrize("name", ["q", "k", "v"])
+@pytest.mark.parametrize("form", TORCH_FORMS)
+def test_torch_tensors_that_are_not_4d(form, name, ndim):
+    args = dict(zip("qkv", torch_inputs()))
+    x = args[name]
+    args[name] = {3: x[0], 5: x[None], 2: x[0, 0]}[ndim]
+    with pytest.raises(ValueError, match=f"^{name} must be 4-D"):
+        TORCH_FORMS[form](**args)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool, torch.complex128])
+@pytest.mark.parametrize("name", ["q", "k", "v"])
+@pytest.mark.parametrize("form", TORCH_FORMS)
+def test_torch_integer_bool_or_complex_dtype(form, name, dtype):
+    args = dict(zip("qkv", torch_inputs()))
+    args[name] = torch.ones(args[name].shape, dtype=dtype)
+    with pytest.raises(TypeError, match=f"^{name} must have a real floating dtype"):
+        TORCH_FORMS[form](**args)
+
+
+@pytest.mark.parametrize("dtypes", [(torch.float64, torch.float32, torch.float64),
+                                    (torch.float32, torch.float32, torch.bfloat16),
+                                    (torch.bfloat16, torch.float32, torch.float32)], ids=str)
+@pytest.mark.parametrize("form", TORCH_FORMS)
+def test_torch_q_k_v_of_mixed_dtypes(form, dtypes):
+    q, k, v = (x.to(dt) for x, dt in zip(torch_inputs(), dtypes))
+    with pytest.raises(TypeError, match="^q, k and v must share one dtype"):
+        TORCH_FORMS[form](q, k, v)
+
+
+@pytest.mark.parametrize("gamma", [(0.9,), (0.9, 0.5, 0.1), ()], ids=["1 for 2 heads", "3 for 2 heads", "empty"])
+@pytest.mark.parametrize("form", TORCH_FORMS)
+def test_torch_gamma_list_whose_length_is_not_the_number_of_heads(form, gamma):
+    with pytest.raises(ValueError, match="^gamma must hold one value per head: expected length 2"):
+        TORCH_FORMS[form](*torch_inputs(), gamma=gamma)
+
+
+@pytest.mark.parametrize("form", TORCH_FORMS)
+def test_torch_gamma_of_two_dimensions(form):
+    with pytest.raises(ValueError, match="^gamma must hold one value per head"):
+        TORCH_FORMS[form](*torch_inputs(), gamma=[[0.9, 0.5]])
+
+
+@pytest.mark.parametrize("gamma", [0.9, 1, np.float64(0.5)], ids=["float", "int", "numpy scalar"])
+@pytest.mark.parametrize("form", TORCH_FORMS)
+def test_torch_gamma_as_one_number_instead_of_a_list(form, gamma):
+    with pytest.raises(TypeError, match="^gamma must be a sequence of 2 values .* got one number"):
+        TORCH_FORMS[form](*torch_inputs(), gamma=gamma)
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.1, 1.5, float("nan"), float("inf")])
+@pytest.mark.parametrize("form", TORCH_FORMS)
+def test_torch_gamma_outside_the_unit_interval(form, bad):
+    with pytest.raises(ValueError, match=r"^gamma must lie in \(0, 1\] for every head.*at heads \[1\]"):
+        TORCH_FORMS[form](*torch_inputs(), gamma=[0.9, bad])
+
+
+@pytest.mark.parametrize("form", TORCH_FORMS)
+def test_torch_gamma_tensor_outside_the_unit_interval(form):
+    with pytest.raises(ValueError, match=r"^gamma must lie in \(0, 1\]"):
+        TORCH_FORMS[form](*torch_inputs(), gamma=torch.tensor([1.5, 0.5]))
+
+
+@pytest.mark.parametrize("form", TORCH_FORMS)
+def test_torch_gamma_of_strings(form):
+    with pytest.raises(TypeError, match="^gamma must be a sequence of real numbers"):
+        TORCH_FORMS[form](*torch_inputs(), gamma=["a", "b"])
+
+
+@pytest.mark.parametrize("chunk_size", [True, 2.0, 2.5, "2", None, torch.tensor(2)])
+def test_torch_chunk_size_that_is_not_an_integer(chunk_size):
+    with pytest.raises(TypeError, match="^chunk_size must be a positive integer"):
+        chunkwise_retention(*torch_inputs(), [0.9, 0.5], chunk_size)
+
+
+@pytest.mark.parametrize("chunk_size", [0, -1, -64])
+def test_torch_chunk_size_that_is_not_positive(chunk_size):
+    with pytest.raises(ValueError, match="^chunk_size must be a positive integer"):
+        chunkwise_retention(*torch_inputs(), [0.9, 0.5], chunk_size)
+
+
+@pytest.mark.parametrize("shape", [(1, 2, 2, 3), (1, 1, 3, 2), (2, 2, 3, 2), (2, 3, 2), (1, 2, 3, 2, 1)])
+@pytest.mark.parametrize("form", ["recurrent", "chunkwise"])
+def test_torch_state_of_the_wrong_shape(form, shape):
+    with pytest.raises(ValueError, match=r"^state must have shape \(B, H, d_k, d_v\) = \(1, 2, 3, 2\)"):
+        TORCH_FORMS[form](*torch_inputs(), state=torch.zeros(shape, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.complex128])
+@pytest.mark.parametrize("form", ["recurrent", "chunkwise"])
+def test_torch_state_of_a_non_real_float_dtype(form, dtype):
+    with pytest.raises(TypeError, match="^state must have a real floating dtype"):
+        TORCH_FORMS[form](*torch_inputs(), state=torch_state(dtype=dtype))
+
+
+@pytest.mark.parametrize("form", ["recurrent", "chunkwise"])
+def test_torch_state_that_is_not_a_tensor(form):
+    with pytest.raises(TypeError, match="^state must be a torch.Tensor or None"):
+        TORCH_FORMS[form](*torch_inputs(), state=np.zeros((1, 2, 3, 2)))
+
+
+@pytest.mark.parametrize("form", ["recurrent", "chunkwise"])
+def test_torch_state_on_another_device(form):
+    with pytest.raises(ValueError, match="^state must be on the inputs' device cpu, got meta"):
+        TORCH_FORMS[form](*torch_inputs(), state=torch_state(dtype=torch.float64, device="meta"))
+
+
+@pytest.mark.parametrize("name", ["q", "k", "v"])
+@pytest.mark.parametrize("form", TORCH_FORMS)
+def test_torch_q_k_v_on_different_devices(form, name):
+    args = dict(zip("qkv", torch_inputs()))
+    args[name] = args[name].to("meta")
+    with pytest.raises(ValueError, match="^q, k and v must be on one device"):
+        TORCH_FORMS[form](**args)
+
+
+@pytest.mark.parametrize("form", ["recurrent", "chunkwise"])
+def test_torch_bad_input_is_caught_before_any_work_even_for_empty_sequences(form):
+    q, k, v = torch_inputs(T=0)
+    with pytest.raises(ValueError, match="^state must have shape"):
+        TORCH_FORMS[form](q, k, v, state=torch_state(d_k=4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="^gamma must lie"):
+        TORCH_FORMS[form](q, k, v, gamma=[0.0, 0.5])
