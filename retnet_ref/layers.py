@@ -1,0 +1,193 @@
+"""The RetNet layer: gated multi-scale retention (Eq. 8), the feed-forward network and the block (Eq. 9).
+
+    head_i = Retention_i(X)                    one γ per head, normalised (retnet_ref.normalized)
+    Y      = GroupNorm_h(concat(head_1..h))    a norm over each head's d_v features, per token
+    MSR(X) = (swish(X W_G) ⊙ Y) W_O
+    block:   Y = MSR(LN(X)) + X;   X' = FFN(LN(Y)) + Y
+
+Two variants share this code (RetNetConfig.variant in retnet_ref.model):
+- "paper": LayerNorm everywhere (the per-head norm without affine parameters), FFN gelu(X W_1) W_2,
+  value width and FFN width 2d;
+- "official": torchscale 0.3.0's later block: RMSNorm everywhere (per-head without affine), gated FFN
+  W_2 (act(X W_1) ⊙ X W_3), value and FFN widths ≈ 5/3 d.
+The scaling 1/√d_k is normalisation (1) inside retention; the official code puts it on k, the same number.
+Projections carry no bias (the paper's equations have none; neither has the official code).
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._checks import check_gammas
+from .decay import gamma_schedule
+from .normalized import NORMALISATIONS, RetentionState, normalized_retention
+from .retention import accumulation_dtype
+from .rotation import rotate, theta_schedule
+
+NORM_KINDS = ("layernorm", "rmsnorm")
+ACTIVATIONS = {"gelu": F.gelu, "swish": F.silu, "relu": F.relu}
+
+
+def _positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+class RMSNorm(nn.Module):
+    """x / sqrt(mean(x²) + ε) (· weight), computed in float32 or wider and returned in x's dtype."""
+
+    def __init__(self, dim: int, eps: float = 1e-6, affine: bool = True):
+        super().__init__()
+        self.eps = float(eps)
+        self.weight = nn.Parameter(torch.ones(dim)) if affine else None
+
+    def forward(self, x):
+        xa = x.to(accumulation_dtype(x.dtype))
+        # x / sqrt(mean(x²) + ε)
+        y = (xa * torch.rsqrt(xa.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
+        return y * self.weight if self.weight is not None else y
+
+
+def make_norm(kind: str, dim: int, eps: float, affine: bool = True) -> nn.Module:
+    """LayerNorm or RMSNorm over the last dimension."""
+    if kind == "layernorm":
+        return nn.LayerNorm(dim, eps=eps, elementwise_affine=affine, bias=affine)
+    if kind == "rmsnorm":
+        return RMSNorm(dim, eps=eps, affine=affine)
+    raise ValueError(f"norm must be one of {NORM_KINDS}, got {kind!r}")
+
+
+class MultiScaleRetention(nn.Module):
+    """Gated multi-scale retention (Eq. 8): MSR(X) = (swish(X W_G) ⊙ GroupNorm_h(heads)) W_O.
+
+    d_model d, num_heads h; W_Q, W_K d×d (head key width d_k = d/h); W_V, W_G d×value_dim (default 2d,
+    head value width d_v = value_dim/h); W_O value_dim×d. Fixed decays γ_h (gamma: "default",
+    "linspace" or one value per head; log γ kept in float64, not a parameter, untouched by .to()).
+    Rotation: real pairs, θ = theta_schedule(d_k), position offset from the state.
+    head_norm "layernorm" or "rmsnorm" (per head, no affine), eps its ε.
+    normalisation "exact" (modes agree for any ε) or "torchscale" (the official per-mode scales);
+    detach_normaliser stops gradients through normalisation (3)'s divisor (the official code does).
+    """
+
+    def __init__(self, d_model: int, num_heads: int, value_dim: int | None = None, gamma="default",
+                 head_norm: str = "layernorm", eps: float = 1e-6, normalisation: str = "exact",
+                 detach_normaliser: bool = False):
+        super().__init__()
+        d_model, num_heads = _positive_int(d_model, "d_model"), _positive_int(num_heads, "num_heads")
+        value_dim = 2 * d_model if value_dim is None else _positive_int(value_dim, "value_dim")
+        if d_model % num_heads or value_dim % num_heads:
+            raise ValueError(f"d_model ({d_model}) and value_dim ({value_dim}) must be multiples of "
+                             f"num_heads ({num_heads})")
+        if (d_model // num_heads) % 2:
+            raise ValueError(f"the key width per head d_model/num_heads = {d_model // num_heads} must be even "
+                             "(the rotation pairs features)")
+        if normalisation not in NORMALISATIONS:
+            raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
+        self.d_model, self.num_heads, self.value_dim = d_model, num_heads, value_dim
+        self.key_head_dim, self.value_head_dim = d_model // num_heads, value_dim // num_heads
+        self.normalisation, self.detach_normaliser = normalisation, bool(detach_normaliser)
+        self.gamma = self._gammas(gamma, num_heads)                   # (H,) float64 NumPy
+        self.theta = theta_schedule(self.key_head_dim)                # (d_k/2,) float64 NumPy
+        self.q_proj = nn.Linear(d_model, d_model, bias=False)
+        self.k_proj = nn.Linear(d_model, d_model, bias=False)
+        self.v_proj = nn.Linear(d_model, value_dim, bias=False)
+        self.g_proj = nn.Linear(d_model, value_dim, bias=False)
+        self.out_proj = nn.Linear(value_dim, d_model, bias=False)
+        self.head_norm = make_norm(head_norm, self.value_head_dim, eps, affine=False)
+        self.reset_parameters()
+
+    @staticmethod
+    def _gammas(gamma, num_heads) -> np.ndarray:
+        if isinstance(gamma, str):
+            return gamma_schedule(num_heads, gamma)
+        return check_gammas(gamma, num_heads).copy()
+
+    def reset_parameters(self):
+        """Xavier-uniform; gain 2^-2.5 on W_Q, W_K, W_V, W_G (small initial retention output)."""
+        for proj in (self.q_proj, self.k_proj, self.v_proj, self.g_proj):
+            nn.init.xavier_uniform_(proj.weight, gain=2 ** -2.5)
+        nn.init.xavier_uniform_(self.out_proj.weight)
+
+    def _heads(self, x, width):
+        B, T, _ = x.shape
+        return x.view(B, T, self.num_heads, width).transpose(1, 2)     # (B, H, T, width)
+
+    def empty_state(self, batch: int, device=None, dtype=torch.float32) -> RetentionState:
+        return RetentionState.zeros(batch, self.num_heads, self.key_head_dim, self.value_head_dim, dtype, device)
+
+    def forward(self, x: torch.Tensor, mode: str = "parallel", chunk_size: int | None = None,
+                state: RetentionState | None = None) -> tuple[torch.Tensor, RetentionState]:
+        """x (B, T, d) → (MSR(x) (B, T, d), RetentionState after the last token).
+
+        mode "parallel" | "recurrent" | "chunkwise" (chunk_size required); state from an earlier call
+        of any mode (positions continue from state.n), or None for the start of a sequence.
+        """
+        if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[-1] != self.d_model:
+            raise ValueError(f"x must be a (B, T, d_model={self.d_model}) tensor, got "
+                             f"{tuple(getattr(x, 'shape', ()))}")
+        if state is not None and not isinstance(state, RetentionState):
+            raise TypeError(f"state must be a RetentionState or None, got {type(state).__name__}")
+        offset = 0 if state is None else state.n
+        q = self._heads(self.q_proj(x), self.key_head_dim)             # (B, H, T, d_k)
+        k = self._heads(self.k_proj(x), self.key_head_dim)             # (B, H, T, d_k)
+        v = self._heads(self.v_proj(x), self.value_head_dim)           # (B, H, T, d_v)
+        # q̃_n = q_n e^{i(n0+n)θ}, k̃_m = k_m e^{i(n0+m)θ} (real pairs)
+        q, k = rotate(q, self.theta, offset), rotate(k, self.theta, offset)
+        heads, state = normalized_retention(q, k, v, self.gamma, mode, chunk_size, state,
+                                            self.normalisation, self.detach_normaliser)   # (B, H, T, d_v)
+        # Y = GroupNorm_h(concat heads): a norm per head and token
+        y = self.head_norm(heads).transpose(1, 2).flatten(2)            # (B, T, value_dim)
+        # MSR(X) = (swish(X W_G) ⊙ Y) W_O
+        return self.out_proj(F.silu(self.g_proj(x)) * y), state
+
+
+class FeedForward(nn.Module):
+    """FFN(X) = act(X W_1) W_2 (the paper: gelu, width 2d), or gated: (act(X W_1) ⊙ X W_3) W_2."""
+
+    def __init__(self, d_model: int, ffn_dim: int, activation: str = "gelu", gated: bool = False):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {activation!r}")
+        d_model, ffn_dim = _positive_int(d_model, "d_model"), _positive_int(ffn_dim, "ffn_dim")
+        self.activation = ACTIVATIONS[activation]
+        self.fc1 = nn.Linear(d_model, ffn_dim, bias=False)
+        self.gate = nn.Linear(d_model, ffn_dim, bias=False) if gated else None
+        self.fc2 = nn.Linear(ffn_dim, d_model, bias=False)
+
+    def forward(self, x):
+        h = self.activation(self.fc1(x))                                # (B, T, ffn_dim)
+        if self.gate is not None:
+            # GLU: act(X W_1) ⊙ X W_3
+            h = h * self.gate(x)
+        return self.fc2(h)
+
+
+class RetNetBlock(nn.Module):
+    """One pre-norm layer (Eq. 9): Y = MSR(LN(X)) + X;  X' = FFN(LN(Y)) + Y.
+
+    Built from a RetNetConfig (retnet_ref.model): its variant picks the norms and the FFN.
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        norm = config.norm_kind
+        self.retention_norm = make_norm(norm, config.d_model, config.norm_eps)
+        self.retention = MultiScaleRetention(
+            config.d_model, config.num_heads, config.value_dim, config.gamma, head_norm=norm,
+            eps=config.norm_eps, normalisation=config.normalisation,
+            detach_normaliser=config.detach_normaliser)
+        self.ffn_norm = make_norm(norm, config.d_model, config.norm_eps)
+        self.ffn = FeedForward(config.d_model, config.ffn_dim, config.activation, gated=config.gated_ffn)
+
+    def forward(self, x, mode="parallel", chunk_size=None, state=None):
+        """x (B, T, d) → (X' (B, T, d), RetentionState)."""
+        # Y = MSR(LN(X)) + X
+        retained, state = self.retention(self.retention_norm(x), mode, chunk_size, state)
+        y = retained + x
+        # X' = FFN(LN(Y)) + Y
+        return self.ffn(self.ffn_norm(y)) + y, state

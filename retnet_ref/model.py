@@ -1,0 +1,276 @@
+"""The RetNet language model: configuration, presets, the three modes with an explicit state, generation.
+
+    tokens → embedding → L × RetNetBlock (Eq. 9) → final norm → output head → logits
+
+`model(tokens, mode, chunk_size, state)` runs any of the three forms and returns the logits and a
+RetNetState (one RetentionState per layer: S, z and the tokens seen). A state from one mode continues
+in any other: prefill a prompt chunkwise, then decode one token at a time recurrently; with the exact
+normalisation the logits equal one parallel pass over the whole sequence.
+
+Presets (RetNetConfig.preset): "tiny" for tests and notebooks, and the paper's 1.3B, 2.7B and 6.7B
+(Sun et al. 2023, Table "model sizes": d_model, layers, heads; FFN width 2d; value width 2d). The paper
+does not fix a vocabulary; we use 32,000 (a common sentencepiece size) with separate input embedding
+and output head, which puts every paper preset within 3.1% of its nominal size (tests/test_model.py).
+
+The "official" variant is torchscale 0.3.0's later block (see retnet_ref.layers); RetNet.from_torchscale
+converts a torchscale RetNetDecoder with its weights.
+"""
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from .generation import generate_tokens
+from .layers import ACTIVATIONS, RetNetBlock, make_norm
+from .normalized import NORMALISATIONS, RetentionState, check_mode
+
+VARIANTS = ("paper", "official")
+PAPER_VOCAB_SIZE = 32000
+
+_PRESETS = {
+    "tiny": dict(vocab_size=256, d_model=64, num_layers=2, num_heads=2),
+    "1.3B": dict(vocab_size=PAPER_VOCAB_SIZE, d_model=2048, num_layers=24, num_heads=8),
+    "2.7B": dict(vocab_size=PAPER_VOCAB_SIZE, d_model=2560, num_layers=32, num_heads=10),
+    "6.7B": dict(vocab_size=PAPER_VOCAB_SIZE, d_model=4096, num_layers=32, num_heads=16),
+}
+NOMINAL_PARAMETERS = {"1.3B": 1.3e9, "2.7B": 2.7e9, "6.7B": 6.7e9}
+# value and FFN widths of torchscale's own configurations of these sizes (retnet_xl, retnet_3b, retnet_7b)
+_OFFICIAL_WIDTHS = {"1.3B": 3456, "2.7B": 4280, "6.7B": 6832}
+
+
+def _positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class RetNetConfig:
+    """Sizes and choices of a RetNet language model.
+
+    value_dim, ffn_dim: None = 2·d_model for variant "paper"; ≈ 5/3·d_model (rounded up to a multiple
+    of num_heads) for "official". activation: None = "gelu" (paper) or "swish" (official, SwiGLU).
+    gamma: "default" (γ_h = 1 - 2^(-5-h)), "linspace" (the paper's experiments) or one γ per head.
+    norm_eps: ε of every norm (1e-6, torchscale's default). normalisation: "exact" (the three modes
+    agree for any ε) or "torchscale" (its per-mode scales). detach_normaliser: None = False (paper)
+    or True (official: no gradient through normalisation (3)'s divisor, as torchscale).
+    embed_scale multiplies the embeddings (torchscale: 1, or √d without no_scale_embedding).
+    chunk_size: the chunk length generate() prefills with.
+    """
+
+    vocab_size: int = 256
+    d_model: int = 64
+    num_layers: int = 2
+    num_heads: int = 2
+    value_dim: int | None = None
+    ffn_dim: int | None = None
+    variant: str = "paper"
+    activation: str | None = None
+    gamma: str | tuple = "default"
+    norm_eps: float = 1e-6
+    normalisation: str = "exact"
+    detach_normaliser: bool | None = None
+    embed_scale: float = 1.0
+    chunk_size: int = 512
+    norm_kind: str = field(init=False)
+    gated_ffn: bool = field(init=False)
+
+    def __post_init__(self):
+        for name in ("vocab_size", "d_model", "num_layers", "num_heads", "chunk_size"):
+            _positive_int(getattr(self, name), name)
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        if self.normalisation not in NORMALISATIONS:
+            raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {self.normalisation!r}")
+        official = self.variant == "official"
+        default_width = self._official_width() if official else 2 * self.d_model
+        resolved = dict(
+            value_dim=default_width if self.value_dim is None else _positive_int(self.value_dim, "value_dim"),
+            ffn_dim=default_width if self.ffn_dim is None else _positive_int(self.ffn_dim, "ffn_dim"),
+            activation=self.activation or ("swish" if official else "gelu"),
+            detach_normaliser=official if self.detach_normaliser is None else bool(self.detach_normaliser),
+            gamma=self.gamma if isinstance(self.gamma, str) else tuple(float(g) for g in self.gamma),
+            norm_kind="rmsnorm" if official else "layernorm",
+            gated_ffn=official,
+        )
+        if resolved["activation"] not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {self.activation!r}")
+        if not (isinstance(self.norm_eps, numbers.Real) and self.norm_eps >= 0):
+            raise ValueError(f"norm_eps must be a real number >= 0, got {self.norm_eps!r}")
+        for name, value in resolved.items():
+            object.__setattr__(self, name, value)
+
+    def _official_width(self) -> int:
+        """⌈5/3 d⌉ rounded up to a multiple of num_heads."""
+        h = self.num_heads
+        return -(-(5 * self.d_model) // (3 * h)) * h
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "RetNetConfig":
+        """"tiny", "1.3B", "2.7B" or "6.7B", with any field overridden (e.g. variant="official")."""
+        if name not in _PRESETS:
+            raise ValueError(f"preset name must be one of {tuple(_PRESETS)}, got {name!r}")
+        sizes = dict(_PRESETS[name])
+        if overrides.get("variant") == "official" and name in _OFFICIAL_WIDTHS:
+            sizes.update(value_dim=_OFFICIAL_WIDTHS[name], ffn_dim=_OFFICIAL_WIDTHS[name])
+        sizes.update(overrides)
+        return cls(**sizes)
+
+
+@dataclass
+class RetNetState:
+    """The whole model's recurrent state: one RetentionState per layer (all at the same position)."""
+
+    layers: list[RetentionState]
+
+    @property
+    def n(self) -> int:
+        """Tokens seen so far (the next token's position)."""
+        return self.layers[0].n
+
+    @property
+    def batch_size(self) -> int:
+        return self.layers[0].batch_size
+
+    def detach(self) -> "RetNetState":
+        return RetNetState([layer.detach() for layer in self.layers])
+
+
+class RetNet(nn.Module):
+    """RetNet language model: model(tokens (B, T) long, mode, chunk_size, state) → (logits (B, T, V), state)."""
+
+    def __init__(self, config: RetNetConfig):
+        super().__init__()
+        if not isinstance(config, RetNetConfig):
+            raise TypeError(f"config must be a RetNetConfig, got {type(config).__name__}")
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.d_model)
+        self.blocks = nn.ModuleList(RetNetBlock(config) for _ in range(config.num_layers))
+        self.final_norm = make_norm(config.norm_kind, config.d_model, config.norm_eps)
+        self.head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        for weight in (self.embed.weight, self.head.weight):
+            nn.init.normal_(weight, std=config.d_model ** -0.5)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # ------------------------------------------------------------ checks
+
+    def _check_tokens(self, tokens):
+        if not isinstance(tokens, torch.Tensor):
+            raise TypeError(f"tokens must be a torch.Tensor of token ids, got {type(tokens).__name__}")
+        if tokens.dtype.is_floating_point or tokens.dtype.is_complex or tokens.dtype == torch.bool:
+            raise TypeError(f"tokens must have an integer dtype (torch.long), got {tokens.dtype}")
+        if tokens.dim() != 2 or tokens.shape[1] < 1:
+            raise ValueError(f"tokens must have shape (B, T) with T >= 1, got {tuple(tokens.shape)}")
+        low, high = int(tokens.min()), int(tokens.max())
+        if low < 0 or high >= self.config.vocab_size:
+            raise ValueError(f"tokens must lie in [0, vocab_size={self.config.vocab_size}), "
+                             f"got values in [{low}, {high}]")
+
+    def _check_state(self, state, batch):
+        if state is None:
+            return
+        if not isinstance(state, RetNetState):
+            raise TypeError(f"state must be a RetNetState (from an earlier call) or None, got {type(state).__name__}")
+        if len(state.layers) != self.config.num_layers:
+            raise ValueError(f"state has {len(state.layers)} layers, this model has {self.config.num_layers} "
+                             "(a state from another configuration?)")
+        cfg = self.config
+        expected = (batch, cfg.num_heads, cfg.d_model // cfg.num_heads, cfg.value_dim // cfg.num_heads)
+        for i, layer in enumerate(state.layers):
+            if not isinstance(layer, RetentionState):
+                raise TypeError(f"state.layers[{i}] must be a RetentionState, got {type(layer).__name__}")
+            if tuple(layer.S.shape) != expected:
+                raise ValueError(f"state.layers[{i}].S has shape {tuple(layer.S.shape)}, expected "
+                                 f"(B, H, d_k, d_v) = {expected} (batch size {batch} and this configuration)")
+            if layer.n != state.n:
+                raise ValueError(f"state layers disagree on the position: layer 0 at {state.n}, layer {i} at {layer.n}")
+
+    # ------------------------------------------------------------ forward
+
+    def forward(self, tokens: torch.Tensor, mode: str = "parallel", chunk_size: int | None = None,
+                state: RetNetState | None = None) -> tuple[torch.Tensor, RetNetState]:
+        """tokens (B, T) → (logits (B, T, V), RetNetState after the last token).
+
+        mode "parallel" (Eq. 5), "recurrent" (Eq. 6, a loop over tokens) or "chunkwise" (Eq. 7; needs
+        chunk_size). state: None (start of a sequence) or the state returned by any earlier call.
+        """
+        check_mode(mode, chunk_size)
+        self._check_tokens(tokens)
+        self._check_state(state, tokens.shape[0])
+        x = self.embed(tokens) * self.config.embed_scale                # (B, T, d)
+        layer_states = []
+        for i, block in enumerate(self.blocks):
+            x, layer_state = block(x, mode, chunk_size, None if state is None else state.layers[i])
+            layer_states.append(layer_state)
+        return self.head(self.final_norm(x)), RetNetState(layer_states)   # (B, T, V)
+
+    @torch.no_grad()
+    def generate(self, prompt: torch.Tensor, max_new_tokens: int, temperature: float = 0.0,
+                 top_k: int | None = None, seed: int | None = None, chunk_size: int | None = None) -> torch.Tensor:
+        """Continue prompt (B, T0) by max_new_tokens tokens → (B, T0 + max_new_tokens) long.
+
+        The prompt is read once in chunkwise mode (chunk_size, default config.chunk_size), then each
+        new token costs one recurrent step. temperature 0 is greedy; seed makes sampling reproducible.
+        """
+        chunk_size = self.config.chunk_size if chunk_size is None else chunk_size
+
+        def prefill(tokens):
+            logits, state = self(tokens, "chunkwise", chunk_size)
+            return logits[:, -1], state                                 # (B, V)
+
+        def step(token, state):
+            logits, state = self(token[:, None], "recurrent", state=state)
+            return logits[:, 0], state                                  # (B, V)
+
+        return generate_tokens(prefill, step, prompt, max_new_tokens, temperature, top_k, seed)
+
+    # ------------------------------------------------------------ torchscale
+
+    @classmethod
+    def from_torchscale(cls, decoder, normalisation: str = "torchscale") -> "RetNet":
+        """Our model with the weights of a torchscale 0.3.0 RetNetDecoder (variant "official").
+
+        normalisation="torchscale" reproduces its per-mode outputs; "exact" keeps its weights but makes
+        the three modes agree for any ε. Its γ and θ are copied as stored (float32 values), so that the
+        two models compute the same function. Unsupported torchscale options raise ValueError.
+        """
+        args = decoder.args
+        unsupported = {
+            "deepnorm": args.deepnorm, "moe_freq": args.moe_freq, "multiway": args.multiway,
+            "layernorm_embedding": args.layernorm_embedding, "xpos_rel_pos": args.xpos_rel_pos,
+            "decoder_normalize_before=False": not args.decoder_normalize_before,
+            "embed_tokens=None": decoder.embed_tokens is None,
+            "output_projection=None": decoder.output_projection is None,
+        }
+        bad = [name for name, value in unsupported.items() if value]
+        if bad:
+            raise ValueError(f"torchscale options not supported by the conversion: {bad}")
+        rel_pos = decoder.retnet_rel_pos
+        config = RetNetConfig(
+            vocab_size=decoder.embed_tokens.num_embeddings, d_model=args.decoder_embed_dim,
+            num_layers=args.decoder_layers, num_heads=args.decoder_retention_heads,
+            value_dim=args.decoder_value_embed_dim, ffn_dim=args.decoder_ffn_embed_dim, variant="official",
+            activation=args.activation_fn, gamma=tuple(rel_pos.decay.detach().double().exp().tolist()),
+            norm_eps=args.layernorm_eps, normalisation=normalisation, embed_scale=float(decoder.embed_scale),
+            chunk_size=args.recurrent_chunk_size)
+        model = cls(config)
+        theta = rel_pos.angle.detach().to("cpu", torch.float64).numpy()[0::2]   # (d_k/2,), stored interleaved
+        with torch.no_grad():
+            model.embed.weight.copy_(decoder.embed_tokens.weight)
+            model.head.weight.copy_(decoder.output_projection.weight)
+            model.final_norm.weight.copy_(decoder.layer_norm.weight)
+            for ours, theirs in zip(model.blocks, decoder.layers):
+                ours.retention.theta = np.array(theta)
+                for name in ("q_proj", "k_proj", "v_proj", "g_proj", "out_proj"):
+                    getattr(ours.retention, name).weight.copy_(getattr(theirs.retention, name).weight)
+                ours.retention_norm.weight.copy_(theirs.retention_layer_norm.weight)
+                ours.ffn_norm.weight.copy_(theirs.final_layer_norm.weight)
+                for name in ("fc1", "gate", "fc2"):
+                    getattr(ours.ffn, name).weight.copy_(getattr(theirs.ffn, name).weight)
+        return model.to(decoder.embed_tokens.weight.device, decoder.embed_tokens.weight.dtype)
