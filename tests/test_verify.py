@@ -1,0 +1,80 @@
+"""The command line `python -m retnet_ref verify` and the report behind it."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from retnet_ref import __main__ as cli
+from retnet_ref import verify
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "retnet_ref", *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_verify_command_passes_and_prints_the_table():
+    result = run_cli("verify", "--lengths", "16", "32")
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["device", "dtype", "T", "comparison", "max", "rel", "err", "tolerance", "result"]
+    devices = verify.available_devices()
+    rows = [line for line in lines if line.split()[:1] in ([d] for d in devices)]
+    # per length: the NumPy check once; per device and dtype 3 forms vs truth, 2 pairs and the hand-off
+    assert len(rows) == 2 * (1 + len(devices) * 3 * 6)
+    assert all(row.endswith("pass") for row in rows)
+    assert "FAIL" not in result.stdout
+    for dtype in ("float64", "float32", "bfloat16"):
+        assert any(f" {dtype} " in row and " 32 " in row for row in rows)
+    assert f"{len(rows)} of {len(rows)} comparisons passed" in result.stdout
+    assert result.stderr == ""
+
+
+def test_help_explains_the_commands():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    assert "verify" in result.stdout and "notebooks" in result.stdout
+    verify_help = run_cli("verify", "--help")
+    assert verify_help.returncode == 0
+    text = " ".join(verify_help.stdout.split())                      # argparse wraps lines
+    for phrase in ("--lengths", "--chunk-size", "--device", "Exits 1 if any comparison fails", "Tolerances"):
+        assert phrase in text, phrase
+
+
+def test_unknown_command_is_an_error():
+    result = run_cli("frobnicate")
+    assert result.returncode == 2 and "invalid choice" in result.stderr
+
+
+def test_main_returns_one_when_a_comparison_fails(monkeypatch, capsys):
+    tiny = {dtype: 1e-30 for dtype in verify.TOLERANCE}
+    monkeypatch.setattr(verify, "TOLERANCE", tiny)
+    assert cli.main(["verify", "--lengths", "16", "--device", "cpu"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL" in out and "FAILED" in out
+
+
+def test_main_returns_zero_with_the_project_tolerances(capsys):
+    assert cli.main(["verify", "--lengths", "16", "--device", "cpu"]) == 0
+    assert "FAIL" not in capsys.readouterr().out
+
+
+def test_report_errors_are_below_their_tolerances_and_nonzero_in_low_precision():
+    rows = verify.report(lengths=(48,), chunk_size=16, devices=["cpu"])
+    assert all(row.passed for row in rows)
+    low = [row for row in rows if row.dtype != "float64" and "vs float64 truth" in row.pair]
+    assert low and all(row.error > 0 for row in low)                 # a real comparison, not a copy
+
+
+def test_relative_error_measure():
+    b = torch.tensor([1.0, -4.0, 2.0])
+    assert verify.relative_error(b + torch.tensor([0.0, 0.0, 0.4]), b) == pytest.approx(0.1)
+    assert verify.relative_error(torch.zeros(2), torch.zeros(2)) == 0.0
+
+
+def test_tolerances_are_ordered_by_precision():
+    tol = verify.TOLERANCE
+    assert tol[torch.float64] < tol[torch.float32] < tol[torch.bfloat16]
