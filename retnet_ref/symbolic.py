@@ -517,8 +517,9 @@ def prove_normalisation_row_scalars(length: int = 3, d_k: int = 2, d_v: int = 2)
         o_n = (Σ_m γ^(n-m) (q_n · k_m) v_m) / s_n,   s_n = sqrt(d_k) sqrt(c_n) max(|Σ_i R_ni|, 1)
         Σ_i R_ni = q_n · z_n / (sqrt(d_k) sqrt(c_n))
 
-    Checked exactly for symbolic q, k, v of `length` tokens. Returns {"s_n": s_n, "row_sum": Σ_i R_ni}
-    written with the symbols c_n, d_k and q_n·z_n.
+    and, with a_n = q_n · z_n, s_n = max(|a_n|, sqrt(d_k c_n)) (one division per row, no clipping).
+    Checked exactly for symbolic q, k, v of `length` tokens. Returns {"s_n", "compact": max(|a_n|,
+    sqrt(d_k c_n)), "row_sum": Σ_i R_ni} written with the symbols c_n, d_k and a_n = q_n · z_n.
     """
     gamma = sp.Symbol("gamma", positive=True)
     q, k, v = _symbol_rows("q", length, d_k), _symbol_rows("k", length, d_k), _symbol_rows("v", length, d_v)
@@ -538,8 +539,15 @@ def prove_normalisation_row_scalars(length: int = 3, d_k: int = 2, d_v: int = 2)
         assert_identity(sum(R.row(n)), (q.row(n) * z_n.T)[0] / (sp.sqrt(d_k) * sp.sqrt(c[n])),
                         f"row {n}: Σ_i R_ni = q_n · z_n / (sqrt(d_k) sqrt(c_n))")
     c_n, dk = sp.Symbol("c_n", positive=True), sp.Symbol("d_k", positive=True)
-    row_sum = sp.Symbol("q_n·z_n", real=True) / (sp.sqrt(dk) * sp.sqrt(c_n))
-    return {"s_n": sp.sqrt(dk) * sp.sqrt(c_n) * sp.Max(sp.Abs(row_sum), 1), "row_sum": row_sum}
+    a_n = sp.Symbol("a_n", real=True)                               # a_n = q_n · z_n
+    row_sum = a_n / (sp.sqrt(dk) * sp.sqrt(c_n))
+    s_n = sp.sqrt(dk) * sp.sqrt(c_n) * sp.Max(sp.Abs(row_sum), 1)
+    compact = sp.Max(sp.Abs(a_n), sp.sqrt(dk * c_n))
+    # s_n = max(|a_n|, sqrt(d_k c_n)): p max(|a|/p, 1) = max(|a|, p) for p > 0, case |a| ≥ p and case |a| ≤ p
+    p, w = sp.Symbol("p", positive=True), sp.Symbol("w", nonnegative=True)
+    for size in (p * (1 + w), p * (1 - w)):
+        assert_identity(p * sp.Max(size / p, 1), sp.Max(size, p), "p max(|a|/p, 1) = max(|a|, p)")
+    return {"s_n": s_n, "compact": compact, "row_sum": row_sum}
 
 
 def prove_swish_gate():

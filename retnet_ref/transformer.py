@@ -6,7 +6,9 @@ setup. Per layer, both spend 12 d² weights:
     Transformer  attention W_Q, W_K, W_V, W_O (d×d each) = 4 d²,  FFN d×4d and 4d×d = 8 d²
     RetNet       W_Q, W_K (d×d), W_V, W_G (d×2d), W_O (2d×d)   = 8 d²,  FFN d×2d and 2d×d = 4 d²
 
-plus two LayerNorms (weight and bias, 4d). Linear layers carry no bias, like RetNet's projections.
+plus two LayerNorms (weight and bias, 4d). Linear layers carry no bias, like RetNet's projections; the
+input embedding and the output projection are separate matrices, as in RetNet. With equal presets the two
+models have exactly the same number of parameters (tests/test_transformer.py).
 
 Positions are rotary: q and k of every head are rotated by nθ with the package's own real-pair rotation
 and θ schedule (retnet_ref.rotation), the same relative-position signal RetNet's retention uses, so
@@ -31,12 +33,13 @@ from .rotation import theta_schedule, rotate
 
 # ---------------------------------------------------------------- configuration
 
-# the paper's sizes (Table "model sizes", §3.1) and a tiny one for tests and notebooks
+# the same sizes as RetNetConfig.preset (retnet_ref.model): the paper's (Table "model sizes", §3.1), with the
+# same 32,000-token vocabulary, and a tiny one for tests and notebooks; equal names pair equal budgets
 _PRESETS = {
-    "tiny": dict(d_model=64, num_layers=2, num_heads=2),
-    "1.3B": dict(d_model=2048, num_layers=24, num_heads=8),
-    "2.7B": dict(d_model=2560, num_layers=32, num_heads=10),
-    "6.7B": dict(d_model=4096, num_layers=32, num_heads=16),
+    "tiny": dict(vocab_size=256, d_model=64, num_layers=2, num_heads=2),
+    "1.3B": dict(vocab_size=32000, d_model=2048, num_layers=24, num_heads=8),
+    "2.7B": dict(vocab_size=32000, d_model=2560, num_layers=32, num_heads=10),
+    "6.7B": dict(vocab_size=32000, d_model=4096, num_layers=32, num_heads=16),
 }
 
 
@@ -49,7 +52,7 @@ class TransformerConfig:
     num_layers: int = 2
     num_heads: int = 2
     ffn_dim: int | None = None
-    layer_norm_eps: float = 1e-5
+    layer_norm_eps: float = 1e-6
     rotary_base: float = 10000.0
     ffn_width: int = field(init=False)
 

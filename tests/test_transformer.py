@@ -152,3 +152,14 @@ def test_gradients_flow_to_every_weight():
     logits, _ = model(tokens(2, 6))
     logits.square().mean().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+@pytest.mark.parametrize("preset", ["tiny", "1.3B", "2.7B", "6.7B"])
+def test_same_parameter_count_as_retnet_of_the_same_preset(preset):
+    from retnet_ref.model import RetNet, RetNetConfig
+
+    with torch.device("meta"):
+        transformer = Transformer(TransformerConfig.preset(preset))
+        retnet = RetNet(RetNetConfig.preset(preset))
+    assert count_parameters(transformer.layers[0]) == count_parameters(retnet.blocks[0])
+    assert count_parameters(transformer) == count_parameters(retnet)
