@@ -408,6 +408,7 @@ def prove_layer_norm_scale_invariance(size: int = 4):
         mean(αx) = α μ,  var(αx) = α² V                      (polynomial identities, `size` entries)
         LN_ε(αx) = LN_{ε/α²}(x)   for α > 0, ε ≥ 0          (a scale only rescales ε)
         LN_0(αx) = LN_0(x),  LN_0(-x) = -LN_0(x)             (ε = 0: blind to a positive scale, not to sign)
+        RMS_0(αx) = RMS_0(x)                                 (RMSNorm, x / sqrt(mean(x²)), likewise)
 
     Returns {"lhs": LN_ε(αx)_i, "rhs": LN_{ε/α²}(x)_i} written with μ and V.
     """
@@ -430,6 +431,10 @@ def prove_layer_norm_scale_invariance(size: int = 4):
         assert_identity(a, b, "LN_0(αx) = LN_0(x), entry by entry")
     for a, b in zip(_layer_norm([-x for x in xs], 0), _layer_norm(xs, 0)):
         assert_identity(a, -b, "LN_0(-x) = -LN_0(x), entry by entry")
+    # RMSNorm (the official variant's per-head norm) is the case μ = 0, V = mean(x²): the same argument
+    rms = lambda ys: [y / sp.sqrt(sum(t ** 2 for t in ys) / size) for y in ys]
+    for a, b in zip(rms(scaled), rms(xs)):
+        assert_identity(a, b, "RMS_0(αx) = RMS_0(x), entry by entry")
     return {"lhs": lhs, "rhs": rhs}
 
 
