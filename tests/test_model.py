@@ -1,0 +1,267 @@
+"""The RetNet language model: presets, the three modes, state hand-off, generation, precision, bad input."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from retnet_ref.generation import generate_tokens, sample_next
+from retnet_ref.model import NOMINAL_PARAMETERS, RetNet, RetNetConfig, RetNetState
+
+MODES = [("parallel", None), ("recurrent", None), ("chunkwise", 8), ("chunkwise", 5)]
+VARIANTS = ["paper", "official"]
+# Tolerances (max |a - b| / max |b| over the logits), each from a measurement on CPU, tiny preset, T ≤ 256:
+TOL64 = 1e-12     # float64 modes: measured ≤ 1.5e-15
+TOL32 = 5e-6      # float32 modes, against each other and against float64: measured ≤ 7.6e-7
+TOL_BF16 = 5e-2   # bf16 autocast against float32 (logits come out in bf16, inputs of every matmul are
+                  # rounded to 8 bits): measured ≤ 1.6e-2 on CPU (paper 1.0e-2, official 1.6e-2)
+
+
+def tiny(variant="paper", dtype=torch.float64, seed=0, **overrides):
+    torch.manual_seed(seed)
+    return RetNet(RetNetConfig.preset("tiny", variant=variant, **overrides)).to(dtype)
+
+
+def tokens(batch=2, length=37, seed=1, vocab=256):
+    return torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+# ---------------------------------------------------------------- configuration and presets
+
+# exact counts (meta device): paper variant = L (12 d² + 4 d) + 2 V d + 2 d with V = 32,000
+PRESET_PARAMETERS = {
+    ("1.3B", "paper"): 1_339_232_256, ("2.7B", "paper"): 2_680_755_200, ("6.7B", "paper"): 6_705_127_424,
+    ("1.3B", "official"): 1_351_714_816, ("2.7B", "official"): 2_687_142_400,
+    ("6.7B", "official"): 6_709_055_488,
+}
+
+
+@pytest.mark.parametrize("name,variant", sorted(PRESET_PARAMETERS))
+def test_paper_presets_have_their_nominal_size(name, variant):
+    config = RetNetConfig.preset(name, variant=variant)
+    with torch.device("meta"):
+        model = RetNet(config)
+    count = model.num_parameters()
+    assert count == PRESET_PARAMETERS[name, variant]
+    assert abs(count / NOMINAL_PARAMETERS[name] - 1) <= 0.05
+    if variant == "paper":
+        d, L, V = config.d_model, config.num_layers, config.vocab_size
+        assert count == L * (12 * d * d + 4 * d) + 2 * V * d + 2 * d
+
+
+def test_preset_table():
+    c = RetNetConfig.preset("6.7B")
+    assert (c.d_model, c.num_layers, c.num_heads, c.ffn_dim, c.value_dim) == (4096, 32, 16, 8192, 8192)
+    assert c.d_model // c.num_heads == 256 and c.value_dim // c.num_heads == 512    # head dims (DESIGN §2)
+    o = RetNetConfig.preset("1.3B", variant="official")
+    assert (o.value_dim, o.ffn_dim, o.norm_kind, o.gated_ffn, o.activation) == (3456, 3456, "rmsnorm", True, "swish")
+    assert RetNetConfig.preset("tiny", num_layers=3).num_layers == 3
+
+
+# ---------------------------------------------------------------- modes
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_modes_give_the_same_logits_in_float64(variant, rel_err):
+    model = tiny(variant)
+    x = tokens()
+    reference, state = model(x)
+    assert reference.shape == (2, 37, 256) and state.n == 37
+    for mode, chunk_size in MODES[1:]:
+        assert rel_err(model(x, mode, chunk_size)[0], reference) < TOL64
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_modes_give_the_same_gradients_in_float64(variant, rel_err):
+    x = tokens(length=13)
+    grads = {}
+    for mode, chunk_size in MODES[:3]:
+        model = tiny(variant)
+        logits, _ = model(x, mode, chunk_size)
+        torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), x[:, 1:].flatten()).backward()
+        grads[mode] = {name: p.grad for name, p in model.named_parameters()}
+    for mode in ("recurrent", "chunkwise"):
+        for name, g in grads[mode].items():
+            assert rel_err(g, grads["parallel"][name]) < TOL64, name
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_prefill_chunkwise_then_recurrent_steps_equals_parallel(variant, rel_err):
+    model = tiny(variant)
+    x = tokens()
+    whole, whole_state = model(x)
+    prompt, state = model(x[:, :20], "chunkwise", 6)
+    steps = [prompt]
+    for n in range(20, 30):
+        logits, state = model(x[:, n:n + 1], "recurrent", state=state)
+        steps.append(logits)
+    rest, state = model(x[:, 30:], "parallel", state=state)
+    steps.append(rest)
+    assert rel_err(torch.cat(steps, dim=1), whole) < TOL64
+    assert state.n == 37
+    for ours, theirs in zip(state.layers, whole_state.layers):
+        assert rel_err(ours.S, theirs.S) < TOL64 and rel_err(ours.z, theirs.z) < TOL64
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_float32_modes_agree_within_the_measured_tolerance(variant, rel_err):
+    x = tokens(length=64)
+    model32 = tiny(variant, torch.float32)
+    model64 = tiny(variant, torch.float64)
+    with torch.no_grad():
+        reference = model64(x)[0]
+        logits = {mode: model32(x, mode, chunk_size)[0] for mode, chunk_size in MODES[:3]}
+    for mode, value in logits.items():
+        assert value.dtype == torch.float32
+        assert rel_err(value, reference) < TOL32
+        assert rel_err(value, logits["parallel"]) < TOL32
+
+
+def _bf16_against_float32(variant, device, rel_err):
+    x = tokens(length=64).to(device)
+    model = tiny(variant, torch.float32).to(device)
+    with torch.no_grad():
+        for mode, chunk_size in MODES[:3]:
+            full = model(x, mode, chunk_size)[0]
+            with torch.autocast(device, dtype=torch.bfloat16):
+                low = model(x, mode, chunk_size)[0]
+            assert rel_err(low, full) < TOL_BF16, mode
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_bf16_autocast_on_cpu(variant, rel_err):
+    _bf16_against_float32(variant, "cpu", rel_err)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_bf16_autocast_on_cuda(variant, rel_err):
+    _bf16_against_float32(variant, "cuda", rel_err)
+
+
+@pytest.mark.cuda
+def test_modes_agree_on_cuda_in_float64(rel_err):
+    model = tiny("paper").cuda()
+    x = tokens().cuda()
+    reference = model(x)[0]
+    for mode, chunk_size in MODES[1:]:
+        assert rel_err(model(x, mode, chunk_size)[0], reference) < TOL64
+
+
+# ---------------------------------------------------------------- generation
+
+
+def greedy_by_parallel_recomputation(model, prompt, steps):
+    out = prompt
+    for _ in range(steps):
+        logits, _ = model(out)
+        out = torch.cat((out, logits[:, -1].argmax(-1, keepdim=True)), dim=1)
+    return out
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_greedy_generation_equals_parallel_recomputation(variant):
+    model = tiny(variant)
+    prompt = tokens(length=9)
+    generated = model.generate(prompt, 12, chunk_size=4)
+    assert generated.shape == (2, 21)
+    assert torch.equal(generated, greedy_by_parallel_recomputation(model, prompt, 12))
+
+
+def test_seeded_sampling_is_reproducible():
+    model = tiny(dtype=torch.float32)
+    prompt = tokens(length=5)
+    first = model.generate(prompt, 10, temperature=1.0, top_k=20, seed=7)
+    assert torch.equal(first, model.generate(prompt, 10, temperature=1.0, top_k=20, seed=7))
+    assert not torch.equal(first, model.generate(prompt, 10, temperature=1.0, top_k=20, seed=8))
+    assert torch.equal(model.generate(prompt, 10, temperature=1.0, top_k=1, seed=3), model.generate(prompt, 10))
+    assert torch.equal(model.generate(prompt, 0), prompt)
+
+
+def test_sample_next():
+    logits = torch.tensor([[0.0, 3.0, 1.0, 2.0], [5.0, 4.0, 3.0, 2.0]])
+    assert sample_next(logits).tolist() == [1, 0]
+    gen = torch.Generator().manual_seed(0)
+    draws = torch.stack([sample_next(logits, 2.0, top_k=2, generator=gen) for _ in range(200)])
+    assert set(draws[:, 0].tolist()) == {1, 3} and set(draws[:, 1].tolist()) == {0, 1}
+    with pytest.raises(ValueError, match="temperature"):
+        sample_next(logits, -1.0)
+    with pytest.raises(ValueError, match="top_k"):
+        sample_next(logits, 1.0, top_k=0)
+
+
+def test_generate_tokens_calls_step_once_per_new_token_but_the_last():
+    calls = []
+
+    def prefill(prompt):
+        return torch.nn.functional.one_hot(prompt[:, -1] + 1, 10).float(), 0
+
+    def step(token, state):
+        calls.append(token)
+        return torch.nn.functional.one_hot(token + 1, 10).float(), state + 1
+
+    out = generate_tokens(prefill, step, torch.tensor([[0, 1]]), 4)
+    assert out.tolist() == [[0, 1, 2, 3, 4, 5]] and len(calls) == 3
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        generate_tokens(prefill, step, torch.tensor([[0, 1]]), -1)
+    with pytest.raises(ValueError, match="prompt"):
+        generate_tokens(prefill, step, torch.tensor([[0.0]]), 1)
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_bad_tokens_are_rejected():
+    model = tiny()
+    with pytest.raises(ValueError, match="tokens"):
+        model(torch.tensor([[0, 256]]))
+    with pytest.raises(ValueError, match="tokens"):
+        model(torch.tensor([[-1, 3]]))
+    with pytest.raises(TypeError, match="tokens"):
+        model(torch.tensor([[0.0, 1.0]]))
+    with pytest.raises(ValueError, match="tokens"):
+        model(torch.tensor([0, 1]))
+
+
+def test_bad_modes_and_chunk_sizes_are_rejected():
+    model = tiny()
+    x = tokens(length=4)
+    with pytest.raises(ValueError, match="mode"):
+        model(x, "attention")
+    with pytest.raises(ValueError, match="chunk_size"):
+        model(x, "chunkwise")
+    with pytest.raises(ValueError, match="chunk_size"):
+        model(x, "chunkwise", 0)
+    with pytest.raises(ValueError, match="chunk_size"):
+        model(x, "chunkwise", -3)
+    with pytest.raises(TypeError, match="chunk_size"):
+        model(x, "chunkwise", True)
+
+
+def test_foreign_states_are_rejected():
+    model = tiny()
+    x = tokens(length=4)
+    _, state = model(x)
+    with pytest.raises(ValueError, match="batch size"):
+        model(x[:1], state=state)
+    _, deeper = tiny(num_layers=3)(x)
+    with pytest.raises(ValueError, match="layers"):
+        model(x, state=deeper)
+    _, wider = tiny(num_heads=4)(x)
+    with pytest.raises(ValueError, match="state.layers"):
+        model(x, state=wider)
+    with pytest.raises(TypeError, match="state"):
+        model(x, state=state.layers)
+    assert isinstance(state, RetNetState)
+
+
+def test_bad_configs_are_rejected():
+    with pytest.raises(ValueError, match="variant"):
+        RetNetConfig(variant="llama")
+    with pytest.raises(ValueError, match="d_model"):
+        RetNetConfig(d_model=0)
+    with pytest.raises(ValueError, match="preset"):
+        RetNetConfig.preset("13B")
+    with pytest.raises(ValueError, match="normalisation"):
+        RetNetConfig(normalisation="none")
+    with pytest.raises(TypeError, match="config"):
+        RetNet({"d_model": 64})
