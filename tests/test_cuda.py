@@ -1,0 +1,153 @@
+"""The torch forms on a CUDA device: the CPU checks again, plus CPU-vs-GPU agreement and device errors.
+
+Every test is marked `cuda` (select with `-m cuda`) and skipped with "no CUDA device" where none is
+present (tests/conftest.py). Sizes are small so the whole file takes seconds on a GPU. The float64
+truth is always the parallel form on the CPU (checked against the NumPy reference in test_retention).
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from retnet_ref.decay import gamma_schedule
+from retnet_ref.retention import chunkwise_retention, parallel_retention, recurrent_retention
+from retnet_ref.verify import TOLERANCE, random_inputs
+
+pytestmark = pytest.mark.cuda
+
+GAMMAS = [1.0, 0.97, 0.5, 1e-9]
+DTYPES = [torch.float64, torch.float32, torch.bfloat16]
+
+
+def cuda(*tensors, dtype=None):
+    return tuple(t.to("cuda", dtype) for t in tensors)
+
+
+def run_form(form, q, k, v, gamma, state=None, chunk_size=16):
+    if form == "parallel":
+        return parallel_retention(q, k, v, gamma), None
+    if form == "recurrent":
+        return recurrent_retention(q, k, v, gamma, state=state)
+    return chunkwise_retention(q, k, v, gamma, chunk_size, state=state)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("form,T", [("parallel", 64), ("parallel", 512), ("chunkwise", 64), ("chunkwise", 512),
+                                    ("recurrent", 64)])
+def test_forms_on_gpu_match_float64_cpu_truth(form, T, dtype, rel_err):
+    gamma = gamma_schedule(4).tolist()
+    q, k, v, _ = random_inputs(1, 4, T, 32, 32, seed=T)
+    truth = parallel_retention(q, k, v, gamma)
+    o, _ = run_form(form, *cuda(q, k, v, dtype=dtype), gamma, chunk_size=64)
+    assert o.device.type == "cuda" and o.dtype == dtype
+    assert rel_err(o, truth) <= TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_forms_on_gpu_agree_with_each_other(dtype, rel_err):
+    q, k, v, S0 = cuda(*random_inputs(2, 4, 45, 8, 8, seed=1), dtype=dtype)
+    S0 = S0.float() if dtype == torch.bfloat16 else S0
+    o_par = parallel_retention(q, k, v, GAMMAS)
+    o_rec, S_rec = recurrent_retention(q, k, v, GAMMAS)
+    assert rel_err(o_rec, o_par) <= TOLERANCE[dtype]
+    for chunk_size in (1, 9, 16, 100):                              # divides, ragged, more than T
+        o_chunk, S_chunk = chunkwise_retention(q, k, v, GAMMAS, chunk_size)
+        assert rel_err(o_chunk, o_par) <= TOLERANCE[dtype] and rel_err(S_chunk, S_rec) <= TOLERANCE[dtype]
+    o_rec, S_rec = recurrent_retention(q, k, v, GAMMAS, state=S0)
+    o_chunk, S_chunk = chunkwise_retention(q, k, v, GAMMAS, 7, state=S0)
+    assert rel_err(o_chunk, o_rec) <= TOLERANCE[dtype] and rel_err(S_chunk, S_rec) <= TOLERANCE[dtype]
+    assert S_rec.device.type == "cuda" and S_rec.dtype == torch.promote_types(dtype, torch.float32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("form", ["parallel", "recurrent", "chunkwise"])
+def test_cpu_and_gpu_agree(form, dtype, rel_err):
+    q, k, v, S0 = (x.to(dtype) for x in random_inputs(2, 4, 40, 8, 6, seed=2))
+    S0 = None if form == "parallel" else S0
+    o_cpu, S_cpu = run_form(form, q, k, v, GAMMAS, S0, chunk_size=6)
+    o_gpu, S_gpu = run_form(form, *cuda(q, k, v), GAMMAS, None if S0 is None else S0.cuda(), chunk_size=6)
+    assert rel_err(o_gpu, o_cpu) <= TOLERANCE[dtype]
+    if S_cpu is not None:
+        assert rel_err(S_gpu, S_cpu) <= TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("first,second", [("chunkwise", "recurrent"), ("recurrent", "chunkwise")])
+def test_state_hand_off_on_gpu(first, second, dtype, rel_err):
+    q, k, v, S0 = cuda(*random_inputs(1, 4, 50, 8, 8, seed=3))
+    whole, S_whole = chunkwise_retention(q, k, v, GAMMAS, 16, state=S0)       # float64 on the GPU
+    x = [t.to(dtype) for t in (q, k, v)]
+    S0 = S0.to(torch.promote_types(dtype, torch.float32))
+    o1, S1 = run_form(first, *(t[:, :, :21] for t in x), GAMMAS, S0)
+    o2, S2 = run_form(second, *(t[:, :, 21:] for t in x), GAMMAS, S1)
+    assert rel_err(torch.cat([o1, o2], dim=2), whole) <= TOLERANCE[dtype]
+    assert rel_err(S2, S_whole) <= TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize("with_state", [False, True])
+def test_gradients_equal_across_forms_on_gpu(with_state, rel_err):
+    q, k, v, S0 = cuda(*random_inputs(2, 4, 23, 4, 3, seed=4))
+    inputs = tuple(x.requires_grad_() for x in ((q, k, v, S0) if with_state else (q, k, v)))
+    gen = torch.Generator().manual_seed(5)
+    w_o, w_S = cuda(torch.randn(2, 4, 23, 3, generator=gen, dtype=torch.float64),
+                    torch.randn(2, 4, 4, 3, generator=gen, dtype=torch.float64))
+
+    def gradients(form):
+        o, S = run_form(form, *inputs[:3], GAMMAS, S0 if with_state else None, chunk_size=5)
+        # a random scalar loss: Σ w_o ⊙ o (+ Σ w_S ⊙ S_T when there is a state to hand on)
+        loss = (w_o * o).sum() + ((w_S * S).sum() if with_state else 0)
+        return torch.autograd.grad(loss, inputs)
+
+    forms = ["recurrent", "chunkwise"] + ([] if with_state else ["parallel"])
+    grads = {form: gradients(form) for form in forms}
+    for form in forms[1:]:
+        for name, g, g_rec in zip("qkvS", grads[form], grads["recurrent"]):
+            assert g.device.type == "cuda"
+            assert rel_err(g, g_rec) <= 1e-10, (form, name)
+
+
+def test_gradcheck_chunkwise_on_gpu():
+    q, k, v, S0 = cuda(*random_inputs(1, 2, 5, 3, 2, seed=6))
+    inputs = tuple(x.requires_grad_() for x in (q, k, v, S0))
+    assert torch.autograd.gradcheck(lambda *a: chunkwise_retention(*a[:3], [0.9, 0.5], 2, state=a[3]), inputs,
+                                    eps=1e-6, atol=1e-8, rtol=1e-6)
+
+
+def test_bfloat16_on_gpu_keeps_a_float32_state():
+    q, k, v, _ = cuda(*random_inputs(1, 2, 10, 4, 4, seed=7), dtype=torch.bfloat16)
+    for form in ("recurrent", "chunkwise"):
+        o, S = run_form(form, q, k, v, [0.9, 0.99])
+        assert o.dtype == torch.bfloat16 and S.dtype == torch.float32 and S.device.type == "cuda"
+
+
+def test_gamma_given_as_a_gpu_tensor(rel_err):
+    q, k, v, _ = cuda(*random_inputs(1, 4, 12, 4, 4, seed=8))
+    expected = parallel_retention(q, k, v, GAMMAS)
+    gamma = torch.tensor(GAMMAS, dtype=torch.float64, device="cuda")
+    assert rel_err(parallel_retention(q, k, v, gamma), expected) == 0.0
+    assert rel_err(chunkwise_retention(q, k, v, gamma, 5)[0], expected) <= TOLERANCE[torch.float64]
+
+
+def test_empty_sequence_on_gpu():
+    q, k, v, S0 = cuda(*random_inputs(1, 2, 0, 3, 4, seed=9))
+    assert parallel_retention(q, k, v, [0.9, 0.5]).shape == (1, 2, 0, 4)
+    for form in ("recurrent", "chunkwise"):
+        o, S = run_form(form, q, k, v, [0.9, 0.5], S0)
+        assert o.shape == (1, 2, 0, 4) and o.device.type == "cuda" and torch.equal(S, S0)
+
+
+@pytest.mark.parametrize("state_device,input_device", [("cpu", "cuda"), ("cuda", "cpu")])
+@pytest.mark.parametrize("form", ["recurrent", "chunkwise"])
+def test_state_on_another_device(form, state_device, input_device):
+    q, k, v, S0 = random_inputs(1, 2, 5, 3, 2, seed=10)
+    with pytest.raises(ValueError, match="^state must be on the inputs' device"):
+        run_form(form, *(x.to(input_device) for x in (q, k, v)), [0.9, 0.5], S0.to(state_device))
+
+
+@pytest.mark.parametrize("name", ["q", "k", "v"])
+@pytest.mark.parametrize("form", ["parallel", "recurrent", "chunkwise"])
+def test_q_k_v_on_different_devices(form, name):
+    args = dict(zip("qkv", random_inputs(1, 2, 5, 3, 2, seed=11)))
+    args[name] = args[name].cuda()
+    with pytest.raises(ValueError, match="^q, k and v must be on one device"):
+        run_form(form, args["q"], args["k"], args["v"], [0.9, 0.5])
