@@ -58,9 +58,13 @@ def log_gamma(gamma) -> float:
 
 
 def _positions(length: int, log_g):
-    """0..length-1 as a float array of the same kind (NumPy or torch) and placement as log_g."""
+    """0..length-1 as a float array of the same kind (NumPy or torch) and placement as log_g.
+
+    Positions are exact integers: float32 at least (bf16 cannot hold integers above 256 exactly).
+    """
     if isinstance(log_g, torch.Tensor):
-        return torch.arange(length, dtype=log_g.dtype, device=log_g.device)
+        dtype = torch.promote_types(log_g.dtype, torch.float32)
+        return torch.arange(length, dtype=dtype, device=log_g.device)
     return np.arange(length, dtype=np.float64)
 
 

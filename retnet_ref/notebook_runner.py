@@ -32,7 +32,7 @@ def execute(path: Path, out_dir: Path | None, html: bool = True, timeout: int = 
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, km=_current_env_kernel_manager(), timeout=timeout,
+    client = NotebookClient(nb, km=_current_env_kernel_manager(), timeout=timeout, record_timing=False,
                             resources={"metadata": {"path": str(path.parent)}})
     ok = True
     try:
