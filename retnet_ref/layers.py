@@ -117,9 +117,6 @@ class MultiScaleRetention(nn.Module):
         B, T, _ = x.shape
         return x.view(B, T, self.num_heads, width).transpose(1, 2)     # (B, H, T, width)
 
-    def empty_state(self, batch: int, device=None, dtype=torch.float32) -> RetentionState:
-        return RetentionState.zeros(batch, self.num_heads, self.key_head_dim, self.value_head_dim, dtype, device)
-
     def forward(self, x: torch.Tensor, mode: str = "parallel", chunk_size: int | None = None,
                 state: RetentionState | None = None) -> tuple[torch.Tensor, RetentionState]:
         """x (B, T, d) → (MSR(x) (B, T, d), RetentionState after the last token).

@@ -29,6 +29,7 @@ from .layers import ACTIVATIONS, RetNetBlock, make_norm
 from .normalized import NORMALISATIONS, RetentionState, check_mode
 
 VARIANTS = ("paper", "official")
+GAMMA_SCHEDULES = ("default", "linspace")
 PAPER_VOCAB_SIZE = 32000
 
 _PRESETS = {
@@ -84,6 +85,8 @@ class RetNetConfig:
             _positive_int(getattr(self, name), name)
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        if isinstance(self.gamma, str) and self.gamma not in GAMMA_SCHEDULES:
+            raise ValueError(f"gamma must be one of {GAMMA_SCHEDULES} or one value per head, got {self.gamma!r}")
         if self.normalisation not in NORMALISATIONS:
             raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {self.normalisation!r}")
         official = self.variant == "official"
