@@ -321,6 +321,11 @@ def prove_state_handoff(length: int = 5, split: int = 2, d_k: int = 2, d_v: int 
 CHUNK_VARIANTS = ("v4", "no_zeta", "v1_printed")
 
 
+def _powers(gamma, exponents, dtype):
+    """γ^p for an array of integers p ≥ 0: floats for a float dtype, SymPy powers for dtype=object."""
+    return np.power(np.full(exponents.shape, gamma, dtype=dtype), exponents)
+
+
 def chunkwise_variant(Q, K, V, gamma, chunk_size: int, S0, variant: str = "v4"):
     """Eq. 7 (or a wrong variant, see CHUNK_VARIANTS) on NumPy arrays: float64 for numbers, or
     dtype=object holding SymPy expressions for exact checks. L is each chunk's own length.
@@ -334,9 +339,11 @@ def chunkwise_variant(Q, K, V, gamma, chunk_size: int, S0, variant: str = "v4"):
     for start in range(0, Q.shape[0], chunk_size):
         q, k, v = (x[start:start + chunk_size] for x in (Q, K, V))             # (L, d) each
         L = q.shape[0]
-        D = np.array(decay_matrix_symbolic(L, gamma).tolist(), dtype=Q.dtype)  # (L, L)
-        xi = np.array([gamma ** (r + 1) for r in range(L)], dtype=Q.dtype)[:, None]          # (L, 1)
-        zeta = np.array([gamma ** (L - r - 1) for r in range(L)], dtype=Q.dtype)[:, None]    # (L, 1)
+        r = np.arange(L)
+        lag = r[:, None] - r[None, :]                                           # (L, L), n - m
+        D = np.where(lag >= 0, _powers(gamma, np.maximum(lag, 0), Q.dtype), 0)  # (L, L)
+        xi = _powers(gamma, r + 1, Q.dtype)[:, None]                            # (L, 1), γ^(r+1)
+        zeta = _powers(gamma, L - r - 1, Q.dtype)[:, None]                      # (L, 1), γ^(L-r-1)
         # R_i = K^T (V ⊙ ζ) + γ^L R_{i-1}    (ζ left out by "no_zeta" and "v1_printed")
         R_next = k.T @ (v * zeta if variant == "v4" else v) + gamma ** L * R
         # O_[i] = (Q K^T ⊙ D) V + (Q R_{i-1}) ⊙ ξ    (R_i in place of R_{i-1} by "v1_printed")
@@ -349,14 +356,20 @@ def _object_array(M) -> np.ndarray:
     return np.array(M.tolist(), dtype=object)
 
 
-def chunk_split_matches(length: int, chunk_size: int, variant: str = "v4", d_k: int = 2, d_v: int = 1) -> bool:
-    """Exactly (symbolic γ, entries and S_0): does the chunk split give the outputs and final state of
-    the recurrence S_n = γ S_{n-1} + k_n^T v_n?"""
+def chunk_split_difference(length: int, chunk_size: int, variant: str = "v4", d_k: int = 2, d_v: int = 1):
+    """Exactly (symbolic γ, entries and S_0): the chunk split's outputs and final state minus those of
+    the recurrence S_n = γ S_{n-1} + k_n^T v_n, expanded.  Returns (dO (T, d_v), dR (d_k, d_v))."""
     gamma = sp.Symbol("gamma", positive=True)
     Q, K, V, S0 = retention_symbols(length, d_k, d_v, state=True)
     O, R = chunkwise_variant(*(_object_array(M) for M in (Q, K, V)), gamma, chunk_size, _object_array(S0), variant)
     expected, states = recurrence_symbolic(Q, K, V, [gamma] * d_k, S0)
-    return is_zero_matrix(sp.Matrix(O) - expected) and is_zero_matrix(sp.Matrix(R) - states[-1])
+    return (sp.Matrix(O) - expected).applyfunc(sp.expand), (sp.Matrix(R) - states[-1]).applyfunc(sp.expand)
+
+
+def chunk_split_matches(length: int, chunk_size: int, variant: str = "v4", d_k: int = 2, d_v: int = 1) -> bool:
+    """Does the chunk split give exactly the outputs and final state of the recurrence?"""
+    dO, dR = chunk_split_difference(length, chunk_size, variant, d_k, d_v)
+    return is_zero_matrix(dO) and is_zero_matrix(dR)
 
 
 def prove_chunk_exponents():
