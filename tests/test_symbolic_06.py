@@ -46,3 +46,12 @@ def test_normalisation_row_scalars():
 def test_swish_gate():
     x = sp.Symbol("x", real=True)
     assert sp.simplify(symbolic.prove_swish_gate()["swish"] - x * (1 / (1 + sp.exp(-x)))) == 0
+
+
+def test_parameter_budget():
+    shown = symbolic.prove_parameter_budget()
+    d = sp.Symbol("d", positive=True)
+    w_v, f = sp.symbols("w_v f", positive=True)
+    # a Transformer with RetNet's FFN width 2d would be 4d² short of the budget
+    assert sp.expand(shown["transformer"].subs(f, 2 * d) - 12 * d ** 2) == -4 * d ** 2
+    assert shown["retnet"].has(w_v)
