@@ -32,7 +32,7 @@ NORM_KINDS = ("layernorm", "rmsnorm")
 ACTIVATIONS = {"gelu": F.gelu, "swish": F.silu, "relu": F.relu}
 
 
-def _positive_int(value, name):
+def positive_int(value, name):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
@@ -78,8 +78,8 @@ class MultiScaleRetention(nn.Module):
                  head_norm: str = "layernorm", eps: float = 1e-6, normalisation: str = "exact",
                  detach_normaliser: bool = False):
         super().__init__()
-        d_model, num_heads = _positive_int(d_model, "d_model"), _positive_int(num_heads, "num_heads")
-        value_dim = 2 * d_model if value_dim is None else _positive_int(value_dim, "value_dim")
+        d_model, num_heads = positive_int(d_model, "d_model"), positive_int(num_heads, "num_heads")
+        value_dim = 2 * d_model if value_dim is None else positive_int(value_dim, "value_dim")
         if d_model % num_heads or value_dim % num_heads:
             raise ValueError(f"d_model ({d_model}) and value_dim ({value_dim}) must be multiples of "
                              f"num_heads ({num_heads})")
@@ -150,7 +150,7 @@ class FeedForward(nn.Module):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {activation!r}")
-        d_model, ffn_dim = _positive_int(d_model, "d_model"), _positive_int(ffn_dim, "ffn_dim")
+        d_model, ffn_dim = positive_int(d_model, "d_model"), positive_int(ffn_dim, "ffn_dim")
         self.activation = ACTIVATIONS[activation]
         self.fc1 = nn.Linear(d_model, ffn_dim, bias=False)
         self.gate = nn.Linear(d_model, ffn_dim, bias=False) if gated else None

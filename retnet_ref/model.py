@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .generation import generate_tokens
-from .layers import ACTIVATIONS, RetNetBlock, make_norm
+from .layers import ACTIVATIONS, RetNetBlock, positive_int, make_norm
 from .normalized import NORMALISATIONS, RetentionState, check_mode
 
 VARIANTS = ("paper", "official")
@@ -41,12 +41,6 @@ _PRESETS = {
 NOMINAL_PARAMETERS = {"1.3B": 1.3e9, "2.7B": 2.7e9, "6.7B": 6.7e9}
 # value and FFN widths of torchscale's own configurations of these sizes (retnet_xl, retnet_3b, retnet_7b)
 _OFFICIAL_WIDTHS = {"1.3B": 3456, "2.7B": 4280, "6.7B": 6832}
-
-
-def _positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 @dataclass(frozen=True)
@@ -82,7 +76,7 @@ class RetNetConfig:
 
     def __post_init__(self):
         for name in ("vocab_size", "d_model", "num_layers", "num_heads", "chunk_size"):
-            _positive_int(getattr(self, name), name)
+            positive_int(getattr(self, name), name)
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
         if isinstance(self.gamma, str) and self.gamma not in GAMMA_SCHEDULES:
@@ -92,8 +86,8 @@ class RetNetConfig:
         official = self.variant == "official"
         default_width = self._official_width() if official else 2 * self.d_model
         resolved = dict(
-            value_dim=default_width if self.value_dim is None else _positive_int(self.value_dim, "value_dim"),
-            ffn_dim=default_width if self.ffn_dim is None else _positive_int(self.ffn_dim, "ffn_dim"),
+            value_dim=default_width if self.value_dim is None else positive_int(self.value_dim, "value_dim"),
+            ffn_dim=default_width if self.ffn_dim is None else positive_int(self.ffn_dim, "ffn_dim"),
             activation=self.activation or ("swish" if official else "gelu"),
             detach_normaliser=official if self.detach_normaliser is None else bool(self.detach_normaliser),
             gamma=self.gamma if isinstance(self.gamma, str) else tuple(float(g) for g in self.gamma),
