@@ -1,11 +1,19 @@
 """retnet_ref: a derivation and reference implementation of the Retentive Network (Sun et al. 2023).
 
 Modules, one concept each:
-    reference   float64 NumPy equations, one head (the ground truth)
-    rotation    θ schedule, complex and real-pair rotation
-    decay       γ schedules, D, ζ, ξ and the closed-form normalisers
-    retention   batched PyTorch forms: parallel, recurrent, chunkwise
-    verify      the numeric equivalence report (python -m retnet_ref verify)
-    plots       figure style and saving
+    reference    float64 NumPy equations, one head (the ground truth)
+    rotation     θ schedule, complex and real-pair rotation
+    decay        γ schedules, D, ζ, ξ and the closed-form decay sums
+    retention    batched PyTorch forms: parallel, recurrent, chunkwise
+    normalized   the paper's three score normalisations, exact in every form
+    layers       MultiScaleRetention, FeedForward, RetNetBlock
+    model        RetNetConfig presets, the RetNet language model, generation
+    generation   sampling and the prefill-then-step decoding loop shared by the models
+    transformer  the Transformer baseline of the same budget, with a KV cache
+    cost         analytic flop and memory models of the forms and of decoding
+    numerics     rounding error against length (behind the tolerances)
+    symbolic     SymPy proofs used by the notebooks and the tests
+    verify       the numeric equivalence report (python -m retnet_ref verify)
+    plots        figure style and saving
 """
 __version__ = "0.1.0"
