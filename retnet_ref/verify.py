@@ -44,9 +44,10 @@ class Row:
 
 
 def relative_error(a, b) -> float:
-    """max |a - b| / max |b|, computed in float64 on the CPU."""
-    a = torch.as_tensor(a).detach().to("cpu", torch.float64)
-    b = torch.as_tensor(b).detach().to("cpu", torch.float64)
+    """max |a - b| / max |b|, computed in float64 (complex128 for complex input) on the CPU."""
+    a, b = (torch.as_tensor(x).detach().cpu() for x in (a, b))
+    wide = torch.complex128 if (a.is_complex() or b.is_complex()) else torch.float64
+    a, b = a.to(wide), b.to(wide)
     scale = b.abs().max().item()
     return (a - b).abs().max().item() / (scale if scale > 0 else 1.0)
 
