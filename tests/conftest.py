@@ -1,8 +1,9 @@
 """Shared test setup: the hypothesis profile, the CUDA skip rule and two small oracles.
 
-The oracles are written here once, independently of the package (no import from retnet_ref):
+The oracles (and the strategy for γ) are written here once, independently of the package (no import from retnet_ref):
 - `naive_retention`: the defining double sum of unnormalised retention, one head, loops only;
 - `rel_err`: the project's error measure max |a - b| / max |b| (complex aware, in float64).
+Test modules receive them as session fixtures.
 """
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ import os
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, settings
+from hypothesis import settings
+from hypothesis import strategies as st
 
 # Deterministic by default (CI); `HYPOTHESIS_PROFILE=explore` draws fresh examples.
-settings.register_profile("retnet", deadline=None, derandomize=True, print_blob=True,
-                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("retnet", deadline=None, derandomize=True, print_blob=True)
 settings.register_profile("explore", deadline=None, derandomize=False, max_examples=300)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "retnet"))
 
@@ -76,3 +77,9 @@ def rel_err():
 @pytest.fixture(scope="session")
 def naive_retention():
     return naive_retention_loop
+
+
+@pytest.fixture(scope="session")
+def gamma_strategy():
+    """A valid decay γ ∈ (0, 1]: 1 itself (no decay) is drawn on purpose, subnormal values may be."""
+    return st.one_of(st.just(1.0), st.floats(min_value=0.0, max_value=1.0, exclude_min=True))

@@ -8,6 +8,8 @@
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -149,15 +151,13 @@ def test_empty_sequence(dtype):
 
 # ---------------------------------------------------------------- properties (hypothesis)
 
-gammas = st.one_of(st.just(1.0), st.floats(min_value=0.0, max_value=1.0, exclude_min=True))
-
-
 @settings(max_examples=40)
 @given(B=st.integers(1, 3), H=st.integers(1, 3), T=st.integers(0, 40), d_k=st.integers(1, 6),
        d_v=st.integers(1, 6), data=st.data(), chunk_size=st.integers(1, 50), with_state=st.booleans(),
        seed=st.integers(0, 2 ** 31 - 1))
-def test_property_forms_equal_reference(B, H, T, d_k, d_v, data, chunk_size, with_state, seed, rel_err):
-    gamma = data.draw(st.lists(gammas, min_size=H, max_size=H), label="gamma")
+def test_property_forms_equal_reference(B, H, T, d_k, d_v, data, chunk_size, with_state, seed,
+                                        gamma_strategy, rel_err):
+    gamma = data.draw(st.lists(gamma_strategy, min_size=H, max_size=H), label="gamma")
     q, k, v, S0 = random_inputs(B, H, T, d_k, d_v, seed=seed)
     S0 = S0 if with_state else None
     o_rec, S_rec = recurrent_retention(q, k, v, gamma, state=S0)
@@ -197,9 +197,11 @@ def test_gradcheck(form, with_state):
 
 
 def _gradients(form, inputs, weights, chunk_size=3):
-    o, S = run_form(form, *inputs[:3], GAMMAS, inputs[3] if len(inputs) == 4 else None, chunk_size)
-    # a random scalar loss: Σ w_o ⊙ o (+ Σ w_S ⊙ S_T when the form returns a state)
-    loss = (weights[0] * o).sum() + (0 if S is None or len(inputs) == 3 else (weights[1] * S).sum())
+    """d loss / d (q, k, v[, S_0]); inputs of length 4 carry an initial state, and then S_T enters the loss."""
+    with_state = len(inputs) == 4
+    o, S = run_form(form, *inputs[:3], GAMMAS, inputs[3] if with_state else None, chunk_size)
+    # a random scalar loss: Σ w_o ⊙ o (+ Σ w_S ⊙ S_T when a state is handed in and out)
+    loss = (weights[0] * o).sum() + ((weights[1] * S).sum() if with_state else 0)
     return torch.autograd.grad(loss, inputs)
 
 
@@ -226,12 +228,18 @@ LOW_PRECISION = [torch.float32, torch.bfloat16]
 HEADS = 4
 
 
-def _low_precision_error(form, dtype, T, rel_err, chunk_size=64):
-    """Relative error of `form` run in `dtype` against the float64 parallel form (same float64 inputs)."""
+@functools.lru_cache(maxsize=None)
+def _float64_case(T):
+    """Seeded float64 inputs of length T and their float64 parallel output (shared by all dtypes and forms)."""
     gamma = gamma_schedule(HEADS).tolist()
     q, k, v, _ = random_inputs(1, HEADS, T, 32, 32, seed=T)
-    truth = parallel_retention(q, k, v, gamma)
-    o, _ = run_form(form, *(x.to(dtype) for x in (q, k, v)), gamma, chunk_size=chunk_size)
+    return (q, k, v), gamma, parallel_retention(q, k, v, gamma)
+
+
+def _low_precision_error(form, dtype, T, rel_err, chunk_size=64):
+    """Relative error of `form` run in `dtype` against the float64 parallel form (same float64 inputs)."""
+    inputs, gamma, truth = _float64_case(T)
+    o, _ = run_form(form, *(x.to(dtype) for x in inputs), gamma, chunk_size=chunk_size)
     assert o.dtype == dtype
     return rel_err(o, truth)
 

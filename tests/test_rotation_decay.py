@@ -5,7 +5,6 @@ complex exponentials, sums as loops.
 """
 from __future__ import annotations
 
-import math
 
 import mpmath
 import numpy as np
