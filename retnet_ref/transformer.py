@@ -57,7 +57,7 @@ class TransformerConfig:
     ffn_width: int = field(init=False)
 
     def __post_init__(self):
-        for name in ("vocab_size", "d_model", "num_layers", "num_heads"):
+        for name in ("vocab_size", "d_model", "num_layers", "num_heads") + (() if self.ffn_dim is None else ("ffn_dim",)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")

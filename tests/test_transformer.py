@@ -145,6 +145,8 @@ def test_bad_config_is_rejected():
         TransformerConfig(d_model=6, num_heads=2)
     with pytest.raises(ValueError, match="preset"):
         TransformerConfig.preset("13B")
+    with pytest.raises(ValueError, match="ffn_dim"):
+        TransformerConfig(ffn_dim=0)
 
 
 def test_gradients_flow_to_every_weight():
