@@ -106,11 +106,13 @@ def test_gradients_equal_across_forms_on_gpu(with_state, rel_err):
             assert rel_err(g, g_rec) <= 1e-10, (form, name)
 
 
-def test_gradcheck_chunkwise_on_gpu():
+@pytest.mark.parametrize("form", ["recurrent", "chunkwise"])
+def test_gradcheck_on_gpu(form):
+    """Finite differences on the GPU (fast mode: one random direction, a few launches instead of hundreds)."""
     q, k, v, S0 = cuda(*random_inputs(1, 2, 5, 3, 2, seed=6))
     inputs = tuple(x.requires_grad_() for x in (q, k, v, S0))
-    assert torch.autograd.gradcheck(lambda *a: chunkwise_retention(*a[:3], [0.9, 0.5], 2, state=a[3]), inputs,
-                                    eps=1e-6, atol=1e-8, rtol=1e-6)
+    assert torch.autograd.gradcheck(lambda *a: run_form(form, *a[:3], [0.9, 0.5], a[3], chunk_size=2), inputs,
+                                    eps=1e-6, atol=1e-8, rtol=1e-6, fast_mode=True)
 
 
 def test_bfloat16_on_gpu_keeps_a_float32_state():

@@ -94,7 +94,7 @@ def test_heads_really_use_their_own_gamma(rel_err):
     o = parallel_retention(q, k, v, GAMMAS)
     swapped = parallel_retention(q, k, v, [GAMMAS[1], GAMMAS[0]] + GAMMAS[2:])
     assert rel_err(swapped[:, 0], o[:, 0]) > 1e-3 and rel_err(swapped[:, 1], o[:, 1]) > 1e-3
-    assert torch.equal(swapped[:, 2:], o[:, 2:])
+    assert rel_err(swapped[:, 2:], o[:, 2:]) <= TOL
 
 
 @pytest.mark.parametrize("as_type", [list, tuple, np.array, lambda g: torch.tensor(g, dtype=torch.float64)],
