@@ -29,6 +29,8 @@ def check_gammas(gamma, num_heads: int, name: str = "gamma") -> np.ndarray:
     elif isinstance(gamma, numbers.Real) and not isinstance(gamma, bool):
         raise TypeError(f"{name} must be a sequence of {num_heads} values (one per head), got one number")
     else:
+        if isinstance(gamma, (list, tuple)) and any(isinstance(g, bool) for g in gamma):
+            raise TypeError(f"{name} must hold real numbers, one per head, not booleans: got {gamma!r}")
         try:
             values = np.asarray(gamma, dtype=np.float64)
         except (TypeError, ValueError) as err:
