@@ -3,8 +3,10 @@
 Each torch form of retention (parallel Eq. 5, recurrent Eq. 6, chunkwise Eq. 7) runs on inputs rounded
 to a low precision and is compared with the float64 parallel form on the unrounded inputs (the truth),
 with the project's error measure `verify.relative_error` (max |a - b| / max |b|) and the project's
-seeded inputs `verify.random_inputs`. Two counterexamples show what the package's precision rules
-prevent: a state kept in the input dtype, and decays γ stored in bfloat16.
+seeded inputs `verify.random_inputs` (`sweep`). Counterexamples show what the package's precision rules
+prevent: a state kept in the input dtype (`recurrent_with_state_in`) and decays γ stored in a low precision
+(`rounded_gamma_errors`); `predicted_decay_drift` models the drift that a rounded γ causes in the
+recurrent form. Notebook 10 uses them to justify `verify.TOLERANCE`.
 
 Unit roundoff u = 2^-p for a format with p significant bits (the implicit bit included): rounding to
 nearest changes a number by at most u relative, away from underflow and overflow.
