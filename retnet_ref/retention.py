@@ -59,12 +59,14 @@ def recurrent_retention(q, k, v, gamma, state=None):
     check_torch_qkv(q, k, v)
     acc = accumulation_dtype(q.dtype)
     S = _initial_state(state, q, v, acc)                            # (B, H, d_k, d_v)
-    g = _log_gamma(gamma, q).exp().to(acc)[:, None, None]          # (H, 1, 1)
+    # the gap 1 - γ, from log γ in float64: rounding it to acc errs by 2^-24 of the gap, not of γ,
+    # so the decay applied at every step does not drift with the head's memory 1/(1 - γ)
+    gap = (-torch.expm1(_log_gamma(gamma, q))).to(acc)[:, None, None]   # (H, 1, 1)
     qa, ka, va = q.to(acc), k.to(acc), v.to(acc)
     out = []
     for n in range(q.shape[2]):
-        # S_n = γ S_{n-1} + k_n^T v_n
-        S = g * S + ka[:, :, n, :, None] * va[:, :, n, None, :]   # (B, H, d_k, d_v)
+        # S_n = γ S_{n-1} + k_n^T v_n, written S_{n-1} - (1 - γ) S_{n-1} + k_n^T v_n
+        S = S - gap * S + ka[:, :, n, :, None] * va[:, :, n, None, :]   # (B, H, d_k, d_v)
         # o_n = q_n S_n
         out.append((qa[:, :, n, None, :] @ S).squeeze(-2))        # (B, H, d_v)
     o = torch.stack(out, dim=2) if out else v.new_zeros(v.shape, dtype=acc)   # (B, H, T, d_v)
