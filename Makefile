@@ -2,6 +2,7 @@
 #   make        the main job: equivalence report, every notebook executed into build/notebooks/
 #               (executed .ipynb and HTML), figures/ regenerated
 #   make test   the test suite: pytest + hypothesis + gradient checks + nbval over every notebook
+#               (figures made while testing go to build/test-figures/, leaving figures/ alone)
 #
 # TORCH selects the torch build installed into the virtual environment. The default is the small
 # CPU wheel; keep a build you already have with  make TORCH= VENV_FLAGS=--system-site-packages
@@ -33,7 +34,7 @@ notebooks: $(STAMP)
 	@echo "Executed notebooks (open the .html in a browser): build/notebooks/  Figures: figures/"
 
 test: $(STAMP)
-	TQDM_DISABLE=1 PYTHONHASHSEED=0 $(PY) -m pytest -p no:cacheprovider tests notebooks \
+	TQDM_DISABLE=1 PYTHONHASHSEED=0 RETNET_FIGURES=$(CURDIR)/build/test-figures $(PY) -m pytest -p no:cacheprovider tests notebooks \
 	  --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 
 test-fast: $(STAMP)
