@@ -18,7 +18,9 @@ def _current_env_kernel_manager():
 
     class CurrentEnvKernelSpecs(KernelSpecManager):
         def get_kernel_spec(self, kernel_name):
-            return KernelSpec(argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            # log level ERROR: no start-up notices on the terminal; errors still show
+            return KernelSpec(argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
+                                    "--IPKernelApp.log_level=ERROR"],
                               display_name="Python 3", language="python", env={})
 
     return KernelManager(kernel_name="python3", kernel_spec_manager=CurrentEnvKernelSpecs())
