@@ -279,3 +279,13 @@ def test_bad_configs_are_rejected():
         RetNet(RetNetConfig(gamma=(0.9, 1.5)))
     with pytest.raises(TypeError, match="config"):
         RetNet({"d_model": 64})
+
+
+@pytest.mark.cuda
+def test_generation_on_cuda_equals_cpu_and_parallel_recomputation():
+    model = tiny("paper")
+    prompt = tokens(length=5)
+    on_cpu = model.generate(prompt, max_new_tokens=6)
+    on_gpu = model.cuda().generate(prompt.cuda(), max_new_tokens=6)
+    assert torch.equal(on_gpu.cpu(), on_cpu)
+    assert torch.equal(on_gpu, greedy_by_parallel_recomputation(model, prompt.cuda(), 6))

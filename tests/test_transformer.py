@@ -165,3 +165,27 @@ def test_same_parameter_count_as_retnet_of_the_same_preset(preset):
         retnet = RetNet(RetNetConfig.preset(preset))
     assert count_parameters(transformer.layers[0]) == count_parameters(retnet.blocks[0])
     assert count_parameters(transformer) == count_parameters(retnet)
+
+
+@pytest.mark.cuda
+def test_kv_cache_decoding_on_cuda_equals_cpu_and_full_forward():
+    model, x = tiny_model(), tokens(2, 12)
+    with torch.no_grad():
+        cpu_full, _ = model(x)
+        gpu = model.cuda()
+        full, _ = gpu(x.cuda())
+        logits, cache = gpu(x[:, :5].cuda())
+        pieces = [logits]
+        for t in range(5, x.shape[1]):
+            logits, cache = gpu(x[:, t:t + 1].cuda(), cache)
+            pieces.append(logits)
+    assert max_relative_error(torch.cat(pieces, dim=1), full) <= 1e-10
+    assert max_relative_error(full.cpu(), cpu_full) <= 1e-10
+
+
+@pytest.mark.cuda
+def test_greedy_generation_on_cuda_equals_cpu():
+    model, prompt = tiny_model(), tokens(2, 4, seed=3)
+    on_cpu = model.generate(prompt, max_new_tokens=6)
+    on_gpu = model.cuda().generate(prompt.cuda(), max_new_tokens=6)
+    assert torch.equal(on_gpu.cpu(), on_cpu)
