@@ -40,7 +40,7 @@ _PRESETS = {
 }
 NOMINAL_PARAMETERS = {"1.3B": 1.3e9, "2.7B": 2.7e9, "6.7B": 6.7e9}
 # value and FFN widths of torchscale's own configurations of these sizes (retnet_xl, retnet_3b, retnet_7b)
-_OFFICIAL_WIDTHS = {"1.3B": 3456, "2.7B": 4280, "6.7B": 6832}
+_OFFICIAL_WIDTHS = {"1.3B": 3456, "2.7B": 4280, "6.7B": 6912}
 
 
 @dataclass(frozen=True)

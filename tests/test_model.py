@@ -32,7 +32,7 @@ def tokens(batch=2, length=37, seed=1, vocab=256):
 PRESET_PARAMETERS = {
     ("1.3B", "paper"): 1_339_232_256, ("2.7B", "paper"): 2_680_755_200, ("6.7B", "paper"): 6_705_127_424,
     ("1.3B", "official"): 1_351_714_816, ("2.7B", "official"): 2_687_142_400,
-    ("6.7B", "official"): 6_709_055_488,
+    ("6.7B", "official"): 6_771_970_048,
 }
 
 
