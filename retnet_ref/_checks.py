@@ -22,27 +22,67 @@ def check_gamma_value(gamma, name: str = "gamma") -> float:
     return value
 
 
-def check_gammas(gamma, num_heads: int, name: str = "gamma") -> np.ndarray:
-    """One γ per head: a sequence, array or tensor of length H with every entry in (0, 1]."""
-    if isinstance(gamma, torch.Tensor):
-        values = gamma.detach().to("cpu", torch.float64).numpy()
-    elif isinstance(gamma, numbers.Real) and not isinstance(gamma, bool):
+def check_gammas(gamma, num_heads: int, name: str = "gamma") -> tuple[float, ...]:
+    """One γ per head: a sequence, NumPy array or tensor of H real numbers in (0, 1] → H floats.
+
+    Plain Python for sequences (no NumPy, no tensor reads), so that torch.compile traces a call with a
+    list of γ without a graph break. A tensor is read on the host; retention's own entry points check
+    a device tensor without reading it (check_gamma_tensor).
+    """
+    if isinstance(gamma, numbers.Real) and not isinstance(gamma, bool):
         raise TypeError(f"{name} must be a sequence of {num_heads} values (one per head), got one number")
-    else:
-        if isinstance(gamma, (list, tuple)) and any(isinstance(g, bool) for g in gamma):
-            raise TypeError(f"{name} must hold real numbers, one per head, not booleans: got {gamma!r}")
-        try:
-            values = np.asarray(gamma, dtype=np.float64)
-        except (TypeError, ValueError) as err:
-            raise TypeError(f"{name} must be a sequence of real numbers, one per head: {err}") from None
-    if values.ndim != 1 or values.shape[0] != num_heads:
-        raise ValueError(f"{name} must hold one value per head: expected length {num_heads}, "
-                         f"got shape {tuple(values.shape)}")
-    bad = ~((values > 0.0) & (values <= 1.0))  # also catches NaN
-    if bad.any():
-        raise ValueError(f"{name} must lie in (0, 1] for every head, got {values[bad].tolist()} "
-                         f"at heads {np.flatnonzero(bad).tolist()}")
+    if isinstance(gamma, torch.Tensor):
+        _check_gamma_tensor_metadata(gamma, num_heads, name)
+        gamma = gamma.detach().to("cpu", torch.float64).tolist()
+    elif isinstance(gamma, np.ndarray):
+        if gamma.dtype.kind not in "iuf":
+            raise TypeError(f"{name} must hold real numbers, one per head, got an array of dtype {gamma.dtype}")
+        if gamma.ndim != 1:
+            raise ValueError(f"{name} must hold one value per head: expected length {num_heads}, "
+                             f"got shape {gamma.shape}")
+        gamma = gamma.tolist()
+    try:
+        values = tuple(gamma)
+    except TypeError:
+        raise TypeError(f"{name} must be a sequence of real numbers, one per head, "
+                        f"got {type(gamma).__name__}") from None
+    if any(isinstance(g, (list, tuple)) for g in values):
+        raise ValueError(f"{name} must hold one value per head: expected a flat sequence of {num_heads}, "
+                         f"got nested {gamma!r}")
+    if any(isinstance(g, bool) for g in values):
+        raise TypeError(f"{name} must hold real numbers, one per head, not booleans: got {gamma!r}")
+    if any(not isinstance(g, numbers.Real) for g in values):
+        raise TypeError(f"{name} must be a sequence of real numbers, one per head, got {gamma!r}")
+    if len(values) != num_heads:
+        raise ValueError(f"{name} must hold one value per head: expected length {num_heads}, got {len(values)}")
+    values = tuple(float(g) for g in values)
+    bad = [h for h, g in enumerate(values) if not 0.0 < g <= 1.0]   # also catches NaN
+    if bad:
+        raise ValueError(f"{name} must lie in (0, 1] for every head, got {[values[h] for h in bad]} "
+                         f"at heads {bad}")
     return values
+
+
+def _check_gamma_tensor_metadata(gamma: torch.Tensor, num_heads: int, name: str):
+    if not gamma.dtype.is_floating_point:
+        raise TypeError(f"{name} must be a real floating tensor, one value per head, got dtype {gamma.dtype}")
+    if gamma.dim() != 1 or gamma.shape[0] != num_heads:
+        raise ValueError(f"{name} must hold one value per head: expected length {num_heads}, "
+                         f"got shape {tuple(gamma.shape)}")
+
+
+def check_gamma_tensor(gamma: torch.Tensor, num_heads: int, name: str = "gamma"):
+    """One γ per head as a tensor (H,), every entry in (0, 1].
+
+    Eagerly the values are read on the host (one synchronisation) and a bad one raises ValueError.
+    Inside torch.compile or a CUDA-graph capture no value may be read on the host: there the check is
+    an asynchronous device assertion, which still stops the program instead of returning a wrong answer.
+    """
+    _check_gamma_tensor_metadata(gamma, num_heads, name)
+    if torch.compiler.is_compiling() or (gamma.is_cuda and torch.cuda.is_current_stream_capturing()):
+        torch._assert_async(((gamma > 0) & (gamma <= 1)).all(), f"{name} must lie in (0, 1] for every head")
+    else:
+        check_gammas(gamma, num_heads, name)
 
 
 def check_chunk_size(chunk_size, name: str = "chunk_size") -> int:

@@ -95,6 +95,24 @@ def decay_matrix(length: int, log_g):
     return power * causal
 
 
+def decay_powers(length: int, log_g):
+    """γ^p for p = 0..length-1: shape (..., length)."""
+    return _exp(_heads_first(log_g) * _positions(length, log_g))
+
+
+def decay_matrix_columns_reversed(length: int, log_g: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """D (Eq. 5) with its columns in reverse order, as a strided view: (H, T, T), no T×T storage.
+
+    D_nm = γ^(n-m) depends on n - m only (a Toeplitz matrix). With the columns reversed, m' = T-1-m,
+    entry (n, m') depends on n + m' only (a Hankel matrix): it is w[n + m'] for
+    w = (0, …, 0, γ^0, γ^1, …, γ^(T-1)) with T-1 zeros first, and a view of w with strides (1, 1)
+    is that matrix. So D costs 2T-1 numbers per head instead of T². Powers from float64 log γ.
+    """
+    powers = decay_powers(length, log_g).to(dtype)                              # (H, T)
+    w = torch.cat((powers.new_zeros(powers.shape[0], max(length - 1, 0)), powers), dim=1)   # (H, 2T-1)
+    return w.as_strided((w.shape[0], length, length), (w.stride(0), 1, 1))        # (H, T, T) view
+
+
 def zeta(length: int, log_g):
     """ζ_r = γ^(L-r-1), r = 0..L-1 (Eq. 7): how much key r of a chunk of length L has decayed at its end."""
     r = _positions(length, log_g)

@@ -6,6 +6,12 @@ A model plugs in two functions:
     step(token (B,) long, state)      -> (logits (B, V), state)        # one new token, O(1) for RetNet
 
 and `generate_tokens` runs the loop: sample a token from the last logits, feed it back, repeat.
+
+On a GPU a decode step is many small kernels, and launching them from Python costs more than running
+them. `GraphedStep` records one step in a CUDA graph and replays it: the whole step becomes one launch.
+A graph replays the same kernels on the same memory, so the step must update its state in place (both
+models' `decode_step` do: a fixed-size recurrent state, or a preallocated KV cache whose length is a
+device tensor) and must not read a tensor's value on the host.
 Sampling: temperature 0 is greedy (argmax, ties to the lowest id); otherwise the logits are divided
 by the temperature, optionally cut to the top_k largest, and one token is drawn from the softmax with
 a seeded torch.Generator, so that the same seed gives the same tokens.
@@ -57,13 +63,57 @@ def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_k: int | Non
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)   # (B,)
 
 
+class GraphedStep:
+    """One decode step recorded in a CUDA graph: `graphed(token) -> logits`, replayed in one launch.
+
+    step(token, state) -> (logits, state) must update `state` in place and return it (the same object):
+    the graph reads and writes the memory it was captured with. Capturing runs the step a few times
+    (warm-up on a side stream, then the capture itself), so `state` is advanced by those runs: capture
+    on a scratch copy or set the position again afterwards when that matters (`generate_tokens` does).
+    """
+
+    def __init__(self, step: Step, token: torch.Tensor, state, warmup: int = 2):
+        if token.device.type != "cuda":
+            raise ValueError(f"a CUDA graph needs CUDA tensors, got a token on {token.device}")
+        self.token = token.clone()                                      # (B,) the graph's input buffer
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(warmup):
+                step(self.token, state)
+        torch.cuda.current_stream().wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.logits, _ = step(self.token, state)                     # (B, V) the graph's output buffer
+
+    def __call__(self, token: torch.Tensor) -> torch.Tensor:
+        self.token.copy_(token)
+        self.graph.replay()
+        return self.logits.clone()
+
+
+def check_cuda_graph(cuda_graph, prompt: torch.Tensor) -> bool:
+    """None: on for CUDA prompts, off elsewhere; True requires a CUDA prompt."""
+    if cuda_graph is None:
+        return prompt.device.type == "cuda"
+    if not isinstance(cuda_graph, bool):
+        raise TypeError(f"cuda_graph must be None, True or False, got {type(cuda_graph).__name__}")
+    if cuda_graph and prompt.device.type != "cuda":
+        raise ValueError(f"cuda_graph=True needs a prompt on a CUDA device, got {prompt.device}")
+    return cuda_graph
+
+
 def generate_tokens(prefill: Prefill, step: Step, prompt: torch.Tensor, max_new_tokens: int,
-                    temperature: float = 0.0, top_k: int | None = None, seed: int | None = None) -> torch.Tensor:
+                    temperature: float = 0.0, top_k: int | None = None, seed: int | None = None,
+                    cuda_graph: bool | None = False, snapshot=None) -> torch.Tensor:
     """Continue prompt (B, T0) by max_new_tokens sampled tokens → (B, T0 + max_new_tokens) long.
 
     prefill reads the prompt once; step is called once per new token except the last (whose logits
     would go unused). seed=None draws from torch's global generator; an integer seeds a private
     torch.Generator on the prompt's device, so the result is reproducible.
+    cuda_graph: replay the step as a CUDA graph (GraphedStep; None = on for a CUDA prompt). The step
+    must then update the state in place, and snapshot(state) -> restore() must save what capturing
+    advances (capture runs the step on the real state) and put it back.
     """
     temperature, top_k = check_sampling(temperature, top_k)
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral) or max_new_tokens < 0:
@@ -73,6 +123,7 @@ def generate_tokens(prefill: Prefill, step: Step, prompt: torch.Tensor, max_new_
                          f"{getattr(prompt, 'dtype', type(prompt))} {tuple(getattr(prompt, 'shape', ()))}")
     if prompt.shape[1] < 1:
         raise ValueError("prompt must hold at least one token per row (T0 >= 1)")
+    use_graph = check_cuda_graph(cuda_graph, prompt)
     generator = None
     if seed is not None:
         generator = torch.Generator(device=prompt.device).manual_seed(int(seed))
@@ -81,9 +132,21 @@ def generate_tokens(prefill: Prefill, step: Step, prompt: torch.Tensor, max_new_
     tokens = [prompt]
     with torch.no_grad():
         logits, state = prefill(prompt)                                # (B, V)
+        if use_graph and max_new_tokens > 1:
+            step = _graphed(step, state, snapshot, sample_next(logits))
         for i in range(max_new_tokens):
             token = sample_next(logits, temperature, top_k, generator)   # (B,)
             tokens.append(token[:, None])                                # (B, 1)
             if i + 1 < max_new_tokens:
                 logits, state = step(token, state)
     return torch.cat(tokens, dim=1)                                    # (B, T0 + new)
+
+
+def _graphed(step: Step, state, snapshot, token: torch.Tensor) -> Step:
+    """step as a replayed CUDA graph, the state restored to where prefill left it after capturing."""
+    if snapshot is None:
+        raise ValueError("cuda_graph needs a snapshot function: capturing advances the state")
+    restore = snapshot(state)
+    graphed = GraphedStep(step, token, state)
+    restore()
+    return lambda token, state: (graphed(token), state)

@@ -24,7 +24,8 @@ from torch import nn
 
 from ._checks import check_gammas
 from .decay import gamma_schedule
-from .normalized import NORMALISATIONS, RetentionState, normalized_retention
+from .exact_buffers import ExactBuffers
+from .normalized import NORMALISATIONS, RetentionState, _normalized, check_mode, normalized_step_
 from .retention import accumulation_dtype
 from .rotation import rotate, theta_schedule
 
@@ -62,12 +63,14 @@ def make_norm(kind: str, dim: int, eps: float, affine: bool = True) -> nn.Module
     raise ValueError(f"norm must be one of {NORM_KINDS}, got {kind!r}")
 
 
-class MultiScaleRetention(nn.Module):
+class MultiScaleRetention(ExactBuffers):
     """Gated multi-scale retention (Eq. 8): MSR(X) = (swish(X W_G) ⊙ GroupNorm_h(heads)) W_O.
 
     d_model d, num_heads h; W_Q, W_K d×d (head key width d_k = d/h); W_V, W_G d×value_dim (default 2d,
     head value width d_v = value_dim/h); W_O value_dim×d. Fixed decays γ_h (gamma: "default",
-    "linspace" or one value per head; log γ kept in float64, not a parameter, untouched by .to()).
+    "linspace" or one value per head): `gamma` holds them as a float64 NumPy array, `log_gamma` (H,)
+    and `theta` (d_k/2,) are float64 buffers on the module's device that no dtype cast touches
+    (ExactBuffers) and that are not saved in state_dict (they follow from the configuration).
     Rotation: real pairs, θ = theta_schedule(d_k), position offset from the state.
     head_norm "layernorm" or "rmsnorm" (per head, no affine), eps its ε.
     normalisation "exact" (modes agree for any ε) or "torchscale" (the official per-mode scales);
@@ -92,7 +95,8 @@ class MultiScaleRetention(nn.Module):
         self.key_head_dim, self.value_head_dim = d_model // num_heads, value_dim // num_heads
         self.normalisation, self.detach_normaliser = normalisation, bool(detach_normaliser)
         self.gamma = self._gammas(gamma, num_heads)                   # (H,) float64 NumPy
-        self.theta = theta_schedule(self.key_head_dim)                # (d_k/2,) float64 NumPy
+        self.register_exact_buffer("log_gamma", np.log(self.gamma))   # (H,) float64, on the device
+        self.register_exact_buffer("theta", theta_schedule(self.key_head_dim))   # (d_k/2,) float64
         self.q_proj = nn.Linear(d_model, d_model, bias=False)
         self.k_proj = nn.Linear(d_model, d_model, bias=False)
         self.v_proj = nn.Linear(d_model, value_dim, bias=False)
@@ -105,7 +109,7 @@ class MultiScaleRetention(nn.Module):
     def _gammas(gamma, num_heads) -> np.ndarray:
         if isinstance(gamma, str):
             return gamma_schedule(num_heads, gamma)
-        return check_gammas(gamma, num_heads).copy()
+        return np.array(check_gammas(gamma, num_heads), dtype=np.float64)
 
     def reset_parameters(self):
         """Xavier-uniform; gain 2^-2.5 on W_Q, W_K, W_V, W_G (small initial retention output)."""
@@ -124,23 +128,50 @@ class MultiScaleRetention(nn.Module):
         mode "parallel" | "recurrent" | "chunkwise" (chunk_size required); state from an earlier call
         of any mode (positions continue from state.n), or None for the start of a sequence.
         """
+        return self._forward(x, mode, self.check_arguments(x, mode, chunk_size, state), state)
+
+    def check_arguments(self, x, mode, chunk_size, state) -> int | None:
+        """forward's checks (the checked chunk size back); the state's position is read on the host."""
         if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[-1] != self.d_model:
             raise ValueError(f"x must be a (B, T, d_model={self.d_model}) tensor, got "
                              f"{tuple(getattr(x, 'shape', ()))}")
-        if state is not None and not isinstance(state, RetentionState):
-            raise TypeError(f"state must be a RetentionState or None, got {type(state).__name__}")
-        offset = 0 if state is None else state.n
+        chunk_size = check_mode(mode, chunk_size)
+        if state is not None:
+            if not isinstance(state, RetentionState):
+                raise TypeError(f"state must be a RetentionState or None, got {type(state).__name__}")
+            state.check(x.shape[0], self.num_heads, self.key_head_dim, self.value_head_dim, x.device)
+        return chunk_size
+
+    def _forward(self, x, mode, chunk_size, state):
+        """forward's body, arguments already checked."""
+        q, k, v = self._rotated_heads(x, 0 if state is None else state.n)
+        heads, state = _normalized(q, k, v, self.log_gamma, mode, chunk_size, state, self.normalisation,
+                                   self.detach_normaliser)                # (B, H, T, d_v)
+        return self._gated_output(x, heads), state
+
+    def step_(self, x: torch.Tensor, state: RetentionState) -> torch.Tensor:
+        """One token x (B, 1, d) → MSR(x) (B, 1, d), `state` updated in place (a decode step).
+
+        The same numbers as forward(x, "recurrent", state=state); nothing is checked or read on the host,
+        so that a model's decode step built from it can be compiled or captured in a CUDA graph.
+        """
+        q, k, v = self._rotated_heads(x, state.n)
+        heads = normalized_step_(q, k, v, self.log_gamma, state, self.normalisation)   # (B, H, 1, d_v)
+        return self._gated_output(x, heads)
+
+    def _rotated_heads(self, x, offset):
+        """q, k rotated to positions offset.., and v, split into heads: (B, H, T, d_k or d_v)."""
         q = self._heads(self.q_proj(x), self.key_head_dim)             # (B, H, T, d_k)
         k = self._heads(self.k_proj(x), self.key_head_dim)             # (B, H, T, d_k)
         v = self._heads(self.v_proj(x), self.value_head_dim)           # (B, H, T, d_v)
         # q̃_n = q_n e^{i(n0+n)θ}, k̃_m = k_m e^{i(n0+m)θ} (real pairs)
-        q, k = rotate(q, self.theta, offset), rotate(k, self.theta, offset)
-        heads, state = normalized_retention(q, k, v, self.gamma, mode, chunk_size, state,
-                                            self.normalisation, self.detach_normaliser)   # (B, H, T, d_v)
+        return rotate(q, self.theta, offset), rotate(k, self.theta, offset), v
+
+    def _gated_output(self, x, heads):
         # Y = GroupNorm_h(concat heads): a norm per head and token
         y = self.head_norm(heads).transpose(1, 2).flatten(2)            # (B, T, value_dim)
         # MSR(X) = (swish(X W_G) ⊙ Y) W_O
-        return self.out_proj(F.silu(self.g_proj(x)) * y), state
+        return self.out_proj(F.silu(self.g_proj(x)) * y)
 
 
 class FeedForward(nn.Module):
@@ -183,8 +214,18 @@ class RetNetBlock(nn.Module):
 
     def forward(self, x, mode="parallel", chunk_size=None, state=None):
         """x (B, T, d) → (X' (B, T, d), RetentionState)."""
+        return self._forward(x, mode, self.retention.check_arguments(x, mode, chunk_size, state), state)
+
+    def _forward(self, x, mode, chunk_size, state):
+        """forward without the checks (RetNet.forward checks the whole model's arguments once)."""
         # Y = MSR(LN(X)) + X
-        retained, state = self.retention(self.retention_norm(x), mode, chunk_size, state)
-        y = retained + x
+        retained, state = self.retention._forward(self.retention_norm(x), mode, chunk_size, state)
+        return self._feed_forward(retained + x), state
+
+    def step_(self, x, state):
+        """One token x (B, 1, d) → X' (B, 1, d), `state` updated in place (see MultiScaleRetention.step_)."""
+        return self._feed_forward(self.retention.step_(self.retention_norm(x), state) + x)
+
+    def _feed_forward(self, y):
         # X' = FFN(LN(Y)) + Y
-        return self.ffn(self.ffn_norm(y)) + y, state
+        return self.ffn(self.ffn_norm(y)) + y

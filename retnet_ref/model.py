@@ -27,6 +27,7 @@ from torch import nn
 from .generation import generate_tokens
 from .layers import ACTIVATIONS, RetNetBlock, positive_int, make_norm
 from .normalized import NORMALISATIONS, RetentionState, check_mode
+from .retention import accumulation_dtype
 
 VARIANTS = ("paper", "official")
 GAMMA_SCHEDULES = ("default", "linspace")
@@ -125,16 +126,21 @@ class RetNetState:
     layers: list[RetentionState]
 
     @property
-    def n(self) -> int:
-        """Tokens seen so far (the next token's position)."""
+    def n(self) -> torch.Tensor:
+        """Tokens seen so far (the next token's position), a 0-d tensor."""
         return self.layers[0].n
-
-    @property
-    def batch_size(self) -> int:
-        return self.layers[0].batch_size
 
     def detach(self) -> "RetNetState":
         return RetNetState([layer.detach() for layer in self.layers])
+
+    def snapshot(self):
+        """A copy of every layer's S, z and n, and the function that writes it back (in place) → restore()."""
+        saved = [(layer.S.clone(), layer.z.clone(), layer.n.clone()) for layer in self.layers]
+
+        def restore():
+            for layer, (S, z, n) in zip(self.layers, saved):
+                layer.S.copy_(S), layer.z.copy_(z), layer.n.copy_(n)
+        return restore
 
 
 class RetNet(nn.Module):
@@ -169,7 +175,7 @@ class RetNet(nn.Module):
             raise ValueError(f"tokens must lie in [0, vocab_size={self.config.vocab_size}), "
                              f"got values in [{low}, {high}]")
 
-    def _check_state(self, state, batch):
+    def _check_state(self, state, batch, device):
         if state is None:
             return
         if not isinstance(state, RetNetState):
@@ -185,8 +191,10 @@ class RetNet(nn.Module):
             if tuple(layer.S.shape) != expected:
                 raise ValueError(f"state.layers[{i}].S has shape {tuple(layer.S.shape)}, expected "
                                  f"(B, H, d_k, d_v) = {expected} (batch size {batch} and this configuration)")
-            if layer.n != state.n:
-                raise ValueError(f"state layers disagree on the position: layer 0 at {state.n}, layer {i} at {layer.n}")
+            layer.check(*expected, device, name=f"state.layers[{i}]")
+        positions = [int(layer.n) for layer in state.layers]
+        if len(set(positions)) > 1:
+            raise ValueError(f"state layers disagree on the position: {positions}")
 
     # ------------------------------------------------------------ forward
 
@@ -199,21 +207,49 @@ class RetNet(nn.Module):
         """
         check_mode(mode, chunk_size)
         self._check_tokens(tokens)
-        self._check_state(state, tokens.shape[0])
+        self._check_state(state, tokens.shape[0], tokens.device)
         x = self.embed(tokens) * self.config.embed_scale                # (B, T, d)
         layer_states = []
         for i, block in enumerate(self.blocks):
-            x, layer_state = block(x, mode, chunk_size, None if state is None else state.layers[i])
+            x, layer_state = block._forward(x, mode, chunk_size, None if state is None else state.layers[i])
             layer_states.append(layer_state)
         return self.head(self.final_norm(x)), RetNetState(layer_states)   # (B, T, V)
 
+    def empty_state(self, batch_size: int, position: int = 0) -> RetNetState:
+        """The state before any token (zeros; the accumulation dtype of the weights) at `position`.
+
+        A decode benchmark can start here at any position: the cost of a step does not depend on it.
+        """
+        batch_size = positive_int(batch_size, "batch_size")
+        weight = self.head.weight
+        cfg = self.config
+        return RetNetState([RetentionState.zeros(batch_size, cfg.num_heads, cfg.d_model // cfg.num_heads,
+                                                 cfg.value_dim // cfg.num_heads, accumulation_dtype(weight.dtype),
+                                                 weight.device, position) for _ in range(cfg.num_layers)])
+
+    def decode_step(self, token: torch.Tensor, state: RetNetState) -> torch.Tensor:
+        """One new token per sequence, token (B,) long → logits (B, V); `state` is updated in place.
+
+        Equal to self(token[:, None], "recurrent", state=state) but without a new state, checks that read
+        the device, or any host copy: the step generate() replays as a CUDA graph, and that
+        torch.compile(fullgraph=True) traces. An out-of-range token id still fails, in the embedding.
+        """
+        if token.dim() != 1 or token.dtype != torch.long:
+            raise ValueError(f"token must be a (B,) torch.long tensor, got {token.dtype} {tuple(token.shape)}")
+        x = self.embed(token[:, None]) * self.config.embed_scale        # (B, 1, d)
+        for block, layer_state in zip(self.blocks, state.layers):
+            x = block.step_(x, layer_state)                              # (B, 1, d)
+        return self.head(self.final_norm(x))[:, 0]                       # (B, V)
+
     @torch.no_grad()
     def generate(self, prompt: torch.Tensor, max_new_tokens: int, temperature: float = 0.0,
-                 top_k: int | None = None, seed: int | None = None, chunk_size: int | None = None) -> torch.Tensor:
+                 top_k: int | None = None, seed: int | None = None, chunk_size: int | None = None,
+                 cuda_graph: bool | None = None) -> torch.Tensor:
         """Continue prompt (B, T0) by max_new_tokens tokens → (B, T0 + max_new_tokens) long.
 
         The prompt is read once in chunkwise mode (chunk_size, default config.chunk_size), then each
-        new token costs one recurrent step. temperature 0 is greedy; seed makes sampling reproducible.
+        new token costs one recurrent step (decode_step). temperature 0 is greedy; seed makes sampling
+        reproducible. cuda_graph: replay the step as a CUDA graph (None = on for a CUDA prompt).
         """
         chunk_size = self.config.chunk_size if chunk_size is None else chunk_size
 
@@ -222,10 +258,10 @@ class RetNet(nn.Module):
             return logits[:, -1], state                                 # (B, V)
 
         def step(token, state):
-            logits, state = self(token[:, None], "recurrent", state=state)
-            return logits[:, 0], state                                  # (B, V)
+            return self.decode_step(token, state), state                # (B, V)
 
-        return generate_tokens(prefill, step, prompt, max_new_tokens, temperature, top_k, seed)
+        return generate_tokens(prefill, step, prompt, max_new_tokens, temperature, top_k, seed,
+                               cuda_graph=cuda_graph, snapshot=RetNetState.snapshot)
 
     # ------------------------------------------------------------ torchscale
 
@@ -263,7 +299,7 @@ class RetNet(nn.Module):
             model.head.weight.copy_(decoder.output_projection.weight)
             model.final_norm.weight.copy_(decoder.layer_norm.weight)
             for ours, theirs in zip(model.blocks, decoder.layers):
-                ours.retention.theta = np.array(theta)
+                ours.retention.theta = torch.as_tensor(theta, dtype=torch.float64)
                 for name in ("q_proj", "k_proj", "v_proj", "g_proj", "out_proj"):
                     getattr(ours.retention, name).weight.copy_(getattr(theirs.retention, name).weight)
                 ours.retention_norm.weight.copy_(theirs.retention_layer_norm.weight)

@@ -18,7 +18,9 @@ and with a_n = q_n · z_n the three factors together are
 
 So every form computes o and a in one call of plain retention on [v | 1] (retnet_ref.retention),
 carries the state [S | z] and the number n of tokens seen (c_n at absolute positions), and divides.
-The forms hand off exactly: prefill with one, continue with another.
+The forms hand off exactly: prefill with one, continue with another. A decode step (one token,
+`normalized_step_`) updates S and z in place instead, without joining them: a concatenation there
+would copy every layer's whole state for every token.
 
 `normalisation="torchscale"` reproduces instead the row scales of the official code (torchscale 0.3.0),
 which differ per mode: parallel as above; recurrent only (1) and (2); chunkwise (2) with the row sums of
@@ -29,13 +31,15 @@ and with ε > 0 they do not (torchscale issues #40 and #77).
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
 
-from ._checks import check_chunk_size, check_gammas, check_torch_qkv
+from ._checks import check_chunk_size, check_torch_qkv
 from .decay import chunk_decay, decay_matrix, decay_row_sum, xi, zeta
-from .retention import accumulation_dtype, chunkwise_retention, parallel_retention, recurrent_retention
+from .retention import (_chunkwise, _parallel, _recurrent, accumulation_dtype, decay_and_add, decay_gap,
+                        log_gamma_per_head)
 
 MODES = ("parallel", "recurrent", "chunkwise")
 NORMALISATIONS = ("exact", "torchscale")
@@ -47,40 +51,45 @@ class RetentionState:
 
     S (B, H, d_k, d_v): Σ_m γ^(n-m) k_m^T v_m, the unnormalised state of Eq. (6);
     z (B, H, d_k):      Σ_m γ^(n-m) k_m, the running key sum behind normalisation (3);
-    n:                  tokens seen so far (the position of the next token; the rotation offset).
+    n:                  tokens seen so far (the position of the next token; the rotation offset), a 0-d
+                        int64 tensor on S's device (an int is converted), so that a decode step can
+                        advance it in place without reading it on the host.
     """
 
     S: torch.Tensor
     z: torch.Tensor
-    n: int
+    n: torch.Tensor
+
+    def __post_init__(self):
+        if isinstance(self.n, numbers.Integral) and not isinstance(self.n, bool) and isinstance(self.S, torch.Tensor):
+            self.n = torch.tensor(int(self.n), dtype=torch.int64, device=self.S.device)
 
     @classmethod
-    def zeros(cls, batch: int, heads: int, d_k: int, d_v: int, dtype=torch.float32, device=None):
+    def zeros(cls, batch: int, heads: int, d_k: int, d_v: int, dtype=torch.float32, device=None, position=0):
         return cls(torch.zeros(batch, heads, d_k, d_v, dtype=dtype, device=device),   # (B, H, d_k, d_v)
                    torch.zeros(batch, heads, d_k, dtype=dtype, device=device),        # (B, H, d_k)
-                   0)
-
-    @property
-    def batch_size(self) -> int:
-        return self.S.shape[0]
+                   torch.tensor(position, dtype=torch.int64, device=device))
 
     def detach(self) -> "RetentionState":
-        return RetentionState(self.S.detach(), self.z.detach(), self.n)
+        return RetentionState(self.S.detach(), self.z.detach(), self.n.clone())
 
-    def check(self, q: torch.Tensor, v: torch.Tensor, name: str = "state") -> "RetentionState":
-        """The state fits inputs q (B, H, T, d_k), v (B, H, T, d_v): shapes, device, n ≥ 0."""
+    def check(self, batch: int, heads: int, d_k: int, d_v: int, device, name: str = "state") -> "RetentionState":
+        """The state fits B sequences of H heads of widths d_k, d_v on device; n ≥ 0 (read on the host)."""
         if not isinstance(self.S, torch.Tensor) or not isinstance(self.z, torch.Tensor):
             raise TypeError(f"{name}.S and {name}.z must be torch tensors")
-        expected = (q.shape[0], q.shape[1], q.shape[3], v.shape[3])
+        expected = (batch, heads, d_k, d_v)
         if tuple(self.S.shape) != expected:
             raise ValueError(f"{name}.S must have shape (B, H, d_k, d_v) = {expected}, got {tuple(self.S.shape)}"
                              " (a state from another batch size or configuration?)")
         if tuple(self.z.shape) != expected[:3]:
             raise ValueError(f"{name}.z must have shape (B, H, d_k) = {expected[:3]}, got {tuple(self.z.shape)}")
-        if self.S.device != q.device or self.z.device != q.device:
-            raise ValueError(f"{name} must be on the inputs' device {q.device}, got {self.S.device}")
-        if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 0:
-            raise ValueError(f"{name}.n must be a non-negative integer (tokens seen), got {self.n!r}")
+        if self.S.device != device or self.z.device != device:
+            raise ValueError(f"{name} must be on the inputs' device {device}, got {self.S.device}")
+        n = self.n
+        is_count = (isinstance(n, torch.Tensor) and n.dim() == 0 and not n.dtype.is_floating_point
+                    and n.dtype != torch.bool) or (isinstance(n, numbers.Integral) and not isinstance(n, bool))
+        if not is_count or int(n) < 0:
+            raise ValueError(f"{name}.n must be a non-negative integer (tokens seen), got {n!r}")
         return self
 
 
@@ -98,60 +107,55 @@ def check_mode(mode, chunk_size):
     return None
 
 
-def _log_gamma(gamma, like: torch.Tensor) -> torch.Tensor:
-    """log γ per head in float64 on like's device: (H,)."""
-    values = check_gammas(gamma, like.shape[1])
-    return torch.log(torch.as_tensor(values, dtype=torch.float64)).to(like.device)   # (H,)
-
-
-def row_sums(length: int, log_g: torch.Tensor, offset: int = 0) -> torch.Tensor:
+def row_sums(length: int, log_g: torch.Tensor, offset=0) -> torch.Tensor:
     """c at absolute positions offset..offset+length-1: (H, T), float64.
 
     The row sums split like the state does (the same identity as Eq. 7's cross-chunk term):
         c_{o+t} = c_t + γ^(t+1) c_{o-1},   c_{o-1} = (1 - γ^o) / (1 - γ)   (o when γ = 1)
-    so the cost is O(T) whatever the offset.
+    so the cost is O(T) whatever the offset (an int or a 0-d tensor on log_g's device).
     """
     local = decay_row_sum(length, log_g)                             # (H, T)
-    if offset == 0:
-        return local
     # c_{o-1} = Σ_{i<o} γ^i = expm1(o log γ) / expm1(log γ)
     safe = torch.where(log_g < 0, log_g, -1.0)                       # (H,), avoids 0/0 at γ = 1
     before = torch.where(log_g < 0, torch.expm1(offset * safe) / torch.expm1(safe),
-                         torch.full_like(log_g, float(offset)))      # (H,)
+                         offset + torch.zeros_like(log_g))           # (H,)
     return local + xi(length, log_g) * before[:, None]                # (H, T)
 
 
-def _plain_parallel_with_state(q, k, v1, gamma, log_g, S1):
-    """Eq. (5) for the whole input plus an initial state: (o1, S1 at the end), like one chunk of Eq. (7)."""
+def _parallel_with_state(q, k, v, log_g, S0):
+    """Eq. (5) for the whole input plus an initial state: (o, S at the end), like one chunk of Eq. (7)."""
     acc = accumulation_dtype(q.dtype)
     T = q.shape[2]
-    o1 = parallel_retention(q, k, v1, gamma).to(acc)                  # (B, H, T, d_v+1)
+    o = _parallel(q, k, v, log_g).to(acc)                            # (B, H, T, d_v)
     # S_T = K^T (V ⊙ ζ) + γ^T S_0,  ζ_m = γ^(T-1-m)
-    S_end = k.to(acc).transpose(-1, -2) @ (v1.to(acc) * zeta(T, log_g).to(acc)[..., None])   # (B, H, d_k, d_v+1)
-    if S1 is not None:
-        S_end = S_end + chunk_decay(T, log_g).to(acc)[:, None, None] * S1
+    S_end = k.to(acc).transpose(-1, -2) @ (v.to(acc) * zeta(T, log_g).to(acc)[..., None])   # (B, H, d_k, d_v)
+    if S0 is not None:
+        S_end = S_end + chunk_decay(T, log_g).to(acc)[:, None, None] * S0
         # o_n += γ^(n+1) q_n S_0
-        o1 = o1 + (q.to(acc) @ S1) * xi(T, log_g).to(acc)[..., None]       # (B, H, T, d_v+1)
-    return o1, S_end
+        o = o + (q.to(acc) @ S0) * xi(T, log_g).to(acc)[..., None]   # (B, H, T, d_v)
+    return o, S_end
 
 
-def plain_retention_with_key_sum(q, k, v, gamma, mode, chunk_size=None, state=None):
+def plain_retention_with_key_sum(q, k, v, log_g, mode, chunk_size=None, state=None):
     """Unnormalised retention o and a_n = q_n · z_n in one call on [v | 1] → (o, a, S, z).
 
-    o (B, H, T, d_v) and a (B, H, T) in the accumulation dtype; S, z the carried sums at the end.
+    o (B, H, T, d_v) and a (B, H, T) in the accumulation dtype; S, z the carried sums at the end
+    (contiguous, ready to be updated in place by decode steps). log_g: log γ per head, (H,) float64.
     """
     acc = accumulation_dtype(q.dtype)
     ones = torch.ones(*v.shape[:3], 1, dtype=v.dtype, device=v.device)        # (B, H, T, 1)
-    v1 = torch.cat((v, ones), dim=-1)                                         # (B, H, T, d_v+1)
-    S1 = None if state is None else torch.cat((state.S, state.z[..., None]), dim=-1).to(acc)   # (B, H, d_k, d_v+1)
+    v_ones = torch.cat((v, ones), dim=-1)                                     # (B, H, T, d_v+1)
+    S_z = None if state is None else torch.cat((state.S, state.z[..., None]), dim=-1).to(acc)   # (B, H, d_k, d_v+1)
     if mode == "parallel":
-        o1, S1_end = _plain_parallel_with_state(q, k, v1, gamma, _log_gamma(gamma, q), S1)
-    elif mode == "recurrent":
-        o1, S1_end = recurrent_retention(q, k, v1, gamma, state=S1)
+        out, S_z = _parallel_with_state(q, k, v_ones, log_g, S_z)
     else:
-        o1, S1_end = chunkwise_retention(q, k, v1, gamma, chunk_size, state=S1)
-    o1 = o1.to(acc)
-    return o1[..., :-1], o1[..., -1], S1_end[..., :-1], S1_end[..., -1]
+        S_z = S_z if S_z is not None else q.new_zeros(*q.shape[:2], q.shape[3], v.shape[3] + 1, dtype=acc)
+        if mode == "recurrent":
+            out, S_z = _recurrent(q, k, v_ones, log_g, S_z)
+        else:
+            out, S_z = _chunkwise(q, k, v_ones, log_g, chunk_size, S_z)
+    out = out.to(acc)
+    return out[..., :-1], out[..., -1], S_z[..., :-1].contiguous(), S_z[..., -1].contiguous()
 
 
 def exact_row_scale(a, c, d_k):
@@ -159,17 +163,17 @@ def exact_row_scale(a, c, d_k):
     return torch.maximum(a.abs(), (d_k * c).sqrt())
 
 
-def torchscale_row_scale(q, k, v, a, c, d_k, gamma, log_g, mode, chunk_size, S0):
+def torchscale_row_scale(q, k, v, a, c, d_k, log_g, mode, chunk_size, S0):
     """The divisor per row that the official code applies in each mode (module docstring)."""
     if mode == "parallel":
         return exact_row_scale(a, c, d_k)
     if mode == "recurrent":
         # (1) and (2) only: √d_k sqrt(c_n)
         return (d_k * c).sqrt().expand_as(a)
-    return _torchscale_chunk_scale(q, k, v, d_k, gamma, log_g, chunk_size, S0)
+    return _torchscale_chunk_scale(q, k, v, d_k, log_g, chunk_size, S0)
 
 
-def _torchscale_chunk_scale(q, k, v, d_k, gamma, log_g, chunk_size, S0):
+def _torchscale_chunk_scale(q, k, v, d_k, log_g, chunk_size, S0):
     """torchscale's chunkwise divisor: √d_k sqrt(c^chunk_r) max(inner_r, cross_i), chunk by chunk.
 
     inner_r = max(Σ_{m in chunk, m ≤ r} |q_r·k_m| γ^(r-m) / (√d_k sqrt(c^chunk_r)), 1);
@@ -191,7 +195,7 @@ def _torchscale_chunk_scale(q, k, v, d_k, gamma, log_g, chunk_size, S0):
         inner = (abs_scores.sum(-1, keepdim=True) / row_norm).clamp(min=1.0)           # (B, H, L, 1)
         cross = (S.abs().sum(-2).amax(-1) / (root_dk * c_chunk[:, -1])).clamp(min=1.0)   # (B, H)
         scales.append(row_norm * torch.maximum(inner, cross[..., None, None]))        # (B, H, L, 1)
-        S = chunkwise_retention(qc, kc, vc, gamma, L, state=S)[1]       # the state at the next chunk's start
+        S = _chunkwise(qc, kc, vc, log_g, L, S)[1]                        # the state at the next chunk's start
     return torch.cat(scales, dim=2)[..., 0]                            # (B, H, T)
 
 
@@ -208,24 +212,56 @@ def normalized_retention(q, k, v, gamma, mode="parallel", chunk_size=None, state
     """
     check_torch_qkv(q, k, v)
     chunk_size = check_mode(mode, chunk_size)
-    if normalisation not in NORMALISATIONS:
-        raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
+    check_normalisation(normalisation)
     if state is not None:
         if not isinstance(state, RetentionState):
             raise TypeError(f"state must be a RetentionState or None, got {type(state).__name__}")
-        state.check(q, v)
+        state.check(*q.shape[:2], q.shape[3], v.shape[3], q.device)
+    return _normalized(q, k, v, log_gamma_per_head(gamma, q), mode, chunk_size, state, normalisation,
+                       detach_normaliser)
+
+
+def check_normalisation(normalisation):
+    if normalisation not in NORMALISATIONS:
+        raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
+
+
+def _normalized(q, k, v, log_g, mode, chunk_size, state, normalisation, detach_normaliser):
+    """normalized_retention's body: arguments already checked, log_g (H,) float64 on q's device."""
     d_k = q.shape[-1]
     offset = 0 if state is None else state.n
-    log_g = _log_gamma(gamma, q)
-    o, a, S, z = plain_retention_with_key_sum(q, k, v, gamma, mode, chunk_size, state)
+    o, a, S, z = plain_retention_with_key_sum(q, k, v, log_g, mode, chunk_size, state)
     c = row_sums(q.shape[2], log_g, offset).to(o.dtype)                # (H, T)
     if normalisation == "exact":
         scale = exact_row_scale(a, c, d_k)                              # (B, H, T)
     else:
         S0 = state.S.to(o.dtype) if state is not None else torch.zeros_like(S)
-        scale = torchscale_row_scale(q, k, v, a, c, d_k, gamma, log_g, mode, chunk_size, S0)
+        scale = torchscale_row_scale(q, k, v, a, c, d_k, log_g, mode, chunk_size, S0)
     if detach_normaliser:
         scale = scale.detach()
     # õ_n = o_n / scale_n
     out = o / scale[..., None]                                           # (B, H, T, d_v)
     return out.to(q.dtype), RetentionState(S, z, offset + q.shape[2])
+
+
+def normalized_step_(q, k, v, log_g, state: RetentionState, normalisation="exact"):
+    """One token of normalised recurrent retention, the state updated in place → õ (B, H, 1, d_v).
+
+    q, k (B, H, 1, d_k) already rotated at position state.n, v (B, H, 1, d_v). The same numbers as
+    `normalized_retention(..., mode="recurrent")` for one token, but S, z and n are overwritten
+    instead of copied (no [S | z] concatenation), and nothing is read on the host: a decode step
+    built from it can be captured in a CUDA graph.
+    """
+    acc, d_k = state.S.dtype, q.shape[-1]
+    gap = decay_gap(log_g, acc)                                          # (H, 1, 1)
+    q_n, k_n, v_n = q[:, :, 0].to(acc), k[:, :, 0].to(acc), v[:, :, 0].to(acc)   # (B, H, d)
+    # S_n = γ S_{n-1} + k_n^T v_n;  z_n = γ z_{n-1} + k_n
+    decay_and_add(state.S, k_n, v_n, gap, inplace=True)
+    state.z.addcmul_(gap[..., 0], state.z, value=-1.0).add_(k_n)
+    # o_n = q_n S_n;  a_n = q_n · z_n
+    o = q_n[..., None, :] @ state.S                                      # (B, H, 1, d_v)
+    a = (q_n * state.z).sum(-1, keepdim=True)                            # (B, H, 1)
+    c = row_sums(1, log_g, state.n).to(acc)                              # (H, 1)
+    scale = exact_row_scale(a, c, d_k) if normalisation == "exact" else (d_k * c).sqrt().expand_as(a)
+    state.n.add_(1)
+    return (o / scale[..., None]).to(q.dtype)                            # (B, H, 1, d_v)

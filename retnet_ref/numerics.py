@@ -131,7 +131,7 @@ def recurrent_with_state_in(q, k, v, gamma, state_dtype: torch.dtype) -> torch.T
     S_n = γ S_{n-1} + k_n^T v_n rounds S to 8 significant bits, so small increments are lost.
     Output in q's dtype, (B, H, T, d_v).
     """
-    g = torch.as_tensor(check_gammas(gamma, q.shape[1])).to(state_dtype)[:, None, None]  # (H, 1, 1)
+    g = torch.tensor(check_gammas(gamma, q.shape[1]), dtype=torch.float64).to(state_dtype)[:, None, None]  # (H, 1, 1)
     S = q.new_zeros(q.shape[0], q.shape[1], q.shape[3], v.shape[3], dtype=state_dtype)  # (B, H, d_k, d_v)
     acc = accumulation_dtype(q.dtype)
     out = []

@@ -5,16 +5,22 @@ tensor. Unnormalised retention, exactly as `retnet_ref.reference`, head by head:
 
     o_n = Σ_{m≤n} γ^(n-m) (q_n · k_m) v_m + γ^(n+1) q_n S_0
 
-Precision: log γ is taken in float64; decay factors and the state live in the "accumulation dtype",
-float32 for bf16/fp16 inputs and the input dtype otherwise; the products q k^T and (scores) v run in
-the input dtype (tensor cores on a GPU) and the output has the input dtype.
+Precision: log γ is taken in float64 and every decay factor γ^p is exp(p · log γ) with the exponent in
+float64, then stored in the "accumulation dtype": float32 for bf16/fp16 inputs, the input dtype
+otherwise. The score products q k^T and (scores) v run in the input dtype (tensor cores on a GPU);
+everything that touches a state (the state itself, q·R, K^T V) runs in the accumulation dtype. The
+output has the input dtype.
+
+Each public function checks its arguments once and hands them to a private body (`_parallel`,
+`_recurrent`, `_chunkwise`) that checks nothing and reads no tensor value on the host, so that the
+layers, torch.compile and CUDA graphs can call the bodies directly.
 """
 from __future__ import annotations
 
 import torch
 
-from ._checks import check_chunk_size, check_gammas, check_torch_qkv, check_torch_state
-from .decay import chunk_decay, decay_matrix, xi, zeta
+from ._checks import check_chunk_size, check_gamma_tensor, check_gammas, check_torch_qkv, check_torch_state
+from .decay import decay_matrix, decay_matrix_columns_reversed, xi, zeta
 
 
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -22,11 +28,13 @@ def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
-def _log_gamma(gamma, q: torch.Tensor) -> torch.Tensor:
-    """log γ per head, float64, on q's device (float32 where the device has no float64)."""
+def log_gamma_per_head(gamma, q: torch.Tensor) -> torch.Tensor:
+    """log γ per head, float64 on q's device: (H,). gamma a sequence, array or tensor, checked."""
+    if isinstance(gamma, torch.Tensor):
+        check_gamma_tensor(gamma, q.shape[1])
+        return torch.log(gamma.to(q.device, torch.float64))          # (H,)
     values = check_gammas(gamma, q.shape[1])
-    dtype = torch.float32 if q.device.type == "mps" else torch.float64
-    return torch.log(torch.as_tensor(values, dtype=torch.float64)).to(q.device, dtype)   # (H,)
+    return torch.log(torch.tensor(values, dtype=torch.float64, device=q.device))   # (H,)
 
 
 def _initial_state(state, q, v, acc):
@@ -36,19 +44,31 @@ def _initial_state(state, q, v, acc):
     return state.to(acc)
 
 
-def _decayed_scores(q, k, decay, acc):
-    """(q k^T) ⊙ D in the accumulation dtype: (B, H, L, L)."""
-    return (q @ k.transpose(-1, -2)).to(acc) * decay
+# ---------------------------------------------------------------- parallel (Eq. 5)
 
 
 def parallel_retention(q, k, v, gamma):
     """Parallel form (Eq. 5): O = (Q K^T ⊙ D) V, D_nm = γ^(n-m) for n ≥ m, else 0.  O(T² d) time."""
     check_torch_qkv(q, k, v)
+    return _parallel(q, k, v, log_gamma_per_head(gamma, q))
+
+
+def _parallel(q, k, v, log_g):
+    """Eq. 5 with D never stored: the keys and values in reverse order meet D as a strided view.
+
+    Reversing the sequence axis of k and v reverses the columns of Q K^T and the rows of V, so
+    (Q K^T ⊙ D) V = (Q K_rev^T ⊙ D_rev) V_rev with D_rev = D with its columns reversed, a view of 2T-1
+    numbers per head (decay.decay_matrix_columns_reversed). The only T×T tensor is the score matrix.
+    """
     acc = accumulation_dtype(q.dtype)
-    D = decay_matrix(q.shape[2], _log_gamma(gamma, q)).to(acc)     # (H, T, T)
-    scores = _decayed_scores(q, k, D, acc)                          # (B, H, T, T)
+    k_rev, v_rev = k.flip(2), v.flip(2)                              # (B, H, T, d), positions reversed
+    D_rev = decay_matrix_columns_reversed(q.shape[2], log_g, acc)     # (H, T, T) view
+    scores = (q @ k_rev.transpose(-1, -2)).to(acc)                    # (B, H, T, T), columns reversed
     # O = (Q K^T ⊙ D) V
-    return scores.to(v.dtype) @ v                                   # (B, H, T, d_v)
+    return scores.mul_(D_rev).to(v.dtype) @ v_rev                     # (B, H, T, d_v)
+
+
+# ---------------------------------------------------------------- recurrent (Eq. 6)
 
 
 def recurrent_retention(q, k, v, gamma, state=None):
@@ -58,54 +78,107 @@ def recurrent_retention(q, k, v, gamma, state=None):
     """
     check_torch_qkv(q, k, v)
     acc = accumulation_dtype(q.dtype)
-    S = _initial_state(state, q, v, acc)                            # (B, H, d_k, d_v)
-    # the gap 1 - γ, from log γ in float64: rounding it to acc errs by 2^-24 of the gap, not of γ,
-    # so the decay applied at every step does not drift with the head's memory 1/(1 - γ)
-    gap = (-torch.expm1(_log_gamma(gamma, q))).to(acc)[:, None, None]   # (H, 1, 1)
+    return _recurrent(q, k, v, log_gamma_per_head(gamma, q), _initial_state(state, q, v, acc))
+
+
+def decay_gap(log_g: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """1 - γ per head as (H, 1, 1), from log γ in float64, stored in dtype.
+
+    Rounding the gap errs by 2^-24 of the gap, not of γ, so the decay applied at every step does not
+    drift with the head's memory 1/(1 - γ) (notebooks/10_numerics.ipynb).
+    """
+    return (-torch.expm1(log_g)).to(dtype)[:, None, None]            # (H, 1, 1)
+
+
+def decay_and_add(S, k_n, v_n, gap, inplace: bool = False):
+    """S_n = γ S_{n-1} + k_n^T v_n, written S_{n-1} - (1 - γ) S_{n-1} + k_n^T v_n.
+
+    S (B, H, d_k, d_v), k_n (B, H, d_k), v_n (B, H, d_v), gap (H, 1, 1). Two passes over S, no outer
+    product stored; inplace=True overwrites S (a decode step), otherwise S is left as it was.
+    """
+    S = S.addcmul_(gap, S, value=-1.0) if inplace else torch.addcmul(S, gap, S, value=-1.0)
+    return S.addcmul_(k_n[..., :, None], v_n[..., None, :])          # (B, H, d_k, d_v)
+
+
+def _recurrent(q, k, v, log_g, S):
+    acc = S.dtype
+    gap = decay_gap(log_g, acc)                                       # (H, 1, 1)
     qa, ka, va = q.to(acc), k.to(acc), v.to(acc)
     out = []
     for n in range(q.shape[2]):
-        # S_n = γ S_{n-1} + k_n^T v_n, written S_{n-1} - (1 - γ) S_{n-1} + k_n^T v_n
-        S = S - gap * S + ka[:, :, n, :, None] * va[:, :, n, None, :]   # (B, H, d_k, d_v)
+        S = decay_and_add(S, ka[:, :, n], va[:, :, n], gap)           # (B, H, d_k, d_v)
         # o_n = q_n S_n
-        out.append((qa[:, :, n, None, :] @ S).squeeze(-2))        # (B, H, d_v)
+        out.append((qa[:, :, n, None, :] @ S).squeeze(-2))            # (B, H, d_v)
     o = torch.stack(out, dim=2) if out else v.new_zeros(v.shape, dtype=acc)   # (B, H, T, d_v)
     return o.to(v.dtype), S
 
 
+# ---------------------------------------------------------------- chunkwise (Eq. 7)
+
+
 def chunkwise_retention(q, k, v, gamma, chunk_size, state=None):
-    """Chunkwise form (Eq. 7, arXiv v4): matrix products inside a chunk, a loop over chunks.
+    """Chunkwise form (Eq. 7, arXiv v4): matrix products inside each chunk, all chunks at once.
 
         O_[i] = (Q_[i] K_[i]^T ⊙ D) V_[i] + (Q_[i] R_{i-1}) ⊙ ξ,     ξ_r = γ^(r+1)
-        R_i   = K_[i]^T (V_[i] ⊙ ζ) + γ^L R_{i-1},                    ζ_r = γ^(L-r-1)
+        R_i   = K_[i]^T (V_[i] ⊙ ζ) + γ^C R_{i-1},                    ζ_r = γ^(C-r-1)
 
-    L is the chunk's own length (the last chunk may be shorter).  Returns (o, R_last).
+    C = chunk_size; a last chunk shorter than C is one more chunk with its own length.
+    Returns (o, R_last).
     """
     check_torch_qkv(q, k, v)
     chunk_size = check_chunk_size(chunk_size)
     acc = accumulation_dtype(q.dtype)
-    lg = _log_gamma(gamma, q)                                       # (H,)
-    R = _initial_state(state, q, v, acc)                            # (B, H, d_k, d_v)
-    factors = {}                                                    # per chunk length: D, ξ, ζ, γ^L
+    return _chunkwise(q, k, v, log_gamma_per_head(gamma, q), chunk_size, _initial_state(state, q, v, acc))
 
-    def chunk_factors(L):
-        if L not in factors:
-            factors[L] = (decay_matrix(L, lg).to(acc),                    # (H, L, L)
-                          xi(L, lg).to(acc)[..., None],                   # (H, L, 1)
-                          zeta(L, lg).to(acc)[..., None],                 # (H, L, 1)
-                          chunk_decay(L, lg).to(acc)[:, None, None])      # (H, 1, 1)
-        return factors[L]
 
-    out = []
-    for start in range(0, q.shape[2], chunk_size):
-        qc, kc, vc = (x[:, :, start:start + chunk_size] for x in (q, k, v))   # (B, H, L, d)
-        D, xi_c, zeta_c, gamma_L = chunk_factors(qc.shape[2])
-        # inner-chunk term: (Q K^T ⊙ D) V
-        inner = _decayed_scores(qc, kc, D, acc).to(v.dtype) @ vc      # (B, H, L, d_v)
-        # cross-chunk term: (Q R_{i-1}) ⊙ ξ
-        cross = (qc.to(acc) @ R) * xi_c                                 # (B, H, L, d_v)
-        out.append(inner.to(acc) + cross)
-        # R_i = K^T (V ⊙ ζ) + γ^L R_{i-1}
-        R = kc.to(acc).transpose(-1, -2) @ (vc.to(acc) * zeta_c) + gamma_L * R   # (B, H, d_k, d_v)
-    o = torch.cat(out, dim=2) if out else v.new_zeros(v.shape, dtype=acc)   # (B, H, T, d_v)
-    return o.to(v.dtype), R
+def _chunkwise(q, k, v, log_g, chunk_size, S):
+    """The whole chunks in one batched pass, then the ragged rest (shorter than a chunk) as one chunk."""
+    T = q.shape[2]
+    whole = T - T % chunk_size
+    pieces = []
+    if whole:
+        o, S = _equal_chunks(q[:, :, :whole], k[:, :, :whole], v[:, :, :whole], log_g, chunk_size, S)
+        pieces.append(o)
+    if whole < T:
+        o, S = _equal_chunks(q[:, :, whole:], k[:, :, whole:], v[:, :, whole:], log_g, T - whole, S)
+        pieces.append(o)
+    if not pieces:
+        return v.new_zeros(v.shape), S                                # (B, H, 0, d_v)
+    return (pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=2)), S   # (B, H, T, d_v)
+
+
+def _equal_chunks(q, k, v, log_g, C, S0):
+    """Eq. 7 for T = N·C, every chunk at once: (o (B, H, T, d_v), R after the last chunk)."""
+    acc = S0.dtype
+    B, H, T, d_k = q.shape
+    d_v, N = v.shape[-1], T // C
+    qc, kc, vc = (x.reshape(B, H, N, C, x.shape[-1]) for x in (q, k, v))   # (B, H, N, C, d)
+    # inner-chunk term of every chunk: (Q K^T ⊙ D) V
+    D = decay_matrix(C, log_g).to(acc)[:, None]                          # (H, 1, C, C)
+    scores = (qc @ kc.transpose(-1, -2)).to(acc) * D                     # (B, H, N, C, C)
+    inner = scores.to(v.dtype) @ vc                                      # (B, H, N, C, d_v)
+    # each chunk's own contribution to the state: U_i = K_[i]^T (V_[i] ⊙ ζ)
+    zeta_c = zeta(C, log_g).to(acc)[:, None, :, None]                    # (H, 1, C, 1)
+    U = kc.to(acc).transpose(-1, -2) @ (vc.to(acc) * zeta_c)             # (B, H, N, d_k, d_v)
+    R = _chunk_states(U, log_g, C, S0)                                   # (B, H, N+1, d_k, d_v)
+    # cross-chunk term: (Q_[i] R_{i-1}) ⊙ ξ
+    xi_c = xi(C, log_g).to(acc)[:, None, :, None]                        # (H, 1, C, 1)
+    cross = (qc.to(acc) @ R[:, :, :N]) * xi_c                            # (B, H, N, C, d_v)
+    o = (inner.to(acc) + cross).reshape(B, H, T, d_v)                    # (B, H, T, d_v)
+    return o.to(v.dtype), R[:, :, N]
+
+
+def _chunk_states(U, log_g, C, S0):
+    """R_{i-1} for i = 0..N, the state each chunk starts from, and the final one: (B, H, N+1, d_k, d_v).
+
+    The chunk states obey Eq. 6 one level up: R_i = γ^C R_{i-1} + U_i with R_{-1} = S_0. Unrolled,
+    R_{i-1} = γ^(C i) S_0 + Σ_{j<i} γ^(C (i-1-j)) U_j: the parallel form's decay matrix for γ^C, of size
+    N+1, applied along the chunk axis. Every power comes straight from float64 log γ, so no rounded γ^C
+    is multiplied in N times.
+    """
+    B, H, N, d_k, d_v = U.shape
+    D = decay_matrix(N + 1, C * log_g).to(U.dtype)                        # (H, N+1, N+1), D_ij = γ^(C(i-j))
+    # Σ_{j<i} γ^(C (i-1-j)) U_j: columns 1..N of D pair with U_0..U_{N-1}
+    R = (D[:, :, 1:] @ U.reshape(B, H, N, d_k * d_v)).reshape(B, H, N + 1, d_k, d_v)
+    # + γ^(C i) S_0: column 0 of D
+    return R + D[:, :, 0, None, None] * S0[:, :, None]                    # (B, H, N+1, d_k, d_v)

@@ -52,20 +52,21 @@ def complex_rotate(z: np.ndarray, theta, offset: int = 0) -> np.ndarray:
     return z * np.exp(1j * angles(z.shape[-2], theta, offset))
 
 
-def rotate(x, theta, offset: int = 0):
+def rotate(x, theta, offset=0):
     """Real-pair rotation of x (..., T, d) by (offset + n) θ: NumPy array or torch tensor in, same out.
 
     Angles are formed in float64 and their cos/sin cast to x's dtype, so that long positions do not
-    lose their phase in low precision.
+    lose their phase in low precision. For a tensor x everything happens on x's device: θ may be a
+    float64 tensor there (a layer's buffer) and offset a 0-d integer tensor (a decode step's position),
+    so that a step neither copies from the host nor reads a value back.
     """
-    theta = np.asarray(theta.detach().cpu() if isinstance(theta, torch.Tensor) else theta, dtype=np.float64)
-    if x.shape[-1] != 2 * theta.shape[-1]:
-        raise ValueError(f"x's last dimension must be 2 * len(theta) = {2 * theta.shape[-1]}, got {x.shape[-1]}")
-    phase = angles(x.shape[-2], theta, offset)                       # (T, d/2)
-    cos, sin = np.cos(phase), np.sin(phase)
     if isinstance(x, torch.Tensor):
-        cos = torch.as_tensor(cos, dtype=x.dtype, device=x.device)
-        sin = torch.as_tensor(sin, dtype=x.dtype, device=x.device)
+        cos, sin = _cos_sin_torch(x, theta, offset)                  # (T, d/2) each
+    else:
+        theta = np.asarray(theta, dtype=np.float64)
+        _check_rotation_width(x, theta.shape[-1])
+        phase = angles(x.shape[-2], theta, offset)                   # (T, d/2)
+        cos, sin = np.cos(phase), np.sin(phase)
     even, odd = x[..., 0::2], x[..., 1::2]                           # (..., T, d/2) each
     # (x_even + i x_odd) e^{iφ} = (x_even cos φ - x_odd sin φ) + i (x_even sin φ + x_odd cos φ)
     rot_even = even * cos - odd * sin
@@ -73,3 +74,19 @@ def rotate(x, theta, offset: int = 0):
     if isinstance(x, torch.Tensor):
         return torch.stack((rot_even, rot_odd), dim=-1).flatten(-2)   # (..., T, d)
     return np.stack((rot_even, rot_odd), axis=-1).reshape(x.shape)    # (..., T, d)
+
+
+def _check_rotation_width(x, half_width: int):
+    if x.shape[-1] != 2 * half_width:
+        raise ValueError(f"x's last dimension must be 2 * len(theta) = {2 * half_width}, got {x.shape[-1]}")
+
+
+def _cos_sin_torch(x: torch.Tensor, theta, offset):
+    """cos and sin of (offset + n) θ_j on x's device, from float64 angles, in x's dtype: (T, d/2) each."""
+    if not isinstance(theta, torch.Tensor):
+        theta = torch.as_tensor(np.asarray(theta, dtype=np.float64))
+    theta = theta.to(x.device, torch.float64)                        # (d/2,)
+    _check_rotation_width(x, theta.shape[-1])
+    positions = torch.arange(x.shape[-2], dtype=torch.float64, device=x.device) + offset   # (T,)
+    phase = positions[:, None] * theta[None, :]                      # (T, d/2)
+    return phase.cos().to(x.dtype), phase.sin().to(x.dtype)
