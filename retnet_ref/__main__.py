@@ -1,8 +1,10 @@
-"""Command line: python -m retnet_ref {verify, notebooks}.
+"""Command line: python -m retnet_ref {verify, notebooks, bench}.
 
     verify     the equivalence report of the three retention forms (exit status 1 on any failure)
     notebooks  execute every notebook in notebooks/ (regenerating figures/) into build/notebooks/
                as executed .ipynb and HTML; --inplace rewrites the committed notebooks instead
+    bench      time the retention forms, decode steps and whole-model decoding against PyTorch
+               baselines in one run; tables on stdout, JSON with --out (retnet_ref/bench.py)
 """
 from __future__ import annotations
 
@@ -71,7 +73,12 @@ def main(argv=None) -> int:
     nbs.add_argument("--inplace", action="store_true", help="rewrite the notebooks themselves with outputs")
     nbs.set_defaults(func=_execute_notebooks)
 
+    from .bench import add_parser as add_bench_parser
+
+    add_bench_parser(sub)
+
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)       # the command, as recorded by bench
     return args.func(args)
 
 

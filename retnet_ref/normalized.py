@@ -71,6 +71,8 @@ class RetentionState:
                    torch.tensor(position, dtype=torch.int64, device=device))
 
     def detach(self) -> "RetentionState":
+        """The same state cut from the autograd graph. S and z share memory with this state (a decode
+        step, which writes in place, changes both); n is a copy."""
         return RetentionState(self.S.detach(), self.z.detach(), self.n.clone())
 
     def check(self, batch: int, heads: int, d_k: int, d_v: int, device, name: str = "state") -> "RetentionState":

@@ -58,14 +58,20 @@ def _parallel(q, k, v, log_g):
 
     Reversing the sequence axis of k and v reverses the columns of Q K^T and the rows of V, so
     (Q K^T ⊙ D) V = (Q K_rev^T ⊙ D_rev) V_rev with D_rev = D with its columns reversed, a view of 2T-1
-    numbers per head (decay.decay_matrix_columns_reversed). The only T×T tensor is the score matrix.
+    numbers per head (decay.decay_matrix_columns_reversed). The only T×T tensors are the scores: in
+    the input dtype, and in the accumulation dtype while the decay is applied (1.5 times the float32
+    scores for bf16 inputs, at the peak).
     """
     acc = accumulation_dtype(q.dtype)
-    k_rev, v_rev = k.flip(2), v.flip(2)                              # (B, H, T, d), positions reversed
     D_rev = decay_matrix_columns_reversed(q.shape[2], log_g, acc)     # (H, T, T) view
-    scores = (q @ k_rev.transpose(-1, -2)).to(acc)                    # (B, H, T, T), columns reversed
+    scores = q @ k.flip(2).transpose(-1, -2)                          # (B, H, T, T), columns reversed
+    # Q K^T ⊙ D, in the accumulation dtype
+    decayed = scores.to(acc).mul_(D_rev)                              # (B, H, T, T)
+    if decayed is not scores:
+        scores.copy_(decayed)                                         # back to the input dtype, in place
+        del decayed
     # O = (Q K^T ⊙ D) V
-    return scores.mul_(D_rev).to(v.dtype) @ v_rev                     # (B, H, T, d_v)
+    return scores @ v.flip(2)                                         # (B, H, T, d_v)
 
 
 # ---------------------------------------------------------------- recurrent (Eq. 6)

@@ -13,21 +13,38 @@ models have exactly the same number of parameters (tests/test_transformer.py).
 Positions are rotary: q and k of every head are rotated by nθ with the package's own real-pair rotation
 and θ schedule (retnet_ref.rotation), the same relative-position signal RetNet's retention uses, so
 that the two models differ only in softmax attention versus retention. No learned position table: the
-model takes sequences of any length.
+model takes sequences of any length. θ is an exact buffer (retnet_ref.exact_buffers: float64 on the
+weights' device, even in a bfloat16 model) and the angles are formed from it on the device, so that long
+positions keep their phase and a step copies nothing from the host.
 
-Decoding keeps an explicit KV cache (KVCache): per layer the rotated keys and the values of every token
-seen so far, (B, H, T, d_head) each. `forward(tokens, cache)` appends the new tokens' keys and values and
-attends over the whole cache, so that prefill-then-decode gives the logits of one full forward.
+Decoding uses a static KV cache (KVCache), the usual way to make a Transformer's decoding fast:
+per layer the rotated keys and the values, (B, H, capacity, d_head) each, allocated once by
+`Transformer.empty_cache(B, capacity)`, plus the number of cached tokens as a 0-d int64 tensor `length`
+on the cache's device. A step writes its keys and values in place at `length` (index_copy_) and advances
+`length` in place. Why not a cache grown with torch.cat:
+
+- a cat reallocates and copies the whole cache on every token;
+- a step whose shapes and memory never change, and which reads no tensor value on the host, can be
+  compiled once (torch.compile with fullgraph=True) or captured once in a CUDA graph and replayed
+  (retnet_ref.generation), which removes the per-kernel launch cost that dominates small-batch decoding.
+
+The price: `decode_step` attends over the whole capacity, the slots past `length` hidden by a mask, so
+every step reads capacity keys, not length keys; hence the bench (and `generate`) size the capacity to
+context + new tokens, no more. `forward(tokens, cache)`, for a prompt or several new tokens, reads the
+length on the host once and attends over the valid prefix only. Prefill-then-decode gives the logits of
+one full forward.
 """
 from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass, field, replace
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .exact_buffers import ExactBuffers
 from .generation import generate_tokens
 from .rotation import theta_schedule, rotate
 
@@ -90,58 +107,154 @@ class TransformerConfig:
 
 @dataclass
 class KVCache:
-    """Per layer the rotated keys and the values of all tokens seen so far: (B, H, T, d_head) each."""
+    """A static KV cache: per layer the rotated keys and the values, (B, H, capacity, d_head) each.
+
+    Slots 0..length-1 hold the cached tokens; `length` is a 0-d torch.long tensor on the cache's device
+    (the next token's position), advanced in place, so that a captured decode step moves it too. The
+    slots past `length` are never read (attention masks them).
+    """
 
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
-
-    @property
-    def length(self) -> int:
-        """Number of cached tokens T (the next token's position)."""
-        return self.keys[0].shape[2] if self.keys else 0
+    length: torch.Tensor
 
     @property
     def batch_size(self) -> int:
         return self.keys[0].shape[0]
 
+    @property
+    def capacity(self) -> int:
+        """The most tokens the cache can hold."""
+        return self.keys[0].shape[2]
+
     def nbytes(self) -> int:
-        """Memory the cache holds: 2 · layers · B · T · d_model elements."""
+        """Memory the keys and values hold: 2 · layers · B · capacity · d_model elements."""
         return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values))
 
+    def snapshot(self) -> Callable[[], None]:
+        """Save the length; calling the result rewinds the cache to it.
 
-def _check_tokens(tokens, vocab_size: int):
-    if not isinstance(tokens, torch.Tensor) or tokens.dtype != torch.long or tokens.dim() != 2:
-        raise ValueError(f"tokens must be a (B, T) torch.long tensor, got "
-                         f"{getattr(tokens, 'dtype', type(tokens).__name__)} {tuple(getattr(tokens, 'shape', ()))}")
-    if tokens.shape[1] < 1:
-        raise ValueError("tokens must hold at least one position (T >= 1)")
-    if tokens.numel() and (tokens.min() < 0 or tokens.max() >= vocab_size):
-        raise ValueError(f"token ids must lie in [0, {vocab_size}), got min {int(tokens.min())}, "
-                         f"max {int(tokens.max())}")
+        Slots past the length are never read, so rewinding needs no copy of the keys and values.
+        generate_tokens rewinds after capturing a CUDA graph, whose warm-up steps advance the cache.
+        """
+        saved = self.length.clone()
+        return lambda: self.length.copy_(saved)
 
 
-def _check_cache(cache, tokens: torch.Tensor, config: TransformerConfig):
-    if cache is None:
-        return
+def _check_cache(cache, config: TransformerConfig, batch_size: int, device: torch.device):
+    """Metadata only (type, depth, shapes, devices): no value is read, so no synchronisation."""
     if not isinstance(cache, KVCache):
         raise TypeError(f"cache must be a KVCache or None, got {type(cache).__name__}")
     if len(cache.keys) != config.num_layers or len(cache.values) != config.num_layers:
         raise ValueError(f"cache must hold {config.num_layers} layers, got {len(cache.keys)} keys "
                          f"and {len(cache.values)} values")
-    expected = (tokens.shape[0], config.num_heads, cache.length, config.head_dim)
+    expected = (batch_size, config.num_heads, cache.capacity, config.head_dim)
     for t in (*cache.keys, *cache.values):
         if tuple(t.shape) != expected:
-            raise ValueError(f"cache entries must have shape (B, H, T, d_head) = {expected} for a batch of "
-                             f"{tokens.shape[0]}, got {tuple(t.shape)}")
-        if t.device != tokens.device:
-            raise ValueError(f"cache must be on the tokens' device {tokens.device}, got {t.device}")
+            raise ValueError(f"cache entries must have shape (B, H, capacity, d_head) = {expected} for a batch "
+                             f"of {batch_size}, got {tuple(t.shape)}")
+        if t.device != device:
+            raise ValueError(f"cache must be on the tokens' device {device}, got {t.device}")
+    length = cache.length
+    if not isinstance(length, torch.Tensor) or length.dim() != 0 or length.dtype != torch.long \
+            or length.device != device:
+        raise ValueError(f"cache.length must be a 0-d torch.long tensor on {device}, got "
+                         f"{getattr(length, 'dtype', type(length).__name__)} "
+                         f"{tuple(getattr(length, 'shape', ()))} on {getattr(length, 'device', None)}")
+
+
+def _check_room(cache: KVCache, length: int, new_tokens: int):
+    if length + new_tokens > cache.capacity:
+        raise ValueError(f"cache capacity {cache.capacity} cannot hold {length} + {new_tokens} tokens")
+
+
+# ---------------------------------------------------------------- token checks
+
+
+def _check_token_shape(tokens):
+    if not isinstance(tokens, torch.Tensor) or tokens.dtype != torch.long or tokens.dim() != 2:
+        raise ValueError(f"tokens must be a (B, T) torch.long tensor, got "
+                         f"{getattr(tokens, 'dtype', type(tokens).__name__)} {tuple(getattr(tokens, 'shape', ()))}")
+    if tokens.shape[1] < 1:
+        raise ValueError("tokens must hold at least one position (T >= 1)")
+
+
+def _check_token_vector(token):
+    if not isinstance(token, torch.Tensor) or token.dtype != torch.long or token.dim() != 1:
+        raise ValueError(f"token must be a (B,) torch.long tensor (one id per sequence), got "
+                         f"{getattr(token, 'dtype', type(token).__name__)} {tuple(getattr(token, 'shape', ()))}")
+
+
+def _count_outside(tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """How many ids lie outside [0, vocab_size): a 0-d tensor on the tokens' device (nothing read yet)."""
+    return ((tokens < 0) | (tokens >= vocab_size)).sum()
+
+
+def _check_token_ids(tokens: torch.Tensor, vocab_size: int, outside: int):
+    if outside:
+        raise ValueError(f"token ids must lie in [0, {vocab_size}), got {outside} outside "
+                         f"(min {int(tokens.min())}, max {int(tokens.max())})")
+
+
+def _check_tokens(tokens, vocab_size: int):
+    """Shape and range of (B, T) tokens; reading the range synchronises once."""
+    _check_token_shape(tokens)
+    _check_token_ids(tokens, vocab_size, int(_count_outside(tokens, vocab_size)))
+
+
+# ---------------------------------------------------------------- how a call reads the cache
+
+
+@dataclass(frozen=True)
+class _CacheAccess:
+    """Where one model call writes its T new tokens in every layer's cache, and what its queries read."""
+
+    offset: torch.Tensor   # 0-d long: the first new token's position (the cache's length before the call)
+    slots: torch.Tensor    # (T,) long: the new tokens' positions, where their keys and values are written
+    num_keys: int          # how many slots the queries read (the valid prefix, or the whole capacity)
+    sdpa_mask: dict        # SDPA keyword arguments: is_causal, or a boolean attn_mask (T, num_keys)
+
+
+def _new_token_slots(cache: KVCache, new_tokens: int) -> torch.Tensor:
+    # positions length, length + 1, ..., length + T - 1, computed on the device
+    return cache.length + torch.arange(new_tokens, device=cache.length.device)   # (T,)
+
+
+def _causal_mask(query_positions: torch.Tensor, num_keys: int) -> torch.Tensor:
+    """The query at position p sees the keys at 0..p: (T, num_keys) boolean, True = attend.
+
+    Aligned to the bottom right (is_causal aligns top left), and it hides the unwritten slots past the
+    last query too.
+    """
+    key_positions = torch.arange(num_keys, device=query_positions.device)
+    return key_positions[None, :] <= query_positions[:, None]                      # (T, num_keys)
+
+
+def _read_valid_prefix(cache: KVCache, length: int, new_tokens: int) -> _CacheAccess:
+    """forward with a cache: the length is known on the host, so the queries read slots 0..length+T-1."""
+    slots = _new_token_slots(cache, new_tokens)
+    num_keys = length + new_tokens
+    # into an empty cache the new tokens are all the keys: the fused kernels' own causal mask
+    mask = {"is_causal": True} if length == 0 else {"attn_mask": _causal_mask(slots, num_keys)}
+    return _CacheAccess(cache.length, slots, num_keys, mask)
+
+
+def _read_whole_capacity(cache: KVCache, new_tokens: int) -> _CacheAccess:
+    """decode_step: the length stays on the device, so the queries read every slot under the mask."""
+    slots = _new_token_slots(cache, new_tokens)
+    return _CacheAccess(cache.length, slots, cache.capacity, {"attn_mask": _causal_mask(slots, cache.capacity)})
 
 
 # ---------------------------------------------------------------- layers
 
 
-class CausalSelfAttention(nn.Module):
-    """Multi-head softmax attention with rotary positions and a KV cache (no biases, 4 d² weights)."""
+class CausalSelfAttention(ExactBuffers):
+    """Multi-head softmax attention with rotary positions and a KV cache (no biases, 4 d² weights).
+
+    θ is an exact buffer (ExactBuffers): float64 on the weights' device whatever dtype the model is
+    cast to, so that the angles nθ keep their precision in a bfloat16 model; it follows from the config
+    and is not saved in state_dict.
+    """
 
     def __init__(self, config: TransformerConfig):
         super().__init__()
@@ -149,41 +262,36 @@ class CausalSelfAttention(nn.Module):
         self.num_heads, self.head_dim = config.num_heads, config.head_dim
         self.q_proj, self.k_proj = nn.Linear(d, d, bias=False), nn.Linear(d, d, bias=False)
         self.v_proj, self.out_proj = nn.Linear(d, d, bias=False), nn.Linear(d, d, bias=False)
-        self.theta = theta_schedule(self.head_dim, config.rotary_base)   # (d_head/2,) float64, not a weight
+        self.register_exact_buffer("theta", theta_schedule(self.head_dim, config.rotary_base))   # (d_head/2,) float64
 
     def _heads(self, x):
         B, T, _ = x.shape
         return x.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)   # (B, H, T, d_head)
 
-    def forward(self, x, past_k=None, past_v=None):
-        """x (B, T, d) at positions offset..offset+T-1, offset = cached length → (y, k_all, v_all)."""
-        offset = 0 if past_k is None else past_k.shape[2]
+    def forward(self, x, cache_layer: tuple[torch.Tensor, torch.Tensor] | None = None,
+                access: _CacheAccess | None = None):
+        """x (B, T, d) → (y (B, T, d), k, v), the T tokens' rotated keys and values (B, H, T, d_head).
+
+        Without a cache the tokens sit at positions 0..T-1 and attend causally among themselves. With
+        one (cache_layer = this layer's keys and values, access = where and what to read), their keys
+        and values are first written into the cache in place, then the queries attend over it.
+        """
+        offset = 0 if access is None else access.offset
         q = rotate(self._heads(self.q_proj(x)), self.theta, offset)   # (B, H, T, d_head)
         k = rotate(self._heads(self.k_proj(x)), self.theta, offset)   # (B, H, T, d_head)
         v = self._heads(self.v_proj(x))                                # (B, H, T, d_head)
-        if past_k is not None:
-            k = torch.cat([past_k, k], dim=2)                          # (B, H, offset + T, d_head)
-            v = torch.cat([past_v, v], dim=2)                          # (B, H, offset + T, d_head)
         # softmax(q k^T / √d_head + causal mask) v
-        y = F.scaled_dot_product_attention(q, k, v, **_causal_mask(q.shape[2], offset, x.device))
+        if access is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)   # (B, H, T, d_head)
+        else:
+            keys, values = cache_layer
+            keys.index_copy_(2, access.slots, k)
+            values.index_copy_(2, access.slots, v)
+            visible_keys = keys[:, :, :access.num_keys]                  # (B, H, num_keys, d_head)
+            visible_values = values[:, :, :access.num_keys]              # (B, H, num_keys, d_head)
+            y = F.scaled_dot_product_attention(q, visible_keys, visible_values, **access.sdpa_mask)
         B, _, T, _ = y.shape
         return self.out_proj(y.transpose(1, 2).reshape(B, T, -1)), k, v   # (B, T, d)
-
-
-def _causal_mask(num_queries: int, offset: int, device) -> dict:
-    """Keyword arguments for SDPA: query n (position offset+n) sees keys 0..offset+n.
-
-    Without a cache this is is_causal (the fused kernels' own mask); one new token sees every cached key
-    (no mask); several new tokens after a cache need the mask aligned to the bottom right, which
-    is_causal (aligned top left) is not, so an explicit boolean mask is passed.
-    """
-    if offset == 0:
-        return {"is_causal": True}
-    if num_queries == 1:
-        return {}
-    n = torch.arange(num_queries, device=device)[:, None]             # (T, 1)
-    m = torch.arange(offset + num_queries, device=device)[None, :]    # (1, offset + T)
-    return {"attn_mask": m <= n + offset}                             # (T, offset + T)
 
 
 class TransformerFeedForward(nn.Module):
@@ -208,8 +316,8 @@ class TransformerBlock(nn.Module):
         self.ffn_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
         self.ffn = TransformerFeedForward(config)
 
-    def forward(self, x, past_k=None, past_v=None):
-        a, k, v = self.attn(self.attn_norm(x), past_k, past_v)
+    def forward(self, x, cache_layer=None, access=None):
+        a, k, v = self.attn(self.attn_norm(x), cache_layer, access)
         y = x + a
         return y + self.ffn(self.ffn_norm(y)), k, v
 
@@ -228,32 +336,99 @@ class Transformer(nn.Module):
         self.final_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
 
+    def empty_cache(self, batch_size: int, capacity: int, device=None, dtype: torch.dtype | None = None) -> KVCache:
+        """A cache for batch_size sequences of up to capacity tokens, length 0, allocated once.
+
+        device and dtype default to the weights'. The slots are zeros, not torch.empty: the masked slots
+        still enter attention's weighted sum with weight 0, and 0 · NaN (uninitialised memory) is NaN.
+        """
+        for name, value in (("batch_size", batch_size), ("capacity", capacity)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        weight = self.lm_head.weight
+        device = weight.device if device is None else torch.device(device)
+        dtype = weight.dtype if dtype is None else dtype
+        shape = (int(batch_size), self.config.num_heads, int(capacity), self.config.head_dim)  # (B, H, C, d_head)
+        layers = range(self.config.num_layers)
+        return KVCache(keys=[torch.zeros(shape, device=device, dtype=dtype) for _ in layers],
+                       values=[torch.zeros(shape, device=device, dtype=dtype) for _ in layers],
+                       length=torch.zeros((), dtype=torch.long, device=device))
+
     def forward(self, tokens: torch.Tensor, cache: KVCache | None = None):
-        """tokens (B, T) long, at positions cache.length.. → (logits (B, T, V), the extended cache)."""
-        _check_tokens(tokens, self.config.vocab_size)
-        _check_cache(cache, tokens, self.config)
+        """tokens (B, T) long → (logits (B, T, V), cache).
+
+        Without a cache: one causal forward over positions 0..T-1; the returned cache holds the keys
+        and values of all T tokens (capacity exactly T, full). With a cache: the tokens sit at positions
+        cache.length..cache.length+T-1, their keys and values are written there in place and the same
+        cache object comes back, advanced by T. Reads the token range and the cached length on the host
+        (one synchronisation) to check them; decode_step is the path without any.
+        """
+        if cache is None:
+            _check_tokens(tokens, self.config.vocab_size)
+            return self._forward_without_cache(tokens)
+        _check_token_shape(tokens)
+        _check_cache(cache, self.config, tokens.shape[0], tokens.device)
+        # the one synchronisation: the number of out-of-range ids and the cached length, read together
+        outside, length = torch.stack((_count_outside(tokens, self.config.vocab_size), cache.length)).tolist()
+        _check_token_ids(tokens, self.config.vocab_size, outside)
+        _check_room(cache, length, tokens.shape[1])
+        return self._forward_with_cache(tokens, cache, _read_valid_prefix(cache, length, tokens.shape[1])), cache
+
+    def decode_step(self, token: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """One new token per sequence: token (B,) long at position cache.length → logits (B, V).
+
+        The token's keys and values are written at cache.length, then cache.length advances by one, all
+        in place. No host synchronisation and no shape that depends on the length: attention reads the
+        whole capacity under the mask slot ≤ length, so the step compiles with fullgraph=True and can be
+        captured once in a CUDA graph and replayed. Only metadata is checked (shapes, dtypes, devices):
+        the ids are not range-checked (that would read them on the host), but an out-of-range id still
+        fails loudly in nn.Embedding (on CUDA as a device-side assert); nor is the room left, and a full
+        cache fails in index_copy_ (IndexError on the CPU, a device-side assert on CUDA).
+        """
+        _check_token_vector(token)
+        _check_cache(cache, self.config, token.shape[0], token.device)
+        logits = self._forward_with_cache(token[:, None], cache, _read_whole_capacity(cache, 1))   # (B, 1, V)
+        return logits[:, 0]                                                                         # (B, V)
+
+    def _forward_without_cache(self, tokens):
         x = self.embed(tokens)                                          # (B, T, d)
         keys, values = [], []
-        for i, layer in enumerate(self.layers):
-            past = (cache.keys[i], cache.values[i]) if cache is not None else (None, None)
-            x, k, v = layer(x, *past)
+        for layer in self.layers:
+            x, k, v = layer(x)
             keys.append(k)
             values.append(v)
-        return self.lm_head(self.final_norm(x)), KVCache(keys, values)   # (B, T, V)
+        length = torch.full((), tokens.shape[1], dtype=torch.long, device=tokens.device)
+        return self.lm_head(self.final_norm(x)), KVCache(keys, values, length)   # (B, T, V)
 
-    def _prefill(self, prompt):
-        logits, cache = self(prompt)
-        return logits[:, -1], cache                                     # (B, V)
+    def _forward_with_cache(self, tokens, cache: KVCache, access: _CacheAccess):
+        x = self.embed(tokens)                                          # (B, T, d)
+        for layer, keys, values in zip(self.layers, cache.keys, cache.values):
+            x, _, _ = layer(x, (keys, values), access)
+        cache.length.add_(tokens.shape[1])
+        return self.lm_head(self.final_norm(x))                         # (B, T, V)
 
     def _step(self, token, cache):
-        logits, cache = self(token[:, None], cache)                     # (B, 1, V)
-        return logits[:, 0], cache
+        return self.decode_step(token, cache), cache
 
     def generate(self, prompt: torch.Tensor, max_new_tokens: int, temperature: float = 0.0,
-                 top_k: int | None = None, seed: int | None = None) -> torch.Tensor:
-        """Continue prompt (B, T0) by max_new_tokens tokens with the KV cache → (B, T0 + new) long."""
+                 top_k: int | None = None, seed: int | None = None, cuda_graph: bool | None = None) -> torch.Tensor:
+        """Continue prompt (B, T0) by max_new_tokens tokens → (B, T0 + new) long.
+
+        Prefill writes the prompt into empty_cache(B, T0 + max_new_tokens), then decode_step runs once per
+        token. cuda_graph: replay the step as a CUDA graph (None: on for a CUDA prompt, off elsewhere;
+        True on a CPU prompt raises ValueError). Capturing runs real warm-up steps on the cache (slots
+        T0, T0 + 1, inside the capacity: a graph is used from 2 new tokens on), then rewinds it
+        (KVCache.snapshot).
+        """
         _check_tokens(prompt, self.config.vocab_size)
-        return generate_tokens(self._prefill, self._step, prompt, max_new_tokens, temperature, top_k, seed)
+
+        def prefill(prompt):
+            cache = self.empty_cache(prompt.shape[0], prompt.shape[1] + max_new_tokens, device=prompt.device)
+            logits, cache = self(prompt, cache)                         # (B, T0, V)
+            return logits[:, -1], cache                                 # (B, V)
+
+        return generate_tokens(prefill, self._step, prompt, max_new_tokens, temperature, top_k, seed,
+                               cuda_graph=cuda_graph, snapshot=KVCache.snapshot)
 
 
 def count_parameters(module: nn.Module) -> int:

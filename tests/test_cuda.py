@@ -153,3 +153,52 @@ def test_q_k_v_on_different_devices(form, name):
     args[name] = args[name].cuda()
     with pytest.raises(ValueError, match="^q, k and v must be on one device"):
         run_form(form, args["q"], args["k"], args["v"], [0.9, 0.5])
+
+
+def test_parallel_form_peak_memory_is_about_one_score_matrix():
+    """Peak memory beyond the inputs at T = 4096 (6.7B head shapes, bf16) ≤ 1.5 × the float32 score tensor.
+
+    The scores (B, H, T, T) exist in bf16 (the product) and float32 (the decayed scores) for a moment,
+    which is 1.5 × the float32 tensor; the decay matrix D is a strided view and costs no T × T memory.
+    """
+    B, H, T, d = 1, 16, 4096, 128
+    gen = torch.Generator(device="cuda").manual_seed(12)
+    q, k, v = (torch.randn(B, H, T, d, device="cuda", dtype=torch.bfloat16, generator=gen) for _ in range(3))
+    gamma = gamma_schedule(H).tolist()
+    parallel_retention(q, k, v, gamma)                                   # warm-up (cuBLAS workspace)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    o = parallel_retention(q, k, v, gamma)
+    torch.cuda.synchronize()
+    extra = torch.cuda.max_memory_allocated() - before - o.numel() * o.element_size()
+    scores_float32 = B * H * T * T * 4
+    assert extra <= 1.5 * scores_float32, f"{extra / 2**30:.2f} GiB beyond the inputs"
+
+
+def test_one_recurrent_step_replays_as_a_cuda_graph(rel_err):
+    """The form-level decode step captured in a CUDA graph gives the eager numbers (γ a device tensor)."""
+    q, k, v, S0 = cuda(*random_inputs(8, 4, 1, 16, 16, seed=13), dtype=torch.float32)
+    gamma = torch.tensor(GAMMAS, device="cuda")
+    expected = recurrent_retention(q, k, v, gamma, state=S0)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        recurrent_retention(q, k, v, gamma, state=S0)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = recurrent_retention(q, k, v, gamma, state=S0)
+    graph.replay()
+    for got, want in zip(captured, expected):
+        assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("T,chunk_size", [(4096, 64), (4100, 256)])
+def test_chunkwise_float32_on_gpu_at_length(T, chunk_size, rel_err):
+    """Many chunks (up to 64) in one batched pass, ragged or not, against the float64 form on the GPU."""
+    gamma = gamma_schedule(4).tolist()
+    q, k, v, S0 = cuda(*random_inputs(1, 4, T, 32, 32, seed=T))                 # float64
+    truth, S_truth = chunkwise_retention(q, k, v, gamma, 512, state=S0)
+    o, S = chunkwise_retention(*(x.float() for x in (q, k, v)), gamma, chunk_size, state=S0.float())
+    assert rel_err(o, truth) <= TOLERANCE[torch.float32] and rel_err(S, S_truth) <= TOLERANCE[torch.float32]

@@ -289,3 +289,86 @@ def test_generation_on_cuda_equals_cpu_and_parallel_recomputation():
     on_gpu = model.cuda().generate(prompt.cuda(), max_new_tokens=6)
     assert torch.equal(on_gpu.cpu(), on_cpu)
     assert torch.equal(on_gpu, greedy_by_parallel_recomputation(model, prompt.cuda(), 6))
+
+
+# ---------------------------------------------------------------- the decode step (in place, graph-friendly)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_decode_step_equals_the_recurrent_mode_and_writes_the_state_in_place(variant, rel_err):
+    model, x = tiny(variant), tokens(length=12)
+    with torch.no_grad():
+        _, state = model(x[:, :7], "chunkwise", chunk_size=3)
+        _, expected = model(x[:, :7], "chunkwise", chunk_size=3)
+        pointers = [(layer.S.data_ptr(), layer.z.data_ptr(), layer.n.data_ptr()) for layer in state.layers]
+        for t in range(7, 12):
+            logits = model.decode_step(x[:, t], state)                      # (B, V)
+            reference, expected = model(x[:, t:t + 1], "recurrent", state=expected)
+            assert rel_err(logits, reference[:, 0]) <= TOL64
+    assert [(layer.S.data_ptr(), layer.z.data_ptr(), layer.n.data_ptr()) for layer in state.layers] == pointers
+    assert all(layer.n == 12 for layer in state.layers)
+    assert all(rel_err(a.S, b.S) <= TOL64 and rel_err(a.z, b.z) <= TOL64
+               for a, b in zip(state.layers, expected.layers))
+
+
+def test_empty_state_decodes_like_a_model_that_has_seen_nothing(rel_err):
+    model, x = tiny(), tokens(length=4)
+    state = model.empty_state(2)
+    with torch.no_grad():
+        logits = torch.stack([model.decode_step(x[:, t], state) for t in range(4)], dim=1)
+        full, _ = model(x, "parallel")
+    assert rel_err(logits, full) <= TOL64
+    assert model.empty_state(3, position=100).n == 100
+
+
+def test_snapshot_restores_the_state_after_decode_steps():
+    model, x = tiny(), tokens(length=6)
+    with torch.no_grad():
+        _, state = model(x[:, :3], "chunkwise", chunk_size=2)
+        before = [(layer.S.clone(), layer.z.clone()) for layer in state.layers]
+        restore = state.snapshot()
+        model.decode_step(x[:, 3], state)
+        restore()
+    assert state.n == 3
+    assert all(torch.equal(layer.S, S) and torch.equal(layer.z, z) for layer, (S, z) in zip(state.layers, before))
+
+
+def test_decay_and_angle_buffers_stay_float64_when_the_model_changes_dtype():
+    model = tiny(dtype=torch.bfloat16)
+    retention = model.blocks[0].retention
+    assert retention.log_gamma.dtype == retention.theta.dtype == torch.float64
+    assert torch.equal(retention.log_gamma, torch.log(torch.as_tensor(retention.gamma)))
+    assert "log_gamma" not in model.state_dict() and "theta" not in str(list(model.state_dict()))
+
+
+def test_cuda_graph_generation_needs_a_cuda_prompt():
+    with pytest.raises(ValueError, match="cuda_graph=True needs a prompt on a CUDA device"):
+        tiny().generate(tokens(length=3), 2, cuda_graph=True)
+    with pytest.raises(TypeError, match="cuda_graph must be None, True or False"):
+        tiny().generate(tokens(length=3), 2, cuda_graph="yes")
+
+
+def test_decode_step_rejects_a_token_batch_of_the_wrong_shape():
+    model = tiny()
+    with pytest.raises(ValueError, match="token must be a \\(B,\\) torch.long tensor"):
+        model.decode_step(tokens(length=2), model.empty_state(2))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16], ids=str)
+def test_cuda_graph_generation_equals_eager_generation(dtype):
+    model = tiny("paper", dtype=dtype).cuda()
+    prompt = tokens(length=5).cuda()
+    eager = model.generate(prompt, max_new_tokens=8, cuda_graph=False)
+    graphed = model.generate(prompt, max_new_tokens=8, cuda_graph=True)
+    assert torch.equal(graphed, eager)
+    sampled = [model.generate(prompt, 8, temperature=1.0, top_k=20, seed=3, cuda_graph=g) for g in (False, True)]
+    assert torch.equal(*sampled)
+
+
+@pytest.mark.cuda
+def test_buffers_follow_the_model_to_the_gpu_in_float64():
+    model = tiny(dtype=torch.float32).cuda().to(torch.bfloat16)
+    retention = model.blocks[0].retention
+    assert retention.log_gamma.device.type == retention.theta.device.type == "cuda"
+    assert retention.log_gamma.dtype == retention.theta.dtype == torch.float64

@@ -1,0 +1,889 @@
+"""Measure RetNet's cost claims against plain PyTorch in one process: `python -m retnet_ref bench`.
+
+Three suites, each printed as a table with ratios and written to JSON (--out); every column of a
+comparison is measured in the same run, on the same device, with the same inputs.
+
+forms   Retention over a fixed number of tokens B·T, for several lengths T (B = tokens // T), forward
+        and forward+backward: the chunkwise form at each chunk size (and the best of them), the
+        parallel form, PyTorch's scaled_dot_product_attention with is_causal=True (flash attention on
+        a GPU: the quadratic baseline) and fla's chunk_retention when fla imports. Linear cost means
+        a flat time per token as T grows; the table gives max/min of it across T.
+decode  One decode step of the heads of one layer with the state given: recurrent_retention at T = 1
+        (eager, and replayed as a CUDA graph) and fla's fused_recurrent_retention, against one query
+        of SDPA over a KV cache at several context lengths. Each row has the bytes the step must
+        move (state read and written, or the cache read) and the floor those bytes set at the
+        measured copy bandwidth.
+model   One decode step of a whole language model with random weights: RetNet (a fixed-size state)
+        against the Transformer baseline of the same preset (a KV cache) at several contexts; ms per
+        step, tokens/s, memory, and the memory floor (weights, plus the state read and written or
+        the cache read and the new entry written, at the copy bandwidth). RetNet's step time should
+        not depend on the context: the table says whether it is flat (max/min across contexts).
+
+How a time is taken (Timer): the callable runs a few times untimed (warm-up), then each timed call
+runs alone and the median is reported. On CUDA, before each timed call the L2 cache is flushed (a
+256 MiB write) and the device synchronised, and CUDA events bracket the call: a time is the latency of
+one call from an idle GPU reading its inputs from HBM, launch overhead included (which is what a CUDA
+graph removes). On the CPU, time.perf_counter brackets the call.
+
+A configuration whose memory estimate exceeds the free memory (less a margin), or that runs out of
+memory anyway, is reported as "does not fit" and the run continues. Sizes default to the GPU sizes
+on CUDA and to a small smoke run on the CPU.
+
+JSON (--out): {"environment": versions, device, driver, copy bandwidth, date, command line;
+"options": every setting; "forms" / "decode" / "model": one list of rows per suite run, the table's
+rows with every entry as {"status", "seconds" or "reason"}; "summary": the flatness verdicts}.
+Times are in seconds, sizes in bytes.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import json
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import subprocess
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .decay import gamma_schedule
+from .model import RetNet, RetNetConfig
+from .retention import chunkwise_retention, parallel_retention, recurrent_retention
+from .transformer import Transformer, TransformerConfig
+
+SUITES = ("forms", "decode", "model")
+PRESETS = ("tiny", "1.3B", "2.7B", "6.7B")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+MODELS = ("retnet", "transformer")
+FORWARD, FORWARD_BACKWARD = "fwd", "fwd+bwd"
+
+MiB, GiB = 2 ** 20, 2 ** 30
+FLUSH_BYTES = 256 * MiB                     # larger than any GPU's L2 cache
+COPY_BYTES = {"cuda": GiB, "cpu": 64 * MiB}  # the copy that measures the bandwidth
+MEMORY_MARGIN_BYTES = GiB                   # kept free beyond every estimate (workspaces, allocator slack)
+MEMORY_ESTIMATE_SLACK = 1.1                 # estimates are multiplied by this before comparing
+CAPTURE_WARMUP = 3                          # eager runs on a side stream before a CUDA graph capture
+FLAT_MAX_OVER_MIN = 1.1                     # a time whose max/min across lengths is at most this is "flat"
+# float32 (B, H, T, T) score-sized buffers the parallel form holds at once (an estimate: forward, the
+# float32 scores and their bfloat16 copies; backward adds the saved scores and their gradient)
+PARALLEL_SCORE_BUFFERS = {FORWARD: 2, FORWARD_BACKWARD: 3}
+
+OK, DOES_NOT_FIT, UNAVAILABLE, CAPTURE_FAILED = "ok", "does not fit", "unavailable", "capture failed"
+
+# option: (default on cuda, default on cpu); the CPU defaults are a smoke run of a few seconds
+DEVICE_DEFAULTS = {
+    "dtype": ("bfloat16", "float32"),
+    "tokens": (65536, 4096),
+    "lengths": ([1024, 4096, 16384], [256, 1024]),
+    "heads": (8, 2),
+    "head_dim": (128, 32),
+    "chunk_sizes": ([64, 128, 256, 512], [32, 64, 128]),
+    "batch": (8, 2),
+    "decode_heads": (16, 4),
+    "decode_head_dim": (128, 32),
+    "contexts": ([2048, 8192, 32768], [128, 512, 2048]),
+    "preset": ("6.7B", "tiny"),
+    "warmup": (3, 2),
+    "repeats": (20, 5),
+    "steps": (50, 10),
+}
+
+
+# ---------------------------------------------------------------- options
+
+
+@dataclass(frozen=True)
+class Options:
+    """Every setting of a run, after the device-dependent defaults are filled in (recorded in the JSON)."""
+
+    suites: tuple
+    device: str
+    dtype: str
+    tokens: int
+    lengths: tuple
+    heads: int
+    head_dim: int
+    chunk_sizes: tuple
+    batch: int
+    decode_heads: int
+    decode_head_dim: int
+    contexts: tuple
+    preset: str
+    warmup: int
+    repeats: int
+    steps: int
+    out: str | None
+
+    @property
+    def torch_device(self) -> torch.device:
+        return torch.device(self.device)
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer ≥ 1 (anything else is a usage error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _default_help(name: str, text: str) -> str:
+    gpu, cpu = DEVICE_DEFAULTS[name]
+    show = lambda value: " ".join(map(str, value)) if isinstance(value, list) else str(value)
+    return f"{text} (default: {show(gpu)} on cuda, {show(cpu)} on cpu)"
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """The `bench` subcommand with all its options; running it calls `run`."""
+    parser = subparsers.add_parser(
+        "bench", help="time the retention forms, decode steps and whole-model decoding against baselines",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    size = lambda *names, **kw: parser.add_argument(*names, default=None, **kw)
+    parser.add_argument("--suite", dest="suites", nargs="+", choices=SUITES, default=list(SUITES),
+                        help="suites to run, in this order (default: all three)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                        help="device to measure on (default: cuda when available, else cpu)")
+    size("--dtype", choices=tuple(DTYPES), help=_default_help(
+        "dtype", "dtype of q, k, v, the KV cache and the model weights (states are float32)"))
+    size("--tokens", type=positive_int, metavar="N", help=_default_help("tokens", "forms: tokens per call, B·T"))
+    size("--lengths", type=positive_int, nargs="+", metavar="T", help=_default_help(
+        "lengths", "forms: sequence lengths T (batch = tokens // T)"))
+    size("--heads", type=positive_int, metavar="H", help=_default_help("heads", "forms: heads H"))
+    size("--head-dim", type=positive_int, metavar="D", help=_default_help("head_dim", "forms: head dimension d (= d_k = d_v)"))
+    size("--chunk-sizes", type=positive_int, nargs="+", metavar="C", help=_default_help(
+        "chunk_sizes", "forms: chunk sizes of the chunkwise form (each is reported, and the best)"))
+    size("--batch", type=positive_int, metavar="B", help=_default_help("batch", "decode and model: sequences per step B"))
+    size("--decode-heads", type=positive_int, metavar="H", help=_default_help("decode_heads", "decode: heads H"))
+    size("--decode-head-dim", type=positive_int, metavar="D", help=_default_help("decode_head_dim", "decode: head dimension d"))
+    size("--contexts", type=positive_int, nargs="+", metavar="L", help=_default_help(
+        "contexts", "decode and model: context lengths L already seen (KV cache length)"))
+    size("--preset", choices=PRESETS, help=_default_help(
+        "preset", "model: RetNetConfig / TransformerConfig preset"))
+    size("--warmup", type=positive_int, metavar="N", help=_default_help("warmup", "untimed calls before timing"))
+    size("--repeats", type=positive_int, metavar="N", help=_default_help("repeats", "forms and decode: timed calls (median)"))
+    size("--steps", type=positive_int, metavar="N", help=_default_help("steps", "model: timed decode steps (median)"))
+    parser.add_argument("--out", default=None, metavar="PATH",
+                        help="write the results as JSON to PATH (folders are created; default: no file)")
+    parser.set_defaults(func=partial(run, parser=parser))
+    return parser
+
+
+def resolve_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Options:
+    """Fill the device-dependent defaults and check what argparse cannot (usage error, exit 2)."""
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available")
+    column = 0 if device == "cuda" else 1
+    values = {name: getattr(args, name) if getattr(args, name) is not None else defaults[column]
+              for name, defaults in DEVICE_DEFAULTS.items()}
+    if values["tokens"] < max(values["lengths"]):
+        parser.error(f"--tokens ({values['tokens']}) must be at least the longest of --lengths "
+                     f"({max(values['lengths'])}): the batch is tokens // T")
+    values = {name: tuple(v) if isinstance(v, list) else v for name, v in values.items()}
+    return Options(suites=tuple(dict.fromkeys(args.suites)), device=device, out=args.out, **values)
+
+
+# ---------------------------------------------------------------- timing and memory
+
+
+class Timer:
+    """Median seconds of one call of fn() after `warmup` untimed calls (see the module docstring)."""
+
+    def __init__(self, device: torch.device, warmup: int, repeats: int):
+        self.device, self.warmup, self.repeats = device, warmup, repeats
+        self.flush = torch.empty(FLUSH_BYTES, dtype=torch.uint8, device=device) if device.type == "cuda" else None
+
+    def median_seconds(self, fn: Callable, repeats: int | None = None) -> float:
+        for _ in range(self.warmup):
+            fn()
+        return statistics.median(self._seconds_of_one_call(fn) for _ in range(repeats or self.repeats))
+
+    def _seconds_of_one_call(self, fn: Callable) -> float:
+        if self.flush is None:
+            start = time.perf_counter()
+            fn()
+            return time.perf_counter() - start
+        self.flush.zero_()                      # evict the inputs from L2
+        torch.cuda.synchronize(self.device)     # start from an idle GPU: launch overhead counts
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
+
+
+def peak_bytes_beyond_inputs(fn: Callable, device: torch.device) -> int | None:
+    """CUDA: max_memory_allocated during one call of fn() minus what was allocated before it. CPU: None."""
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    fn()
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - before
+
+
+def capture_cuda_graph(step: Callable) -> Callable:
+    """step() recorded in a torch.cuda.CUDAGraph; returns the function that replays it.
+
+    step runs CAPTURE_WARMUP times eagerly on a side stream first (lazy initialisation, cuBLAS
+    workspaces and Triton autotuning happen outside the graph), then once under capture. Replays
+    reuse the captured memory, so a step that updates a state in place keeps doing so.
+    """
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(CAPTURE_WARMUP):
+            step()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    return graph.replay
+
+
+def measured(seconds: float, **extra) -> dict:
+    return {"status": OK, "seconds": seconds, **extra}
+
+
+def not_measured(status: str, reason: str) -> dict:
+    return {"status": status, "reason": reason}
+
+
+def graphed_seconds(step: Callable, timer: Timer, repeats: int | None = None,
+                    rewind: Callable[[], None] = lambda: None) -> dict:
+    """Median seconds of a CUDA-graph replay of step(), or why it could not be captured.
+
+    rewind() runs between the capture and the timing (the capture's warm-up advanced any state).
+    """
+    if timer.device.type != "cuda":
+        return not_measured(UNAVAILABLE, "CUDA graphs need a CUDA device")
+    try:
+        replay = capture_cuda_graph(step)
+    except torch.OutOfMemoryError:
+        raise
+    except RuntimeError as err:  # e.g. a host synchronisation inside the step
+        return not_measured(CAPTURE_FAILED, str(err).strip().splitlines()[0])
+    rewind()
+    return measured(timer.median_seconds(replay, repeats))
+
+
+def _cpu_available_bytes() -> int:
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def available_bytes(device: torch.device) -> int:
+    """Memory a new allocation can get: free device memory plus PyTorch's cached free blocks (CUDA),
+    MemAvailable (CPU)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return _cpu_available_bytes()
+
+
+def release_memory(device: torch.device):
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def measure_if_it_fits(required_bytes: int, device: torch.device, measure: Callable[[], dict]) -> dict:
+    """measure() → a dict with a "status", or a "does not fit" entry: when required_bytes (an
+    estimate, times a slack, plus a margin) exceed the available memory, or when measuring runs out
+    of memory (then the memory is released before returning)."""
+    free = available_bytes(device)
+    if MEMORY_ESTIMATE_SLACK * required_bytes + MEMORY_MARGIN_BYTES > free:
+        return not_measured(DOES_NOT_FIT, f"needs about {required_bytes / GiB:.2f} GiB, "
+                                          f"{free / GiB:.2f} GiB available")
+    try:
+        return measure()
+    except torch.OutOfMemoryError:
+        pass
+    release_memory(device)   # after the handler: the traceback no longer holds the tensors
+    return not_measured(DOES_NOT_FIT, "out of memory")
+
+
+def copy_bandwidth(timer: Timer) -> float:
+    """Bytes read plus bytes written per second by one large same-device copy (dst.copy_(src))."""
+    nbytes = COPY_BYTES[timer.device.type]
+    src = torch.ones(nbytes, dtype=torch.uint8, device=timer.device)
+    dst = torch.empty_like(src)
+    seconds = timer.median_seconds(lambda: dst.copy_(src))
+    del src, dst
+    release_memory(timer.device)
+    return 2 * nbytes / seconds
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or denominator is None or denominator <= 0:
+        return None
+    return numerator / denominator
+
+
+def seconds_of(entry: dict) -> float | None:
+    return entry["seconds"] if entry["status"] == OK else None
+
+
+def flatness(values: list) -> dict:
+    """max/min of the measured values (None where fewer than two) and whether it is within FLAT_MAX_OVER_MIN."""
+    values = [v for v in values if v is not None]
+    max_over_min = max(values) / min(values) if len(values) >= 2 else None
+    return {"max_over_min": max_over_min,
+            "flat": None if max_over_min is None else max_over_min <= FLAT_MAX_OVER_MIN,
+            "threshold": FLAT_MAX_OVER_MIN}
+
+
+# ---------------------------------------------------------------- fla (optional)
+
+
+@dataclass(frozen=True)
+class FlaKernels:
+    """fla-core's retention kernels (Triton, GPU only); layout (B, T, H, d), γ_h = 1 - 2^(-5-h)."""
+
+    chunk_retention: Callable
+    fused_recurrent_retention: Callable
+    version: str
+
+
+def load_fla() -> tuple[FlaKernels | None, str]:
+    """(the kernels, "") when fla imports, else (None, the reason)."""
+    try:
+        import fla
+        from fla.ops.retention import chunk_retention, fused_recurrent_retention
+    except Exception as err:  # ImportError, or an error from Triton or the driver while importing
+        return None, f"fla does not import: {type(err).__name__}: {err}"
+    return FlaKernels(chunk_retention, fused_recurrent_retention, fla.__version__), ""
+
+
+def fla_on(device: torch.device, fla: FlaKernels | None, reason: str) -> tuple[FlaKernels | None, str]:
+    """fla's kernels where they can run on `device` (CUDA), else (None, why not)."""
+    if fla is not None and device.type != "cuda":
+        return None, "fla's kernels run on CUDA only"
+    return fla, reason
+
+
+# ---------------------------------------------------------------- suite: forms
+
+
+@dataclass(frozen=True)
+class Form:
+    """One column of the forms table: o = run(q, k, v); heads_first inputs are (B, H, T, d), else (B, T, H, d)."""
+
+    name: str
+    run: Callable
+    heads_first: bool = True
+    quadratic_scores: bool = False   # holds (B, H, T, T) float32 scores: its memory is estimated first
+
+
+def _chunkwise(q, k, v, gamma, chunk_size):
+    return chunkwise_retention(q, k, v, gamma, chunk_size)[0]
+
+
+def _sdpa_causal(q, k, v):
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+
+def _fla_chunk(fla: FlaKernels, q, k, v):
+    return fla.chunk_retention(q, k, v, scale=1.0)[0]   # scale 1: unscaled retention, as ours
+
+
+def retention_forms(opts: Options, fla: FlaKernels | None) -> list[Form]:
+    """The columns: chunkwise at each chunk size, parallel, SDPA (causal) and fla's chunk_retention.
+
+    Ours use the default γ schedule 1 - 2^(-5-h), the one fla's retention kernels hard-code, so that
+    every retention column computes the same function.
+    """
+    gamma = gamma_schedule(opts.heads)
+    forms = [Form(f"chunkwise_{c}", partial(_chunkwise, gamma=gamma, chunk_size=c)) for c in opts.chunk_sizes]
+    forms.append(Form("parallel", partial(parallel_retention, gamma=gamma), quadratic_scores=True))
+    forms.append(Form("sdpa_causal", _sdpa_causal))
+    if fla is not None:
+        forms.append(Form("fla_chunk_retention", partial(_fla_chunk, fla), heads_first=False))
+    return forms
+
+
+def form_call(form: Form, pass_name: str, q, k, v, g) -> Callable:
+    """The timed call: the forward under no_grad, or the forward and the gradient of (o · g).sum()
+    w.r.t. q, k and v (as autograd.grad with grad_outputs g: the same numbers without the product
+    and the sum)."""
+    if not form.heads_first:
+        q, k, v, g = (x.detach().transpose(1, 2).contiguous().requires_grad_(x.requires_grad) for x in (q, k, v, g))
+    if pass_name == FORWARD:
+        def forward():
+            with torch.no_grad():
+                return form.run(q, k, v)
+        return forward
+    return lambda: torch.autograd.grad(form.run(q, k, v), (q, k, v), g)
+
+
+def measure_form(form: Form, pass_name: str, inputs: tuple, timer: Timer) -> dict:
+    call = form_call(form, pass_name, *inputs)
+    return measured(timer.median_seconds(call), peak_bytes=peak_bytes_beyond_inputs(call, timer.device))
+
+
+def form_memory_estimate(form: Form, pass_name: str, shape: tuple) -> int:
+    """Bytes beyond the inputs: for the parallel form, its float32 (B, H, T, T) score-sized buffers;
+    the other forms need memory linear in T and are only guarded against running out."""
+    if not form.quadratic_scores:
+        return 0
+    B, H, T, _ = shape
+    return PARALLEL_SCORE_BUFFERS[pass_name] * B * H * T * T * 4
+
+
+def forms_row(pass_name: str, T: int, batch: int, times: dict) -> dict:
+    """One table row: every column's entry, the best chunk size, time per token and the ratios."""
+    chunked = {int(name.split("_")[1]): seconds_of(entry) for name, entry in times.items()
+               if name.startswith("chunkwise_") and entry["status"] == OK}
+    best_chunk = min(chunked, key=chunked.get) if chunked else None
+    best = chunked.get(best_chunk)
+    return {"pass": pass_name, "length": T, "batch": batch, "tokens": batch * T, "times": times,
+            "chunkwise_best": None if best is None else {"chunk_size": best_chunk, "seconds": best},
+            "best_seconds_per_token": ratio(best, batch * T),
+            "best_over_fla": ratio(best, seconds_of(times["fla_chunk_retention"])),
+            "best_over_sdpa": ratio(best, seconds_of(times["sdpa_causal"]))}
+
+
+def forms_suite(opts: Options, timer: Timer, fla: FlaKernels | None, fla_reason: str) -> tuple[list, dict]:
+    """Rows for each (T, pass); per pass, the flatness of the best chunkwise time per token across T."""
+    device, dtype = opts.torch_device, opts.torch_dtype
+    forms = retention_forms(opts, fla)
+    rows = []
+    for T in opts.lengths:
+        batch = opts.tokens // T
+        shape = (batch, opts.heads, T, opts.head_dim)
+        q, k, v = (torch.randn(shape, dtype=dtype, device=device, requires_grad=True) for _ in range(3))
+        g = torch.randn(shape, dtype=dtype, device=device)      # the cotangent of o
+        for pass_name in (FORWARD, FORWARD_BACKWARD):
+            times = {form.name: measure_if_it_fits(form_memory_estimate(form, pass_name, shape), device,
+                                                   partial(measure_form, form, pass_name, (q, k, v, g), timer))
+                     for form in forms}
+            if fla is None:
+                times["fla_chunk_retention"] = not_measured(UNAVAILABLE, fla_reason)
+            rows.append(forms_row(pass_name, T, batch, times))
+        del q, k, v, g
+        release_memory(device)
+    summary = {pass_name: flatness([r["best_seconds_per_token"] for r in rows if r["pass"] == pass_name])
+               for pass_name in (FORWARD, FORWARD_BACKWARD)}
+    return rows, {"chunkwise_best_per_token_across_lengths": summary}
+
+
+# ---------------------------------------------------------------- suite: decode
+
+
+def eager_and_graphed(step: Callable, timer: Timer) -> dict:
+    return {"status": OK, "eager": measured(timer.median_seconds(step)), "graph": graphed_seconds(step, timer)}
+
+
+def sdpa_over_cache(q: torch.Tensor, context: int, timer: Timer) -> dict:
+    """One query (B, H, 1, d) attending over keys and values (B, H, L, d) in q's dtype (no mask needed)."""
+    B, H, _, d = q.shape
+    keys, values = (torch.randn(B, H, context, d, dtype=q.dtype, device=q.device) for _ in range(2))
+    return eager_and_graphed(partial(F.scaled_dot_product_attention, q, keys, values), timer)
+
+
+def decode_row(method: str, context: int | None, state_bytes: int, bytes_moved: int, bandwidth: float,
+               opts: Options, result: dict) -> dict:
+    """One row: what the step holds and moves, the floor that sets, the eager and graph times (or why not)."""
+    row = {"method": method, "context": context, "batch": opts.batch, "heads": opts.decode_heads,
+           "head_dim": opts.decode_head_dim, "dtype": opts.dtype, "state_bytes": state_bytes,
+           "bytes_moved": bytes_moved, "floor_seconds": bytes_moved / bandwidth, **result}
+    times = [seconds_of(row[key]) for key in ("eager", "graph") if key in row]
+    row["best_seconds"] = min((s for s in times if s is not None), default=None)
+    row["best_over_floor"] = ratio(row["best_seconds"], row["floor_seconds"])
+    return row
+
+
+def decode_suite(opts: Options, timer: Timer, bandwidth: float, fla: FlaKernels | None,
+                 fla_reason: str) -> tuple[list, dict]:
+    """recurrent_retention and fla's fused_recurrent_retention on one token with a float32 state
+    (B, H, d, d) and γ a float32 device tensor, against one SDPA query over a KV cache (B, H, L, d)
+    for each context L. The state's floor counts it read and written; the cache's counts it read.
+    Eagerly, recurrent_retention checks γ's values on the host (one synchronisation, part of its
+    eager time); under capture that check is a device assertion."""
+    device, dtype = opts.torch_device, opts.torch_dtype
+    B, H, d = opts.batch, opts.decode_heads, opts.decode_head_dim
+    q, k, v = (torch.randn(B, H, 1, d, dtype=dtype, device=device) for _ in range(3))
+    S = torch.randn(B, H, d, d, dtype=torch.float32, device=device)
+    gamma = torch.tensor(gamma_schedule(H), dtype=torch.float32, device=device)   # fla's schedule too
+    state_row = partial(decode_row, context=None, state_bytes=S.nbytes, bytes_moved=2 * S.nbytes,
+                        bandwidth=bandwidth, opts=opts)
+    with torch.no_grad():
+        rows = [state_row("recurrent_retention",
+                          result=eager_and_graphed(partial(recurrent_retention, q, k, v, gamma, state=S), timer))]
+        if fla is None:
+            rows.append(state_row("fla_fused_recurrent_retention", result=not_measured(UNAVAILABLE, fla_reason)))
+        else:
+            qf, kf, vf = (x.transpose(1, 2).contiguous() for x in (q, k, v))   # (B, 1, H, d)
+            step = partial(fla.fused_recurrent_retention, qf, kf, vf, scale=1.0, initial_state=S,
+                           output_final_state=True)
+            rows.append(state_row("fla_fused_recurrent_retention", result=eager_and_graphed(step, timer)))
+        for L in opts.contexts:
+            cache_bytes = 2 * B * H * L * d * dtype.itemsize
+            result = measure_if_it_fits(cache_bytes, device, partial(sdpa_over_cache, q, L, timer))
+            rows.append(decode_row("sdpa_kv_cache", L, cache_bytes, cache_bytes, bandwidth, opts, result))
+            release_memory(device)
+    recurrent = rows[0]["best_seconds"]
+    for row in rows:
+        row["over_recurrent"] = ratio(row["best_seconds"], recurrent)
+    return rows, {}
+
+
+# ---------------------------------------------------------------- suite: model
+
+
+def model_config(kind: str, preset: str):
+    return RetNetConfig.preset(preset) if kind == "retnet" else TransformerConfig.preset(preset)
+
+
+def model_class(kind: str):
+    return RetNet if kind == "retnet" else Transformer
+
+
+def parameter_count(kind: str, preset: str) -> int:
+    """Weights of the model, counted on the meta device (nothing is allocated)."""
+    with torch.device("meta"):
+        model = model_class(kind)(model_config(kind, preset))
+    return sum(p.numel() for p in model.parameters())
+
+
+def build_model(kind: str, opts: Options) -> dict:
+    """Random weights, built on the device in float32, cast to the dtype, eval mode."""
+    with torch.device(opts.torch_device):
+        model = model_class(kind)(model_config(kind, opts.preset))
+    return {"status": OK, "model": model.to(device=opts.torch_device, dtype=opts.torch_dtype).eval()}
+
+
+def weight_bytes_read_per_step(model: nn.Module, batch: int) -> int:
+    """Every weight is read once per step, except an embedding table, of which only `batch` rows."""
+    tables = {id(m.weight): m.weight for m in model.modules() if isinstance(m, nn.Embedding)}
+    dense = sum(p.nbytes for p in model.parameters() if id(p) not in tables)
+    return dense + sum(batch * w.shape[1] * w.element_size() for w in tables.values())
+
+
+def tensor_bytes(obj, seen: set | None = None) -> int:
+    """Bytes of the distinct tensor storages reachable from obj through dataclasses, lists, tuples, dicts."""
+    seen = set() if seen is None else seen
+    if isinstance(obj, torch.Tensor):
+        storage = obj.untyped_storage()
+        if storage.data_ptr() in seen:
+            return 0
+        seen.add(storage.data_ptr())
+        return storage.nbytes()
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        children = [getattr(obj, f.name) for f in dataclasses.fields(obj)]
+    elif isinstance(obj, (list, tuple)):
+        children = obj
+    elif isinstance(obj, dict):
+        children = list(obj.values())
+    else:
+        return 0
+    return sum(tensor_bytes(child, seen) for child in children)
+
+
+def cache_capacity(context: int, opts: Options) -> int:
+    """KV-cache slots: the context plus every step a measurement takes (capture warm-up, warm-up, timed)."""
+    return context + CAPTURE_WARMUP + opts.warmup + opts.steps + 1
+
+
+def decode_memory_estimate(kind: str, context: int, opts: Options) -> int:
+    """Bytes a configuration adds to the resident model: RetNet's float32 S and z per layer, or the
+    Transformer's keys and values at capacity; plus the logits (B, V) in float32, twice."""
+    config, B = model_config(kind, opts.preset), opts.batch
+    if kind == "retnet":
+        d_k, d_v = config.d_model // config.num_heads, config.value_dim // config.num_heads
+        held = config.num_layers * B * config.num_heads * (d_k * d_v + d_k) * 4
+    else:
+        held = 2 * config.num_layers * B * cache_capacity(context, opts) * config.d_model * opts.torch_dtype.itemsize
+    return held + 2 * B * config.vocab_size * 4
+
+
+@dataclass
+class DecodeMemory:
+    """What a decode step reads and updates in place, its size in bytes, the bytes one step moves
+    through it, and how to put it back at the measured context after extra steps."""
+
+    memory: object
+    nbytes: int
+    bytes_moved: int
+    rewind: Callable[[], None]
+
+
+def retnet_state(model: RetNet, context: int, opts: Options) -> DecodeMemory:
+    """RetNet's fixed-size state at position L (its values do not change the cost), read and written once."""
+    state = model.empty_state(opts.batch, position=context)
+    nbytes = tensor_bytes(state)
+    return DecodeMemory(state, nbytes, 2 * nbytes, lambda: None)
+
+
+def transformer_cache(model: Transformer, context: int, opts: Options) -> DecodeMemory:
+    """A preallocated KV cache holding L tokens: a step reads the L entries and writes one."""
+    capacity = cache_capacity(context, opts)
+    cache = model.empty_cache(opts.batch, capacity, device=opts.torch_device, dtype=opts.torch_dtype)
+    cache.length.fill_(context)
+    nbytes = cache.nbytes()
+    return DecodeMemory(cache, nbytes, nbytes * (context + 1) // capacity, cache.snapshot())
+
+
+def measure_model_step(kind: str, model: nn.Module, context: int, opts: Options, timer: Timer,
+                       bandwidth: float) -> dict:
+    """Seconds per decode step (a CUDA graph replay on CUDA, eager on the CPU), tokens/s, memory, floor."""
+    device = opts.torch_device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    token = torch.randint(0, model.config.vocab_size, (opts.batch,), device=device)
+    held = (retnet_state if kind == "retnet" else transformer_cache)(model, context, opts)
+    step = partial(model.decode_step, token, held.memory)
+    if device.type == "cuda":
+        entry = graphed_seconds(step, timer, opts.steps, rewind=held.rewind)
+    else:
+        entry = measured(timer.median_seconds(step, opts.steps))
+    weights_read = weight_bytes_read_per_step(model, opts.batch)
+    floor = (weights_read + held.bytes_moved) / bandwidth
+    return {"status": OK, "step": entry, "cuda_graph": device.type == "cuda",
+            "tokens_per_second": ratio(opts.batch, seconds_of(entry)),
+            "peak_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
+            "state_bytes": held.nbytes, "bytes_moved": weights_read + held.bytes_moved,
+            "floor_seconds": floor, "step_over_floor": ratio(seconds_of(entry), floor)}
+
+
+def model_rows(kind: str, opts: Options, timer: Timer, bandwidth: float) -> list[dict]:
+    """Build the model once (if its float32 weights fit), then one row per context."""
+    device = opts.torch_device
+    parameters = parameter_count(kind, opts.preset)
+    meta = lambda L: {"model": kind, "preset": opts.preset, "context": L, "batch": opts.batch,
+                      "dtype": opts.dtype, "parameters": parameters,
+                      "weights_bytes": parameters * opts.torch_dtype.itemsize}
+    built = measure_if_it_fits(4 * parameters, device, partial(build_model, kind, opts))
+    if built["status"] != OK:
+        return [{**meta(L), **built} for L in opts.contexts]
+    model, rows = built.pop("model"), []
+    for L in opts.contexts:
+        with torch.no_grad():
+            result = measure_if_it_fits(decode_memory_estimate(kind, L, opts), device,
+                                        partial(measure_model_step, kind, model, L, opts, timer, bandwidth))
+        rows.append({**meta(L), **result})
+        release_memory(device)
+    del model
+    release_memory(device)
+    return rows
+
+
+def model_suite(opts: Options, timer: Timer, bandwidth: float) -> tuple[list, dict]:
+    """Both models at every context; the Transformer's rows also give its step time over RetNet's."""
+    rows = [row for kind in MODELS for row in model_rows(kind, opts, timer, bandwidth)]
+    step = {(r["model"], r["context"]): seconds_of(r["step"]) if r["status"] == OK else None for r in rows}
+    for row in rows:
+        row["over_retnet"] = ratio(step[row["model"], row["context"]], step["retnet", row["context"]])
+    summary = {f"{kind}_step_across_contexts": flatness([step[kind, L] for L in opts.contexts]) for kind in MODELS}
+    return rows, summary
+
+
+# ---------------------------------------------------------------- environment
+
+
+def _triton_version() -> str | None:
+    try:
+        import triton
+    except ImportError:
+        return None
+    return triton.__version__
+
+
+def _nvidia_driver_version() -> str | None:
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.strip().splitlines()[0] if out.strip() else None
+
+
+def environment(device: torch.device, fla_version: str | None, bandwidth: float, date: str,
+                command: str) -> dict:
+    """Versions, the device and the command line (no host name)."""
+    env = {"date": date, "command": command, "python": platform.python_version(),
+           "platform": platform.platform(), "torch": torch.__version__, "cuda_runtime": torch.version.cuda,
+           "triton": _triton_version(), "fla": fla_version, "device": device.type,
+           "cpu_threads": torch.get_num_threads(), "gpu": None, "gpu_memory_bytes": None,
+           "compute_capability": None, "driver": None, "copy_bandwidth_bytes_per_second": bandwidth}
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        env.update(gpu=props.name, gpu_memory_bytes=props.total_memory,
+                   compute_capability=f"{props.major}.{props.minor}", driver=_nvidia_driver_version())
+    return env
+
+
+# ---------------------------------------------------------------- the run
+
+
+def benchmark(opts: Options, command: str) -> dict:
+    """Every requested suite, in one process: {"environment", "options", <suite>: rows, "summary"}."""
+    date = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    device = opts.torch_device
+    torch.manual_seed(0)
+    timer = Timer(device, opts.warmup, opts.repeats)
+    bandwidth = copy_bandwidth(timer)
+    fla_loaded, fla_import_reason = load_fla()
+    fla, fla_reason = fla_on(device, fla_loaded, fla_import_reason)
+    suites = {
+        "forms": lambda: forms_suite(opts, timer, fla, fla_reason),
+        "decode": lambda: decode_suite(opts, timer, bandwidth, fla, fla_reason),
+        "model": lambda: model_suite(opts, timer, bandwidth),
+    }
+    report = {"environment": environment(device, fla_loaded.version if fla_loaded else None, bandwidth, date,
+                                         command),
+              "options": dataclasses.asdict(opts), "summary": {}}
+    for name in opts.suites:
+        report[name], report["summary"][name] = suites[name]()
+    return report
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """The `bench` subcommand: options, the run, the tables on stdout, the JSON file."""
+    opts = resolve_options(args, parser)
+    report = benchmark(opts, "python -m retnet_ref " + shlex.join(args.argv))
+    print(format_report(report))
+    if opts.out:
+        path = Path(opts.out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=1) + "\n")
+        print(f"\nwrote {path}")
+    return 0
+
+
+# ---------------------------------------------------------------- tables
+
+
+def format_table(title: str, headers: list[str], rows: list[list[str]], notes: list[str] = ()) -> str:
+    """Fixed-width columns, the first left-aligned and the others right-aligned; notes below."""
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                                   for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+    return "\n".join([title, line(headers), *map(line, rows), *notes])
+
+
+def time_cell(entry: dict, unit: float) -> str:
+    """A time in ms (unit 1e-3) or µs (unit 1e-6), or the entry's status ("n/a" when unavailable)."""
+    if entry["status"] == OK:
+        return f"{entry['seconds'] / unit:.{3 if unit == 1e-3 else 1}f}"
+    return "n/a" if entry["status"] == UNAVAILABLE else entry["status"]
+
+
+def number_cell(value: float | None, scale: float = 1.0, digits: int = 2) -> str:
+    return "-" if value is None else f"{value / scale:.{digits}f}"
+
+
+def unmeasured_notes(items: list[tuple[str, str, dict]]) -> list[str]:
+    """One line per (column, status, reason) among the (column, where, entry) not measured, listing where."""
+    grouped = {}
+    for column, where, entry in items:
+        if "reason" in entry:
+            grouped.setdefault((column, entry["status"], entry["reason"]), []).append(where)
+    return [f"  {column} ({', '.join(w for w in wheres if w)}): {status}: {reason}".replace(" ()", "")
+            for (column, status, reason), wheres in grouped.items()]
+
+
+def flatness_line(label: str, result: dict) -> str:
+    if result["max_over_min"] is None:
+        return f"{label}: max/min - (fewer than two measured)"
+    verdict = "flat" if result["flat"] else "not flat"
+    return f"{label}: max/min {result['max_over_min']:.2f} ({verdict}; flat means <= {result['threshold']:.2f})"
+
+
+def forms_table(rows: list[dict], summary: dict, opts: dict) -> str:
+    names = list(rows[0]["times"])
+    tables = []
+    for pass_name in (FORWARD, FORWARD_BACKWARD):
+        selected = [r for r in rows if r["pass"] == pass_name]
+        headers = ["T", "B", *(n.replace("chunkwise_", "C=") for n in names), "best C", "ns/token",
+                   "best/fla", "best/sdpa", "peak MiB best", "peak MiB sdpa"]
+        cells = []
+        for r in selected:
+            best = r["chunkwise_best"]
+            peak = lambda name: number_cell(r["times"][name].get("peak_bytes"), MiB, 1)
+            cells.append([str(r["length"]), str(r["batch"]), *(time_cell(r["times"][n], 1e-3) for n in names),
+                          "-" if best is None else str(best["chunk_size"]),
+                          number_cell(r["best_seconds_per_token"], 1e-9, 3),
+                          number_cell(r["best_over_fla"]), number_cell(r["best_over_sdpa"]),
+                          "-" if best is None else peak(f"chunkwise_{best['chunk_size']}"), peak("sdpa_causal")])
+        notes = unmeasured_notes([(n, f"T={r['length']}", r["times"][n]) for r in selected for n in names])
+        flat = flatness_line("chunkwise best, time per token across T",
+                             summary["chunkwise_best_per_token_across_lengths"][pass_name])
+        title = (f"forms, {pass_name}: ms per call, {opts['tokens']} tokens, H={opts['heads']}, "
+                 f"d={opts['head_dim']}, {opts['dtype']}")
+        tables.append(format_table(title, headers, cells, [*notes, flat]))
+    return "\n\n".join(tables)
+
+
+def decode_table(rows: list[dict], summary: dict, opts: dict) -> str:
+    headers = ["method", "context", "state/cache MiB", "eager µs", "graph µs", "floor µs", "best/floor",
+               "÷ recurrent"]
+    cells, unmeasured = [], []
+    for r in rows:
+        where = "" if r["context"] is None else f"L={r['context']}"
+        entries = {key: r.get(key, r) for key in ("eager", "graph")}   # a row not measured stands for both
+        cells.append([r["method"], "-" if r["context"] is None else str(r["context"]),
+                      number_cell(r["state_bytes"], MiB, 3), *(time_cell(e, 1e-6) for e in entries.values()),
+                      number_cell(r["floor_seconds"], 1e-6, 1), number_cell(r["best_over_floor"]),
+                      number_cell(r["over_recurrent"])])
+        unmeasured += [(f"{r['method']} {key}" if key in r else r["method"], where, entries[key])
+                       for key in ("eager", "graph") if key in r or key == "eager"]
+    title = (f"decode: one step, B={opts['batch']}, H={opts['decode_heads']}, d={opts['decode_head_dim']}, "
+             f"q/k/v and KV cache {opts['dtype']}, state float32")
+    return format_table(title, headers, cells, unmeasured_notes(unmeasured))
+
+
+def model_table(rows: list[dict], summary: dict, opts: dict) -> str:
+    headers = ["model", "context", "ms/step", "tokens/s", "peak MiB", "weights MiB", "state/KV MiB",
+               "floor ms", "step/floor", "÷ retnet"]
+    cells, unmeasured = [], []
+    for r in rows:
+        step = r.get("step", r)
+        value = lambda key, scale=1.0, digits=2: number_cell(r.get(key), scale, digits)
+        cells.append([r["model"], str(r["context"]), time_cell(step, 1e-3), value("tokens_per_second", 1.0, 0),
+                      value("peak_bytes", MiB, 1), value("weights_bytes", MiB, 1), value("state_bytes", MiB, 3),
+                      value("floor_seconds", 1e-3, 3), value("step_over_floor"), value("over_retnet")])
+        unmeasured.append((r["model"], f"L={r['context']}", step))
+    title = (f"model: decode step, preset {opts['preset']}, B={opts['batch']}, {opts['dtype']}, "
+             f"{'CUDA graph' if opts['device'] == 'cuda' else 'eager'}")
+    flat = [flatness_line(f"{kind} step time across contexts", summary[f"{kind}_step_across_contexts"])
+            for kind in MODELS]
+    return format_table(title, headers, cells, [*unmeasured_notes(unmeasured), *flat])
+
+
+def format_report(report: dict) -> str:
+    env = report["environment"]
+    head = (f"device {env['gpu'] or 'cpu'}, torch {env['torch']}, triton {env['triton']}, fla {env['fla']}; "
+            f"copy bandwidth {env['copy_bandwidth_bytes_per_second'] / 1e9:.1f} GB/s (read + write)")
+    tables = {"forms": forms_table, "decode": decode_table, "model": model_table}
+    return "\n\n".join([head] + [tables[name](report[name], report["summary"][name], report["options"])
+                                  for name in report["options"]["suites"]])

@@ -1,0 +1,185 @@
+"""`python -m retnet_ref bench` on the CPU at tiny sizes: usage errors, --help, each suite's rows and
+JSON, and the "does not fit" paths. Timing values are only checked to be positive and finite."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+
+import pytest
+import torch
+
+from retnet_ref import bench
+from retnet_ref.__main__ import main
+
+# tiny sizes of each suite (--batch and --contexts serve both decode and model)
+FORMS = ["--tokens", "64", "--lengths", "16", "32", "--heads", "2", "--head-dim", "8", "--chunk-sizes", "8", "16"]
+DECODE = ["--batch", "1", "--decode-heads", "2", "--decode-head-dim", "8", "--contexts", "8", "32"]
+MODEL = ["--preset", "tiny", "--batch", "1", "--contexts", "4", "16", "--steps", "2"]
+QUICK = ["--device", "cpu", "--warmup", "1", "--repeats", "2"]
+ENVIRONMENT_KEYS = {"date", "command", "python", "platform", "torch", "cuda_runtime", "triton", "fla", "device",
+                    "gpu", "driver", "copy_bandwidth_bytes_per_second"}
+
+
+def run_bench(tmp_path, capsys, *args) -> tuple[dict, str]:
+    out = tmp_path / "results" / "bench.json"
+    assert main(["bench", *QUICK, *args, "--out", str(out)]) == 0
+    return json.loads(out.read_text()), capsys.readouterr().out
+
+
+def entries(report: dict):
+    """Every timing entry of every suite in the report."""
+    for row in report.get("forms", []):
+        yield from row["times"].values()
+    for row in report.get("decode", []):
+        yield from (row[key] for key in ("eager", "graph") if key in row)
+    for row in report.get("model", []):
+        if "step" in row:
+            yield row["step"]
+
+
+def assert_measured_times_positive(report: dict):
+    measured = [e for e in entries(report) if e["status"] == bench.OK]
+    assert measured
+    for entry in measured:
+        assert math.isfinite(entry["seconds"]) and entry["seconds"] > 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--tokens", "0"], "positive integer"),
+    (["--lengths", "16", "-4"], "positive integer"),
+    (["--heads", "two"], "positive integer"),
+    (["--chunk-sizes", "0"], "positive integer"),
+    (["--steps", "0"], "positive integer"),
+    (["--suite", "training"], "invalid choice"),
+    (["--preset", "13B"], "invalid choice"),
+    (["--dtype", "int8"], "invalid choice"),
+    (["--tokens", "32", "--lengths", "64"], "--tokens"),
+])
+def test_bad_options_are_usage_errors(args, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", "--device", "cpu", *args])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage:" in err and message in err
+
+
+def test_cuda_without_a_device_is_a_usage_error(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", "--device", "cuda"])
+    assert exit_.value.code == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_help_lists_every_option(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", "--help"])
+    assert exit_.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())   # undo argparse's line wrapping
+    options = ["--suite", "--device", "--dtype", "--tokens", "--lengths", "--heads", "--head-dim", "--chunk-sizes",
+               "--batch", "--decode-heads", "--decode-head-dim", "--contexts", "--preset", "--warmup", "--repeats",
+               "--steps", "--out"]
+    for option in options:
+        assert option in text
+    assert text.count("on cuda") >= len(bench.DEVICE_DEFAULTS)   # every size says both defaults
+
+
+def test_cpu_defaults_are_the_small_ones():
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers()
+    bench_parser = bench.add_parser(sub)
+    opts = bench.resolve_options(parser.parse_args(["bench", "--device", "cpu"]), bench_parser)
+    assert opts.preset == "tiny" and opts.dtype == "float32"
+    assert opts.suites == bench.SUITES
+    assert opts.tokens == bench.DEVICE_DEFAULTS["tokens"][1]
+
+
+def test_forms_suite(tmp_path, capsys):
+    report, out = run_bench(tmp_path, capsys, "--suite", "forms", *FORMS)
+    assert ENVIRONMENT_KEYS <= set(report["environment"])
+    env = report["environment"]
+    assert env["device"] == "cpu" and env["torch"] == torch.__version__ and "bench" in env["command"]
+    assert platform.node() not in json.dumps(env) and "hostname" not in env
+    assert env["copy_bandwidth_bytes_per_second"] > 0
+    assert report["options"]["lengths"] == [16, 32] and report["options"]["suites"] == ["forms"]
+    assert {"decode", "model"}.isdisjoint(report)
+    rows = report["forms"]
+    assert [(r["pass"], r["length"], r["batch"]) for r in rows] == [
+        ("fwd", 16, 4), ("fwd+bwd", 16, 4), ("fwd", 32, 2), ("fwd+bwd", 32, 2)]
+    for row in rows:
+        assert set(row["times"]) == {"chunkwise_8", "chunkwise_16", "parallel", "sdpa_causal", "fla_chunk_retention"}
+        assert row["times"]["fla_chunk_retention"]["status"] == bench.UNAVAILABLE   # fla runs on CUDA only
+        assert row["chunkwise_best"]["chunk_size"] in (8, 16)
+        assert row["best_over_sdpa"] > 0 and row["best_over_fla"] is None
+    assert_measured_times_positive(report)
+    flat = report["summary"]["forms"]["chunkwise_best_per_token_across_lengths"]
+    assert set(flat) == {"fwd", "fwd+bwd"} and all(f["max_over_min"] >= 1 for f in flat.values())
+    assert "forms, fwd:" in out and "forms, fwd+bwd:" in out and "best/sdpa" in out
+
+
+def test_decode_suite(tmp_path, capsys):
+    report, out = run_bench(tmp_path, capsys, "--suite", "decode", *DECODE)
+    rows = report["decode"]
+    assert [(r["method"], r["context"]) for r in rows] == [
+        ("recurrent_retention", None), ("fla_fused_recurrent_retention", None),
+        ("sdpa_kv_cache", 8), ("sdpa_kv_cache", 32)]
+    recurrent, fla, *attention = rows
+    assert recurrent["state_bytes"] == 1 * 2 * 8 * 8 * 4 and recurrent["bytes_moved"] == 2 * recurrent["state_bytes"]
+    assert fla["status"] == bench.UNAVAILABLE
+    assert [r["state_bytes"] for r in attention] == [2 * 1 * 2 * L * 8 * 4 for L in (8, 32)]
+    for row in (recurrent, *attention):
+        assert row["eager"]["status"] == bench.OK
+        assert row["graph"]["status"] == bench.UNAVAILABLE        # no CUDA graphs on the CPU
+        assert row["floor_seconds"] > 0 and row["best_over_floor"] > 0 and row["over_recurrent"] > 0
+    assert_measured_times_positive(report)
+    assert "eager µs" in out and "sdpa_kv_cache" in out
+
+
+def test_model_suite(tmp_path, capsys):
+    report, out = run_bench(tmp_path, capsys, "--suite", "model", *MODEL)
+    rows = report["model"]
+    assert [(r["model"], r["context"]) for r in rows] == [
+        ("retnet", 4), ("retnet", 16), ("transformer", 4), ("transformer", 16)]
+    for row in rows:
+        assert row["status"] == bench.OK and not row["cuda_graph"]
+        assert row["tokens_per_second"] > 0 and row["floor_seconds"] > 0 and row["step_over_floor"] > 0
+        assert row["weights_bytes"] == row["parameters"] * 4 and row["state_bytes"] > 0
+    retnet, transformer = rows[0], rows[2]
+    assert rows[1]["state_bytes"] == retnet["state_bytes"]          # RetNet's state does not grow
+    assert rows[3]["state_bytes"] > transformer["state_bytes"]     # the KV cache does
+    assert_measured_times_positive(report)
+    summary = report["summary"]["model"]
+    assert summary["retnet_step_across_contexts"]["flat"] in (True, False)
+    assert "retnet step time across contexts" in out
+
+
+def test_nothing_fits_gives_rows_not_errors(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "available_bytes", lambda device: 0)
+    report, out = run_bench(tmp_path, capsys, "--suite", "forms", "decode", "model", *FORMS, *DECODE, *MODEL)
+    assert report["options"]["suites"] == ["forms", "decode", "model"]
+    for row in report["forms"]:
+        measured = {name: e for name, e in row["times"].items() if name != "fla_chunk_retention"}
+        assert all(e["status"] == bench.DOES_NOT_FIT for e in measured.values())
+        assert row["chunkwise_best"] is None
+    assert all(r["status"] == bench.DOES_NOT_FIT for r in report["decode"] if r["method"] == "sdpa_kv_cache")
+    assert all(r["status"] == bench.DOES_NOT_FIT and "GiB available" in r["reason"] for r in report["model"])
+    assert "does not fit" in out
+
+
+def test_out_of_memory_gives_a_row_not_an_error(tmp_path, capsys, monkeypatch):
+    def parallel_out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("simulated")
+
+    monkeypatch.setattr(bench, "parallel_retention", parallel_out_of_memory)
+    report, _ = run_bench(tmp_path, capsys, "--suite", "forms", *FORMS)
+    for row in report["forms"]:
+        assert row["times"]["parallel"] == {"status": bench.DOES_NOT_FIT, "reason": "out of memory"}
+        assert row["times"]["sdpa_causal"]["status"] == bench.OK
+
+
+def test_presets_match_the_models():
+    for preset in bench.PRESETS:
+        bench.model_config("retnet", preset)
+        bench.model_config("transformer", preset)
