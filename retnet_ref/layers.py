@@ -16,6 +16,7 @@ Projections carry no bias (the paper's equations have none; neither has the offi
 from __future__ import annotations
 
 import numbers
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -25,9 +26,10 @@ from torch import nn
 from ._checks import check_gammas
 from .decay import gamma_schedule
 from .exact_buffers import ExactBuffers
-from .normalized import NORMALISATIONS, RetentionState, _normalized, check_mode, normalized_step_
+from .normalized import (NORMALISATIONS, RetentionState, _normalized, check_mode, normalized_step_,
+                         step_decay_factors)
 from .retention import accumulation_dtype
-from .rotation import rotate, theta_schedule
+from .rotation import rotate_by, rotation_factors, theta_schedule
 
 NORM_KINDS = ("layernorm", "rmsnorm")
 ACTIVATIONS = {"gelu": F.gelu, "swish": F.silu, "relu": F.relu}
@@ -61,6 +63,16 @@ def make_norm(kind: str, dim: int, eps: float, affine: bool = True) -> nn.Module
     if kind == "rmsnorm":
         return RMSNorm(dim, eps=eps, affine=affine)
     raise ValueError(f"norm must be one of {NORM_KINDS}, got {kind!r}")
+
+
+class StepFactors(NamedTuple):
+    """What a decode step at one position needs besides the weights (normalized.step_decay_factors):
+    cos, sin (1, d_k/2) of the rotation, the decay gap 1 - γ (H, 1, 1), the divisor floor sqrt(d_k c_n) (H, 1)."""
+
+    cos: torch.Tensor
+    sin: torch.Tensor
+    gap: torch.Tensor
+    floor: torch.Tensor
 
 
 class MultiScaleRetention(ExactBuffers):
@@ -144,28 +156,41 @@ class MultiScaleRetention(ExactBuffers):
 
     def _forward(self, x, mode, chunk_size, state):
         """forward's body, arguments already checked."""
-        q, k, v = self._rotated_heads(x, 0 if state is None else state.n)
+        offset = 0 if state is None else state.n
+        q, k, v = self._rotated_heads(x, *rotation_factors(x.shape[1], self.theta, offset, x.dtype, x.device))
         heads, state = _normalized(q, k, v, self.log_gamma, mode, chunk_size, state, self.normalisation,
                                    self.detach_normaliser)                # (B, H, T, d_v)
         return self._gated_output(x, heads), state
 
-    def step_(self, x: torch.Tensor, state: RetentionState) -> torch.Tensor:
+    def step_(self, x: torch.Tensor, state: RetentionState, factors: StepFactors | None = None) -> torch.Tensor:
         """One token x (B, 1, d) → MSR(x) (B, 1, d), `state` updated in place (a decode step).
 
         The same numbers as forward(x, "recurrent", state=state); nothing is checked or read on the host,
         so that a model's decode step built from it can be compiled or captured in a CUDA graph.
+        factors: step_factors(state.n, x.dtype), which a model computes once for all its layers.
         """
-        q, k, v = self._rotated_heads(x, state.n)
-        heads = normalized_step_(q, k, v, self.log_gamma, state, self.normalisation)   # (B, H, 1, d_v)
+        f = self.step_factors(state.n, x.dtype) if factors is None else factors
+        q, k, v = self._rotated_heads(x, f.cos, f.sin)
+        heads = normalized_step_(q, k, v, state, f.gap, f.floor, self.normalisation)     # (B, H, 1, d_v)
         return self._gated_output(x, heads)
 
-    def _rotated_heads(self, x, offset):
-        """q, k rotated to positions offset.., and v, split into heads: (B, H, T, d_k or d_v)."""
+    def step_factors(self, position, dtype: torch.dtype) -> StepFactors:
+        """The rotation and decay factors of one decode step at position (a 0-d tensor), for x of dtype.
+
+        They depend on θ, γ and the position only, so every layer of a model (one θ and γ schedule for
+        all layers) can share them: computing them once per step saves dozens of small kernels a layer.
+        """
+        cos, sin = rotation_factors(1, self.theta, position, dtype, self.theta.device)   # (1, d_k/2) each
+        gap, floor = step_decay_factors(self.log_gamma, position, self.key_head_dim, accumulation_dtype(dtype))
+        return StepFactors(cos, sin, gap, floor)
+
+    def _rotated_heads(self, x, cos, sin):
+        """q, k rotated by the angles of cos, sin (T, d_k/2), and v, split into heads: (B, H, T, d)."""
         q = self._heads(self.q_proj(x), self.key_head_dim)             # (B, H, T, d_k)
         k = self._heads(self.k_proj(x), self.key_head_dim)             # (B, H, T, d_k)
         v = self._heads(self.v_proj(x), self.value_head_dim)           # (B, H, T, d_v)
         # q̃_n = q_n e^{i(n0+n)θ}, k̃_m = k_m e^{i(n0+m)θ} (real pairs)
-        return rotate(q, self.theta, offset), rotate(k, self.theta, offset), v
+        return rotate_by(q, cos, sin), rotate_by(k, cos, sin), v
 
     def _gated_output(self, x, heads):
         # Y = GroupNorm_h(concat heads): a norm per head and token
@@ -222,9 +247,9 @@ class RetNetBlock(nn.Module):
         retained, state = self.retention._forward(self.retention_norm(x), mode, chunk_size, state)
         return self._feed_forward(retained + x), state
 
-    def step_(self, x, state):
+    def step_(self, x, state, factors=None):
         """One token x (B, 1, d) → X' (B, 1, d), `state` updated in place (see MultiScaleRetention.step_)."""
-        return self._feed_forward(self.retention.step_(self.retention_norm(x), state) + x)
+        return self._feed_forward(self.retention.step_(self.retention_norm(x), state, factors) + x)
 
     def _feed_forward(self, y):
         # X' = FFN(LN(Y)) + Y

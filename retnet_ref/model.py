@@ -237,8 +237,10 @@ class RetNet(nn.Module):
         if token.dim() != 1 or token.dtype != torch.long:
             raise ValueError(f"token must be a (B,) torch.long tensor, got {token.dtype} {tuple(token.shape)}")
         x = self.embed(token[:, None]) * self.config.embed_scale        # (B, 1, d)
+        # every layer has the same θ and γ: the step's rotation and decay factors, computed once
+        factors = self.blocks[0].retention.step_factors(state.n, x.dtype)
         for block, layer_state in zip(self.blocks, state.layers):
-            x = block.step_(x, layer_state)                              # (B, 1, d)
+            x = block.step_(x, layer_state, factors)                     # (B, 1, d)
         return self.head(self.final_norm(x))[:, 0]                       # (B, V)
 
     @torch.no_grad()

@@ -150,12 +150,11 @@ def plain_retention_with_key_sum(q, k, v, log_g, mode, chunk_size=None, state=No
     S_z = None if state is None else torch.cat((state.S, state.z[..., None]), dim=-1).to(acc)   # (B, H, d_k, d_v+1)
     if mode == "parallel":
         out, S_z = _parallel_with_state(q, k, v_ones, log_g, S_z)
-    else:
+    elif mode == "recurrent":
         S_z = S_z if S_z is not None else q.new_zeros(*q.shape[:2], q.shape[3], v.shape[3] + 1, dtype=acc)
-        if mode == "recurrent":
-            out, S_z = _recurrent(q, k, v_ones, log_g, S_z)
-        else:
-            out, S_z = _chunkwise(q, k, v_ones, log_g, chunk_size, S_z)
+        out, S_z = _recurrent(q, k, v_ones, log_g, S_z)
+    else:
+        out, S_z = _chunkwise(q, k, v_ones, log_g, chunk_size, S_z)
     out = out.to(acc)
     return out[..., :-1], out[..., -1], S_z[..., :-1].contiguous(), S_z[..., -1].contiguous()
 
@@ -246,24 +245,29 @@ def _normalized(q, k, v, log_g, mode, chunk_size, state, normalisation, detach_n
     return out.to(q.dtype), RetentionState(S, z, offset + q.shape[2])
 
 
-def normalized_step_(q, k, v, log_g, state: RetentionState, normalisation="exact"):
+def step_decay_factors(log_g: torch.Tensor, position, d_k: int, dtype: torch.dtype):
+    """What one decode step at `position` needs of the decay: the gap 1 - γ (H, 1, 1), and the floor of
+    the row divisor, sqrt(d_k c_n) (H, 1) (normalisations (1) and (2); exact_row_scale's second term)."""
+    return decay_gap(log_g, dtype), (d_k * row_sums(1, log_g, position)).sqrt().to(dtype)
+
+
+def normalized_step_(q, k, v, state: RetentionState, gap, floor, normalisation="exact"):
     """One token of normalised recurrent retention, the state updated in place → õ (B, H, 1, d_v).
 
-    q, k (B, H, 1, d_k) already rotated at position state.n, v (B, H, 1, d_v). The same numbers as
-    `normalized_retention(..., mode="recurrent")` for one token, but S, z and n are overwritten
-    instead of copied (no [S | z] concatenation), and nothing is read on the host: a decode step
-    built from it can be captured in a CUDA graph.
+    q, k (B, H, 1, d_k) already rotated at position state.n, v (B, H, 1, d_v); gap and floor from
+    step_decay_factors at that position. The same numbers as `normalized_retention(..., "recurrent")`
+    for one token, but S, z and n are overwritten instead of copied (no [S | z] concatenation), and
+    nothing is read on the host: a decode step built from it can be captured in a CUDA graph.
     """
-    acc, d_k = state.S.dtype, q.shape[-1]
-    gap = decay_gap(log_g, acc)                                          # (H, 1, 1)
-    q_n, k_n, v_n = q[:, :, 0].to(acc), k[:, :, 0].to(acc), v[:, :, 0].to(acc)   # (B, H, d)
-    # S_n = γ S_{n-1} + k_n^T v_n;  z_n = γ z_{n-1} + k_n
+    k_n, v_n = k[:, :, 0], v[:, :, 0]                                    # (B, H, d), the input dtype
+    q_n = q[:, :, 0].to(state.S.dtype)                                   # (B, H, d_k)
+    # S_n = γ S_{n-1} + k_n^T v_n;  z_n = γ z_{n-1} + k_n  (summed in the state's dtype)
     decay_and_add(state.S, k_n, v_n, gap, inplace=True)
     state.z.addcmul_(gap[..., 0], state.z, value=-1.0).add_(k_n)
     # o_n = q_n S_n;  a_n = q_n · z_n
     o = q_n[..., None, :] @ state.S                                      # (B, H, 1, d_v)
-    a = (q_n * state.z).sum(-1, keepdim=True)                            # (B, H, 1)
-    c = row_sums(1, log_g, state.n).to(acc)                              # (H, 1)
-    scale = exact_row_scale(a, c, d_k) if normalisation == "exact" else (d_k * c).sqrt().expand_as(a)
+    a = q_n[..., None, :] @ state.z[..., None]                           # (B, H, 1, 1)
+    # õ_n = o_n / max(|a_n|, sqrt(d_k c_n)), or torchscale's recurrent o_n / sqrt(d_k c_n)
+    scale = torch.maximum(a.abs(), floor[..., None]) if normalisation == "exact" else floor[..., None]
     state.n.add_(1)
-    return (o / scale[..., None]).to(q.dtype)                            # (B, H, 1, d_v)
+    return (o / scale).to(q.dtype)                                       # (B, H, 1, d_v)

@@ -7,9 +7,9 @@ tensor. Unnormalised retention, exactly as `retnet_ref.reference`, head by head:
 
 Precision: log γ is taken in float64 and every decay factor γ^p is exp(p · log γ) with the exponent in
 float64, then stored in the "accumulation dtype": float32 for bf16/fp16 inputs, the input dtype
-otherwise. The score products q k^T and (scores) v run in the input dtype (tensor cores on a GPU);
-everything that touches a state (the state itself, q·R, K^T V) runs in the accumulation dtype. The
-output has the input dtype.
+otherwise. Every matrix product takes operands in the input dtype (tensor cores on a GPU; they
+accumulate in float32 inside); decays are applied, and states carried and summed, in the accumulation
+dtype. The output has the input dtype.
 
 Each public function checks its arguments once and hands them to a private body (`_parallel`,
 `_recurrent`, `_chunkwise`) that checks nothing and reads no tensor value on the host, so that the
@@ -58,18 +58,12 @@ def _parallel(q, k, v, log_g):
 
     Reversing the sequence axis of k and v reverses the columns of Q K^T and the rows of V, so
     (Q K^T ⊙ D) V = (Q K_rev^T ⊙ D_rev) V_rev with D_rev = D with its columns reversed, a view of 2T-1
-    numbers per head (decay.decay_matrix_columns_reversed). The only T×T tensors are the scores: in
-    the input dtype, and in the accumulation dtype while the decay is applied (1.5 times the float32
-    scores for bf16 inputs, at the peak).
+    numbers per head (decay.decay_matrix_columns_reversed). The only T×T tensor is the score matrix,
+    in the input dtype; the decay is multiplied in the accumulation dtype, in place.
     """
-    acc = accumulation_dtype(q.dtype)
-    D_rev = decay_matrix_columns_reversed(q.shape[2], log_g, acc)     # (H, T, T) view
-    scores = q @ k.flip(2).transpose(-1, -2)                          # (B, H, T, T), columns reversed
-    # Q K^T ⊙ D, in the accumulation dtype
-    decayed = scores.to(acc).mul_(D_rev)                              # (B, H, T, T)
-    if decayed is not scores:
-        scores.copy_(decayed)                                         # back to the input dtype, in place
-        del decayed
+    D_rev = decay_matrix_columns_reversed(q.shape[2], log_g, accumulation_dtype(q.dtype))   # (H, T, T) view
+    # Q K^T ⊙ D, columns reversed
+    scores = (q @ k.flip(2).transpose(-1, -2)).mul_(D_rev)           # (B, H, T, T)
     # O = (Q K^T ⊙ D) V
     return scores @ v.flip(2)                                         # (B, H, T, d_v)
 
@@ -133,12 +127,16 @@ def chunkwise_retention(q, k, v, gamma, chunk_size, state=None):
     """
     check_torch_qkv(q, k, v)
     chunk_size = check_chunk_size(chunk_size)
-    acc = accumulation_dtype(q.dtype)
-    return _chunkwise(q, k, v, log_gamma_per_head(gamma, q), chunk_size, _initial_state(state, q, v, acc))
+    state = check_torch_state(state, q, v)
+    S = None if state is None else state.to(accumulation_dtype(q.dtype))
+    return _chunkwise(q, k, v, log_gamma_per_head(gamma, q), chunk_size, S)
 
 
 def _chunkwise(q, k, v, log_g, chunk_size, S):
-    """The whole chunks in one batched pass, then the ragged rest (shorter than a chunk) as one chunk."""
+    """The whole chunks in one batched pass, then the ragged rest (shorter than a chunk) as one chunk.
+
+    S: the initial state in the accumulation dtype, or None for zeros (its term is then skipped).
+    """
     T = q.shape[2]
     whole = T - T % chunk_size
     pieces = []
@@ -149,29 +147,29 @@ def _chunkwise(q, k, v, log_g, chunk_size, S):
         o, S = _equal_chunks(q[:, :, whole:], k[:, :, whole:], v[:, :, whole:], log_g, T - whole, S)
         pieces.append(o)
     if not pieces:
+        if S is None:
+            S = q.new_zeros(*q.shape[:2], q.shape[3], v.shape[3], dtype=accumulation_dtype(q.dtype))
         return v.new_zeros(v.shape), S                                # (B, H, 0, d_v)
     return (pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=2)), S   # (B, H, T, d_v)
 
 
 def _equal_chunks(q, k, v, log_g, C, S0):
     """Eq. 7 for T = N·C, every chunk at once: (o (B, H, T, d_v), R after the last chunk)."""
-    acc = S0.dtype
+    acc = accumulation_dtype(q.dtype)
     B, H, T, d_k = q.shape
     d_v, N = v.shape[-1], T // C
     qc, kc, vc = (x.reshape(B, H, N, C, x.shape[-1]) for x in (q, k, v))   # (B, H, N, C, d)
     # inner-chunk term of every chunk: (Q K^T ⊙ D) V
     D = decay_matrix(C, log_g).to(acc)[:, None]                          # (H, 1, C, C)
-    scores = (qc @ kc.transpose(-1, -2)).to(acc) * D                     # (B, H, N, C, C)
-    inner = scores.to(v.dtype) @ vc                                      # (B, H, N, C, d_v)
+    inner = (qc @ kc.transpose(-1, -2)).mul_(D) @ vc                     # (B, H, N, C, d_v)
     # each chunk's own contribution to the state: U_i = K_[i]^T (V_[i] ⊙ ζ)
     zeta_c = zeta(C, log_g).to(acc)[:, None, :, None]                    # (H, 1, C, 1)
-    U = kc.to(acc).transpose(-1, -2) @ (vc.to(acc) * zeta_c)             # (B, H, N, d_k, d_v)
-    R = _chunk_states(U, log_g, C, S0)                                   # (B, H, N+1, d_k, d_v)
-    # cross-chunk term: (Q_[i] R_{i-1}) ⊙ ξ
+    U = kc.transpose(-1, -2) @ (vc * zeta_c).to(v.dtype)                 # (B, H, N, d_k, d_v)
+    R = _chunk_states(U.to(acc), log_g, C, S0)                           # (B, H, N+1, d_k, d_v)
+    # cross-chunk term: + (Q_[i] R_{i-1}) ⊙ ξ
     xi_c = xi(C, log_g).to(acc)[:, None, :, None]                        # (H, 1, C, 1)
-    cross = (qc.to(acc) @ R[:, :, :N]) * xi_c                            # (B, H, N, C, d_v)
-    o = (inner.to(acc) + cross).reshape(B, H, T, d_v)                    # (B, H, T, d_v)
-    return o.to(v.dtype), R[:, :, N]
+    o = inner.addcmul_(qc @ R[:, :, :N].to(q.dtype), xi_c)               # (B, H, N, C, d_v)
+    return o.reshape(B, H, T, d_v), R[:, :, N].clone()                  # (B, H, T, d_v), (B, H, d_k, d_v)
 
 
 def _chunk_states(U, log_g, C, S0):
@@ -180,11 +178,13 @@ def _chunk_states(U, log_g, C, S0):
     The chunk states obey Eq. 6 one level up: R_i = γ^C R_{i-1} + U_i with R_{-1} = S_0. Unrolled,
     R_{i-1} = γ^(C i) S_0 + Σ_{j<i} γ^(C (i-1-j)) U_j: the parallel form's decay matrix for γ^C, of size
     N+1, applied along the chunk axis. Every power comes straight from float64 log γ, so no rounded γ^C
-    is multiplied in N times.
+    is multiplied in N times. S0 None stands for zeros.
     """
     B, H, N, d_k, d_v = U.shape
     D = decay_matrix(N + 1, C * log_g).to(U.dtype)                        # (H, N+1, N+1), D_ij = γ^(C(i-j))
     # Σ_{j<i} γ^(C (i-1-j)) U_j: columns 1..N of D pair with U_0..U_{N-1}
     R = (D[:, :, 1:] @ U.reshape(B, H, N, d_k * d_v)).reshape(B, H, N + 1, d_k, d_v)
+    if S0 is None:
+        return R
     # + γ^(C i) S_0: column 0 of D
-    return R + D[:, :, 0, None, None] * S0[:, :, None]                    # (B, H, N+1, d_k, d_v)
+    return R.addcmul_(D[:, :, 0, None, None], S0[:, :, None])             # (B, H, N+1, d_k, d_v)

@@ -61,32 +61,40 @@ def rotate(x, theta, offset=0):
     so that a step neither copies from the host nor reads a value back.
     """
     if isinstance(x, torch.Tensor):
-        cos, sin = _cos_sin_torch(x, theta, offset)                  # (T, d/2) each
-    else:
-        theta = np.asarray(theta, dtype=np.float64)
-        _check_rotation_width(x, theta.shape[-1])
-        phase = angles(x.shape[-2], theta, offset)                   # (T, d/2)
-        cos, sin = np.cos(phase), np.sin(phase)
+        return rotate_by(x, *rotation_factors(x.shape[-2], theta, offset, x.dtype, x.device))
+    theta = np.asarray(theta, dtype=np.float64)
+    _check_rotation_width(x, theta.shape[-1])
+    phase = angles(x.shape[-2], theta, offset)                       # (T, d/2)
+    even, odd = x[..., 0::2], x[..., 1::2]                           # (..., T, d/2) each
+    cos, sin = np.cos(phase), np.sin(phase)
+    # (x_even + i x_odd) e^{iφ} = (x_even cos φ - x_odd sin φ) + i (x_even sin φ + x_odd cos φ)
+    rotated = (even * cos - odd * sin, even * sin + odd * cos)
+    return np.stack(rotated, axis=-1).reshape(x.shape)              # (..., T, d)
+
+
+def rotation_factors(length: int, theta, offset, dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of (offset + n) θ_j, n = 0..length-1, from float64 angles on device, in dtype: (T, d/2) each.
+
+    theta: NumPy values or a float64 tensor; offset: an int or a 0-d integer tensor on device.
+    """
+    if not isinstance(theta, torch.Tensor):
+        theta = torch.as_tensor(np.asarray(theta, dtype=np.float64))
+    theta = theta.to(device, torch.float64)                          # (d/2,)
+    positions = torch.arange(length, dtype=torch.float64, device=device) + offset   # (T,)
+    phase = positions[:, None] * theta[None, :]                      # (T, d/2)
+    return phase.cos().to(dtype), phase.sin().to(dtype)
+
+
+def rotate_by(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """The real-pair rotation of a tensor x (..., T, d) with given cos and sin (T, d/2) (rotation_factors)."""
+    _check_rotation_width(x, cos.shape[-1])
     even, odd = x[..., 0::2], x[..., 1::2]                           # (..., T, d/2) each
     # (x_even + i x_odd) e^{iφ} = (x_even cos φ - x_odd sin φ) + i (x_even sin φ + x_odd cos φ)
-    rot_even = even * cos - odd * sin
-    rot_odd = even * sin + odd * cos
-    if isinstance(x, torch.Tensor):
-        return torch.stack((rot_even, rot_odd), dim=-1).flatten(-2)   # (..., T, d)
-    return np.stack((rot_even, rot_odd), axis=-1).reshape(x.shape)    # (..., T, d)
+    rot_even = torch.addcmul(even * cos, odd, sin, value=-1.0)
+    rot_odd = torch.addcmul(even * sin, odd, cos)
+    return torch.stack((rot_even, rot_odd), dim=-1).flatten(-2)     # (..., T, d)
 
 
 def _check_rotation_width(x, half_width: int):
     if x.shape[-1] != 2 * half_width:
         raise ValueError(f"x's last dimension must be 2 * len(theta) = {2 * half_width}, got {x.shape[-1]}")
-
-
-def _cos_sin_torch(x: torch.Tensor, theta, offset):
-    """cos and sin of (offset + n) θ_j on x's device, from float64 angles, in x's dtype: (T, d/2) each."""
-    if not isinstance(theta, torch.Tensor):
-        theta = torch.as_tensor(np.asarray(theta, dtype=np.float64))
-    theta = theta.to(x.device, torch.float64)                        # (d/2,)
-    _check_rotation_width(x, theta.shape[-1])
-    positions = torch.arange(x.shape[-2], dtype=torch.float64, device=x.device) + offset   # (T,)
-    phase = positions[:, None] * theta[None, :]                      # (T, d/2)
-    return phase.cos().to(x.dtype), phase.sin().to(x.dtype)
