@@ -79,7 +79,7 @@ FLAT_MAX_OVER_MIN = 1.1                     # a time whose max/min across length
 # float32 scores and their bfloat16 copies; backward adds the saved scores and their gradient)
 PARALLEL_SCORE_BUFFERS = {FORWARD: 2, FORWARD_BACKWARD: 3}
 
-OK, DOES_NOT_FIT, UNAVAILABLE, CAPTURE_FAILED = "ok", "does not fit", "unavailable", "capture failed"
+OK, DOES_NOT_FIT, UNAVAILABLE, CAPTURE_FAILED, COMPILE_FAILED = "ok", "does not fit", "unavailable", "capture failed", "compile failed"
 
 # option: (default on cuda, default on cpu); the CPU defaults are a smoke run of a few seconds
 DEVICE_DEFAULTS = {
@@ -89,6 +89,7 @@ DEVICE_DEFAULTS = {
     "heads": (8, 2),
     "head_dim": (128, 32),
     "chunk_sizes": ([64, 128, 256, 512], [32, 64, 128]),
+    "compile_chunk_sizes": ([128, 256], [32]),
     "batch": (8, 2),
     "decode_heads": (16, 4),
     "decode_head_dim": (128, 32),
@@ -123,6 +124,8 @@ class Options:
     warmup: int
     repeats: int
     steps: int
+    compile: bool
+    compile_chunk_sizes: tuple
     out: str | None
 
     @property
@@ -180,6 +183,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     size("--warmup", type=positive_int, metavar="N", help=_default_help("warmup", "untimed calls before timing"))
     size("--repeats", type=positive_int, metavar="N", help=_default_help("repeats", "forms and decode: timed calls (median)"))
     size("--steps", type=positive_int, metavar="N", help=_default_help("steps", "model: timed decode steps (median)"))
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="also measure torch.compile (inductor, fullgraph): the chunkwise form at "
+                             "--compile-chunk-sizes, and both models' decode steps, each captured in a CUDA "
+                             "graph like the eager ones (default: on on cuda, off on cpu)")
+    size("--compile-chunk-sizes", type=positive_int, nargs="+", metavar="C", help=_default_help(
+        "compile_chunk_sizes", "forms: chunk sizes of the compiled chunkwise form"))
     parser.add_argument("--out", default=None, metavar="PATH",
                         help="write the results as JSON to PATH (folders are created; default: no file)")
     parser.set_defaults(func=partial(run, parser=parser))
@@ -198,6 +207,7 @@ def resolve_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -
         parser.error(f"--tokens ({values['tokens']}) must be at least the longest of --lengths "
                      f"({max(values['lengths'])}): the batch is tokens // T")
     values = {name: tuple(v) if isinstance(v, list) else v for name, v in values.items()}
+    values["compile"] = device == "cuda" if args.compile is None else args.compile
     return Options(suites=tuple(dict.fromkeys(args.suites)), device=device, out=args.out, **values)
 
 
@@ -347,8 +357,8 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
     return numerator / denominator
 
 
-def seconds_of(entry: dict) -> float | None:
-    return entry["seconds"] if entry["status"] == OK else None
+def seconds_of(entry: dict | None) -> float | None:
+    return entry["seconds"] if entry is not None and entry["status"] == OK else None
 
 
 def flatness(values: list) -> dict:
@@ -406,6 +416,11 @@ def _chunkwise(q, k, v, gamma, chunk_size):
     return chunkwise_retention(q, k, v, gamma, chunk_size)[0]
 
 
+def compiled(fn: Callable) -> Callable:
+    """fn compiled by inductor as one graph, specialised to each shape it meets."""
+    return torch.compile(fn, fullgraph=True, dynamic=False)
+
+
 def _sdpa_causal(q, k, v):
     return F.scaled_dot_product_attention(q, k, v, is_causal=True)
 
@@ -422,6 +437,9 @@ def retention_forms(opts: Options, fla: FlaKernels | None) -> list[Form]:
     """
     gamma = gamma_schedule(opts.heads)
     forms = [Form(f"chunkwise_{c}", partial(_chunkwise, gamma=gamma, chunk_size=c)) for c in opts.chunk_sizes]
+    if opts.compile:
+        forms += [Form(f"compiled_{c}", compiled(partial(_chunkwise, gamma=gamma.tolist(), chunk_size=c)))
+                  for c in opts.compile_chunk_sizes]
     forms.append(Form("parallel", partial(parallel_retention, gamma=gamma), quadratic_scores=True))
     forms.append(Form("sdpa_causal", _sdpa_causal))
     if fla is not None:
@@ -459,15 +477,17 @@ def form_memory_estimate(form: Form, pass_name: str, shape: tuple) -> int:
 
 def forms_row(pass_name: str, T: int, batch: int, times: dict) -> dict:
     """One table row: every column's entry, the best chunk size, time per token and the ratios."""
-    chunked = {int(name.split("_")[1]): seconds_of(entry) for name, entry in times.items()
-               if name.startswith("chunkwise_") and entry["status"] == OK}
-    best_chunk = min(chunked, key=chunked.get) if chunked else None
-    best = chunked.get(best_chunk)
-    return {"pass": pass_name, "length": T, "batch": batch, "tokens": batch * T, "times": times,
-            "chunkwise_best": None if best is None else {"chunk_size": best_chunk, "seconds": best},
-            "best_seconds_per_token": ratio(best, batch * T),
-            "best_over_fla": ratio(best, seconds_of(times["fla_chunk_retention"])),
-            "best_over_sdpa": ratio(best, seconds_of(times["sdpa_causal"]))}
+    row = {"pass": pass_name, "length": T, "batch": batch, "tokens": batch * T, "times": times}
+    for kind, prefix in (("best", "chunkwise_"), ("compiled", "compiled_")):
+        chunked = {int(name.split("_")[1]): seconds_of(entry) for name, entry in times.items()
+                   if name.startswith(prefix) and entry["status"] == OK}
+        best_chunk = min(chunked, key=chunked.get) if chunked else None
+        best = chunked.get(best_chunk)
+        row.update({f"chunkwise_{kind}": None if best is None else {"chunk_size": best_chunk, "seconds": best},
+                    f"{kind}_seconds_per_token": ratio(best, batch * T),
+                    f"{kind}_over_fla": ratio(best, seconds_of(times["fla_chunk_retention"])),
+                    f"{kind}_over_sdpa": ratio(best, seconds_of(times["sdpa_causal"]))})
+    return row
 
 
 def forms_suite(opts: Options, timer: Timer, fla: FlaKernels | None, fla_reason: str) -> tuple[list, dict]:
@@ -489,9 +509,10 @@ def forms_suite(opts: Options, timer: Timer, fla: FlaKernels | None, fla_reason:
             rows.append(forms_row(pass_name, T, batch, times))
         del q, k, v, g
         release_memory(device)
-    summary = {pass_name: flatness([r["best_seconds_per_token"] for r in rows if r["pass"] == pass_name])
-               for pass_name in (FORWARD, FORWARD_BACKWARD)}
-    return rows, {"chunkwise_best_per_token_across_lengths": summary}
+    summary = {f"chunkwise_{kind}_per_token_across_lengths": {
+        pass_name: flatness([r[f"{kind}_seconds_per_token"] for r in rows if r["pass"] == pass_name])
+        for pass_name in (FORWARD, FORWARD_BACKWARD)} for kind in ("best", "compiled")}
+    return rows, summary
 
 
 # ---------------------------------------------------------------- suite: decode
@@ -652,8 +673,9 @@ def transformer_cache(model: Transformer, context: int, opts: Options) -> Decode
 
 
 def measure_model_step(kind: str, model: nn.Module, context: int, opts: Options, timer: Timer,
-                       bandwidth: float) -> dict:
-    """Seconds per decode step (a CUDA graph replay on CUDA, eager on the CPU), tokens/s, memory, floor."""
+                       bandwidth: float, compiled_step: Callable | None = None) -> dict:
+    """Seconds per decode step (a CUDA graph replay on CUDA, eager on the CPU), tokens/s, memory, floor;
+    with compiled_step (torch.compile of model.decode_step), the same for it in "compiled"."""
     device = opts.torch_device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -666,11 +688,27 @@ def measure_model_step(kind: str, model: nn.Module, context: int, opts: Options,
         entry = measured(timer.median_seconds(step, opts.steps))
     weights_read = weight_bytes_read_per_step(model, opts.batch)
     floor = (weights_read + held.bytes_moved) / bandwidth
+    compiled_entry = None
+    if compiled_step is not None:
+        held.rewind()
+        compiled_entry = compiled_graph_seconds(partial(compiled_step, token, held.memory), timer, opts.steps,
+                                                held.rewind)
     return {"status": OK, "step": entry, "cuda_graph": device.type == "cuda",
+            "compiled": compiled_entry, "compiled_over_floor": ratio(seconds_of(compiled_entry), floor),
             "tokens_per_second": ratio(opts.batch, seconds_of(entry)),
             "peak_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
             "state_bytes": held.nbytes, "bytes_moved": weights_read + held.bytes_moved,
             "floor_seconds": floor, "step_over_floor": ratio(seconds_of(entry), floor)}
+
+
+def compiled_graph_seconds(step: Callable, timer: Timer, repeats: int, rewind: Callable[[], None]) -> dict:
+    """graphed_seconds of a compiled step; the compilation happens in the capture's warm-up."""
+    try:
+        return graphed_seconds(step, timer, repeats, rewind)
+    except torch.OutOfMemoryError:
+        raise
+    except Exception as err:  # inductor or dynamo could not compile the step
+        return not_measured(COMPILE_FAILED, f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200]}")
 
 
 def model_rows(kind: str, opts: Options, timer: Timer, bandwidth: float) -> list[dict]:
@@ -684,10 +722,12 @@ def model_rows(kind: str, opts: Options, timer: Timer, bandwidth: float) -> list
     if built["status"] != OK:
         return [{**meta(L), **built} for L in opts.contexts]
     model, rows = built.pop("model"), []
+    compiled_step = compiled(model.decode_step) if opts.compile and device.type == "cuda" else None
     for L in opts.contexts:
         with torch.no_grad():
             result = measure_if_it_fits(decode_memory_estimate(kind, L, opts), device,
-                                        partial(measure_model_step, kind, model, L, opts, timer, bandwidth))
+                                        partial(measure_model_step, kind, model, L, opts, timer, bandwidth,
+                                                compiled_step))
         rows.append({**meta(L), **result})
         release_memory(device)
     del model
@@ -699,9 +739,12 @@ def model_suite(opts: Options, timer: Timer, bandwidth: float) -> tuple[list, di
     """Both models at every context; the Transformer's rows also give its step time over RetNet's."""
     rows = [row for kind in MODELS for row in model_rows(kind, opts, timer, bandwidth)]
     step = {(r["model"], r["context"]): seconds_of(r["step"]) if r["status"] == OK else None for r in rows}
+    fast = {(r["model"], r["context"]): seconds_of(r.get("compiled")) if r["status"] == OK else None for r in rows}
     for row in rows:
         row["over_retnet"] = ratio(step[row["model"], row["context"]], step["retnet", row["context"]])
-    summary = {f"{kind}_step_across_contexts": flatness([step[kind, L] for L in opts.contexts]) for kind in MODELS}
+        row["compiled_over_retnet"] = ratio(fast[row["model"], row["context"]], fast["retnet", row["context"]])
+    summary = {f"{kind}_{name}_across_contexts": flatness([times[kind, L] for L in opts.contexts])
+               for kind in MODELS for name, times in (("step", step), ("compiled", fast))}
     return rows, summary
 
 
@@ -824,8 +867,9 @@ def forms_table(rows: list[dict], summary: dict, opts: dict) -> str:
     tables = []
     for pass_name in (FORWARD, FORWARD_BACKWARD):
         selected = [r for r in rows if r["pass"] == pass_name]
-        headers = ["T", "B", *(n.replace("chunkwise_", "C=") for n in names), "best C", "ns/token",
-                   "best/fla", "best/sdpa", "peak MiB best", "peak MiB sdpa"]
+        headers = ["T", "B", *(n.replace("chunkwise_", "C=").replace("compiled_", "comp C=") for n in names),
+                   "best C", "ns/token", "best/fla", "best/sdpa", "comp/fla", "comp/sdpa", "peak MiB best",
+                   "peak MiB sdpa"]
         cells = []
         for r in selected:
             best = r["chunkwise_best"]
@@ -834,13 +878,15 @@ def forms_table(rows: list[dict], summary: dict, opts: dict) -> str:
                           "-" if best is None else str(best["chunk_size"]),
                           number_cell(r["best_seconds_per_token"], 1e-9, 3),
                           number_cell(r["best_over_fla"]), number_cell(r["best_over_sdpa"]),
+                          number_cell(r["compiled_over_fla"]), number_cell(r["compiled_over_sdpa"]),
                           "-" if best is None else peak(f"chunkwise_{best['chunk_size']}"), peak("sdpa_causal")])
         notes = unmeasured_notes([(n, f"T={r['length']}", r["times"][n]) for r in selected for n in names])
-        flat = flatness_line("chunkwise best, time per token across T",
-                             summary["chunkwise_best_per_token_across_lengths"][pass_name])
+        flat = [flatness_line(f"chunkwise {kind}, time per token across T",
+                              summary[f"chunkwise_{kind}_per_token_across_lengths"][pass_name])
+                for kind in ("best", "compiled") if any(r[f"chunkwise_{kind}"] for r in selected)]
         title = (f"forms, {pass_name}: ms per call, {opts['tokens']} tokens, H={opts['heads']}, "
                  f"d={opts['head_dim']}, {opts['dtype']}")
-        tables.append(format_table(title, headers, cells, [*notes, flat]))
+        tables.append(format_table(title, headers, cells, [*notes, *flat]))
     return "\n\n".join(tables)
 
 
@@ -864,19 +910,23 @@ def decode_table(rows: list[dict], summary: dict, opts: dict) -> str:
 
 def model_table(rows: list[dict], summary: dict, opts: dict) -> str:
     headers = ["model", "context", "ms/step", "tokens/s", "peak MiB", "weights MiB", "state/KV MiB",
-               "floor ms", "step/floor", "÷ retnet"]
+               "floor ms", "step/floor", "÷ retnet", "compiled ms", "compiled/floor", "compiled ÷ retnet"]
     cells, unmeasured = [], []
     for r in rows:
         step = r.get("step", r)
         value = lambda key, scale=1.0, digits=2: number_cell(r.get(key), scale, digits)
         cells.append([r["model"], str(r["context"]), time_cell(step, 1e-3), value("tokens_per_second", 1.0, 0),
                       value("peak_bytes", MiB, 1), value("weights_bytes", MiB, 1), value("state_bytes", MiB, 3),
-                      value("floor_seconds", 1e-3, 3), value("step_over_floor"), value("over_retnet")])
+                      value("floor_seconds", 1e-3, 3), value("step_over_floor"), value("over_retnet"),
+                      "-" if r.get("compiled") is None else time_cell(r["compiled"], 1e-3),
+                      value("compiled_over_floor"), value("compiled_over_retnet")])
         unmeasured.append((r["model"], f"L={r['context']}", step))
+        if r.get("compiled") is not None:
+            unmeasured.append((f"{r['model']} compiled", f"L={r['context']}", r["compiled"]))
     title = (f"model: decode step, preset {opts['preset']}, B={opts['batch']}, {opts['dtype']}, "
              f"{'CUDA graph' if opts['device'] == 'cuda' else 'eager'}")
-    flat = [flatness_line(f"{kind} step time across contexts", summary[f"{kind}_step_across_contexts"])
-            for kind in MODELS]
+    flat = [flatness_line(f"{kind} {name} time across contexts", summary[f"{kind}_{name}_across_contexts"])
+            for kind in MODELS for name in ("step", "compiled") if any(r.get(name) for r in rows)]
     return format_table(title, headers, cells, [*unmeasured_notes(unmeasured), *flat])
 
 

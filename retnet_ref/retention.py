@@ -8,8 +8,10 @@ tensor. Unnormalised retention, exactly as `retnet_ref.reference`, head by head:
 Precision: log γ is taken in float64 and every decay factor γ^p is exp(p · log γ) with the exponent in
 float64, then stored in the "accumulation dtype": float32 for bf16/fp16 inputs, the input dtype
 otherwise. Every matrix product takes operands in the input dtype (tensor cores on a GPU; they
-accumulate in float32 inside); decays are applied, and states carried and summed, in the accumulation
-dtype. The output has the input dtype.
+accumulate in float32 inside), and a decay factor that multiplies a tensor of the input dtype is stored
+in that dtype too (one rounding of an exactly computed power, never a rounded γ multiplied again and
+again; same-dtype products run at memory speed on a GPU, mixed ones several times slower). States are
+carried and summed in the accumulation dtype. The output has the input dtype.
 
 Each public function checks its arguments once and hands them to a private body (`_parallel`,
 `_recurrent`, `_chunkwise`) that checks nothing and reads no tensor value on the host, so that the
@@ -59,9 +61,9 @@ def _parallel(q, k, v, log_g):
     Reversing the sequence axis of k and v reverses the columns of Q K^T and the rows of V, so
     (Q K^T ⊙ D) V = (Q K_rev^T ⊙ D_rev) V_rev with D_rev = D with its columns reversed, a view of 2T-1
     numbers per head (decay.decay_matrix_columns_reversed). The only T×T tensor is the score matrix,
-    in the input dtype; the decay is multiplied in the accumulation dtype, in place.
+    in the input dtype, which the decay multiplies in place.
     """
-    D_rev = decay_matrix_columns_reversed(q.shape[2], log_g, accumulation_dtype(q.dtype))   # (H, T, T) view
+    D_rev = decay_matrix_columns_reversed(q.shape[2], log_g, q.dtype)   # (H, T, T) view
     # Q K^T ⊙ D, columns reversed
     scores = (q @ k.flip(2).transpose(-1, -2)).mul_(D_rev)           # (B, H, T, T)
     # O = (Q K^T ⊙ D) V
@@ -93,20 +95,24 @@ def decay_gap(log_g: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 def decay_and_add(S, k_n, v_n, gap, inplace: bool = False):
     """S_n = γ S_{n-1} + k_n^T v_n, written S_{n-1} - (1 - γ) S_{n-1} + k_n^T v_n.
 
-    S (B, H, d_k, d_v), k_n (B, H, d_k), v_n (B, H, d_v), gap (H, 1, 1). Two passes over S, no outer
-    product stored; inplace=True overwrites S (a decode step), otherwise S is left as it was.
+    S (B, H, d_k, d_v), k_n (B, H, d_k), v_n (B, H, d_v), gap (H, 1, 1). Two passes over S: the decay,
+    then the outer product as a matrix product of depth one (no outer product stored), summed in S's
+    dtype; inplace=True overwrites S (a decode step), otherwise S is left as it was.
     """
+    B, H, d_k, d_v = S.shape
     S = S.addcmul_(gap, S, value=-1.0) if inplace else torch.addcmul(S, gap, S, value=-1.0)
-    return S.addcmul_(k_n[..., :, None], v_n[..., None, :])          # (B, H, d_k, d_v)
+    # + k_n^T v_n
+    S.view(B * H, d_k, d_v).baddbmm_(k_n.reshape(B * H, d_k, 1).to(S.dtype), v_n.reshape(B * H, 1, d_v).to(S.dtype))
+    return S                                                          # (B, H, d_k, d_v)
 
 
 def _recurrent(q, k, v, log_g, S):
     acc = S.dtype
     gap = decay_gap(log_g, acc)                                       # (H, 1, 1)
-    qa, ka, va = q.to(acc), k.to(acc), v.to(acc)
+    qa = q.to(acc)                                                    # k and v enter S's sums as they are
     out = []
     for n in range(q.shape[2]):
-        S = decay_and_add(S, ka[:, :, n], va[:, :, n], gap)           # (B, H, d_k, d_v)
+        S = decay_and_add(S, k[:, :, n], v[:, :, n], gap)             # (B, H, d_k, d_v)
         # o_n = q_n S_n
         out.append((qa[:, :, n, None, :] @ S).squeeze(-2))            # (B, H, d_v)
     o = torch.stack(out, dim=2) if out else v.new_zeros(v.shape, dtype=acc)   # (B, H, T, d_v)
@@ -160,14 +166,14 @@ def _equal_chunks(q, k, v, log_g, C, S0):
     d_v, N = v.shape[-1], T // C
     qc, kc, vc = (x.reshape(B, H, N, C, x.shape[-1]) for x in (q, k, v))   # (B, H, N, C, d)
     # inner-chunk term of every chunk: (Q K^T ⊙ D) V
-    D = decay_matrix(C, log_g).to(acc)[:, None]                          # (H, 1, C, C)
+    D = decay_matrix(C, log_g).to(q.dtype)[:, None]                      # (H, 1, C, C)
     inner = (qc @ kc.transpose(-1, -2)).mul_(D) @ vc                     # (B, H, N, C, d_v)
     # each chunk's own contribution to the state: U_i = K_[i]^T (V_[i] ⊙ ζ)
-    zeta_c = zeta(C, log_g).to(acc)[:, None, :, None]                    # (H, 1, C, 1)
-    U = kc.transpose(-1, -2) @ (vc * zeta_c).to(v.dtype)                 # (B, H, N, d_k, d_v)
+    zeta_c = zeta(C, log_g).to(v.dtype)[:, None, :, None]                # (H, 1, C, 1)
+    U = kc.transpose(-1, -2) @ (vc * zeta_c)                             # (B, H, N, d_k, d_v)
     R = _chunk_states(U.to(acc), log_g, C, S0)                           # (B, H, N+1, d_k, d_v)
     # cross-chunk term: + (Q_[i] R_{i-1}) ⊙ ξ
-    xi_c = xi(C, log_g).to(acc)[:, None, :, None]                        # (H, 1, C, 1)
+    xi_c = xi(C, log_g).to(q.dtype)[:, None, :, None]                    # (H, 1, C, 1)
     o = inner.addcmul_(qc @ R[:, :, :N].to(q.dtype), xi_c)               # (B, H, N, C, d_v)
     return o.reshape(B, H, T, d_v), R[:, :, N].clone()                  # (B, H, T, d_v), (B, H, d_k, d_v)
 
