@@ -113,6 +113,14 @@ def decay_matrix_columns_reversed(length: int, log_g: torch.Tensor, dtype: torch
     return w.as_strided((w.shape[0], length, length), (w.stride(0), 1, 1))        # (H, T, T) view
 
 
+def causal_decay(length: int, log_g: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """D (Eq. 5) stored in dtype, (H, T, T), from its T distinct powers: 2T-1 exponentials, not T².
+
+    The same numbers as decay_matrix(length, log_g).to(dtype): the reversed-columns view, flipped back.
+    """
+    return decay_matrix_columns_reversed(length, log_g, dtype).flip(-1)      # (H, T, T)
+
+
 def zeta(length: int, log_g):
     """ζ_r = γ^(L-r-1), r = 0..L-1 (Eq. 7): how much key r of a chunk of length L has decayed at its end."""
     r = _positions(length, log_g)

@@ -239,12 +239,8 @@ class RetNetBlock(nn.Module):
 
     def forward(self, x, mode="parallel", chunk_size=None, state=None):
         """x (B, T, d) → (X' (B, T, d), RetentionState)."""
-        return self._forward(x, mode, self.retention.check_arguments(x, mode, chunk_size, state), state)
-
-    def _forward(self, x, mode, chunk_size, state):
-        """forward without the checks (RetNet.forward checks the whole model's arguments once)."""
         # Y = MSR(LN(X)) + X
-        retained, state = self.retention._forward(self.retention_norm(x), mode, chunk_size, state)
+        retained, state = self.retention(self.retention_norm(x), mode, chunk_size, state)
         return self._feed_forward(retained + x), state
 
     def step_(self, x, state, factors=None):

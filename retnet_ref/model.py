@@ -211,7 +211,7 @@ class RetNet(nn.Module):
         x = self.embed(tokens) * self.config.embed_scale                # (B, T, d)
         layer_states = []
         for i, block in enumerate(self.blocks):
-            x, layer_state = block._forward(x, mode, chunk_size, None if state is None else state.layers[i])
+            x, layer_state = block(x, mode, chunk_size, None if state is None else state.layers[i])
             layer_states.append(layer_state)
         return self.head(self.final_norm(x)), RetNetState(layer_states)   # (B, T, V)
 

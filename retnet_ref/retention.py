@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from ._checks import check_chunk_size, check_gamma_tensor, check_gammas, check_torch_qkv, check_torch_state
-from .decay import decay_matrix, decay_matrix_columns_reversed, xi, zeta
+from .decay import causal_decay, decay_matrix_columns_reversed, xi, zeta
 
 
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -166,7 +166,7 @@ def _equal_chunks(q, k, v, log_g, C, S0):
     d_v, N = v.shape[-1], T // C
     qc, kc, vc = (x.reshape(B, H, N, C, x.shape[-1]) for x in (q, k, v))   # (B, H, N, C, d)
     # inner-chunk term of every chunk: (Q K^T ⊙ D) V
-    D = decay_matrix(C, log_g).to(q.dtype)[:, None]                      # (H, 1, C, C)
+    D = causal_decay(C, log_g, q.dtype)[:, None]                         # (H, 1, C, C)
     inner = (qc @ kc.transpose(-1, -2)).mul_(D) @ vc                     # (B, H, N, C, d_v)
     # each chunk's own contribution to the state: U_i = K_[i]^T (V_[i] ⊙ ζ)
     zeta_c = zeta(C, log_g).to(v.dtype)[:, None, :, None]                # (H, 1, C, 1)
@@ -187,7 +187,7 @@ def _chunk_states(U, log_g, C, S0):
     is multiplied in N times. S0 None stands for zeros.
     """
     B, H, N, d_k, d_v = U.shape
-    D = decay_matrix(N + 1, C * log_g).to(U.dtype)                        # (H, N+1, N+1), D_ij = γ^(C(i-j))
+    D = causal_decay(N + 1, C * log_g, U.dtype)                           # (H, N+1, N+1), D_ij = γ^(C(i-j))
     # Σ_{j<i} γ^(C (i-1-j)) U_j: columns 1..N of D pair with U_0..U_{N-1}
     R = (D[:, :, 1:] @ U.reshape(B, H, N, d_k * d_v)).reshape(B, H, N + 1, d_k, d_v)
     if S0 is None:

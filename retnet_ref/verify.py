@@ -16,7 +16,8 @@ The report's heads are the default schedule plus one head with γ = 0.999, which
 exactly (the default γ = 1 - 2^(-5-h) are dyadic and exact), so a decay that drifts would show.
 - bfloat16: 2e-2 against float64 (8 significant bits: unit roundoff u = 2^-8 ≈ 3.9e-3 per entry; inputs,
   scores and outputs are each rounded once, so about 1-2 u; measured ≤ 7e-3 up to T = 4096 on CPU and on
-  an H200; notebooks/10_numerics.ipynb shows error against length), and the same between forms.
+  an H200, and ≤ 7.6e-3 on the CPU for the chunkwise form since its state products take bf16 operands;
+  notebooks/10_numerics.ipynb shows error against length), and the same between forms.
 - float32 / bfloat16 between forms: the same as against float64 (both sides carry that error).
 """
 from __future__ import annotations

@@ -174,3 +174,17 @@ def test_bad_arguments_are_rejected():
         layer(x_input(), state=torch.zeros(1))
     with pytest.raises(ValueError, match="mode"):
         layer(x_input(), "causal")
+
+
+def test_forward_hooks_on_the_layers_fire_in_a_model_forward():
+    from retnet_ref.model import RetNet, RetNetConfig
+
+    model = RetNet(RetNetConfig.preset("tiny"))
+    seen = []
+    hooks = [block.retention.register_forward_hook(lambda module, args, output: seen.append(module))
+             for block in model.blocks]
+    with torch.no_grad():
+        model(torch.zeros(1, 3, dtype=torch.long), "chunkwise", chunk_size=2)
+    for hook in hooks:
+        hook.remove()
+    assert seen == [block.retention for block in model.blocks]

@@ -301,3 +301,10 @@ def test_torch_decay_factors_follow_device_and_dtype_of_log_gamma():
     for fn in (decay.decay_matrix, decay.zeta, decay.xi, decay.decay_row_sum):
         out = fn(4, log_g)
         assert out.dtype == torch.float32 and out.device == log_g.device and out.shape[0] == 2
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=str)
+def test_causal_decay_from_the_powers_equals_the_decay_matrix(dtype):
+    log_g = torch.log(torch.tensor([1.0, 0.97, 0.5, 1e-9], dtype=torch.float64))
+    for T in (1, 2, 37):
+        assert torch.equal(decay.causal_decay(T, log_g, dtype), decay.decay_matrix(T, log_g).to(dtype))
