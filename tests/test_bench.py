@@ -183,3 +183,16 @@ def test_presets_match_the_models():
     for preset in bench.PRESETS:
         bench.model_config("retnet", preset)
         bench.model_config("transformer", preset)
+
+
+def test_compile_is_off_on_the_cpu_unless_asked_and_adds_compiled_columns(tmp_path, capsys, monkeypatch):
+    parser = argparse.ArgumentParser()
+    bench_parser = bench.add_parser(parser.add_subparsers())
+    assert not bench.resolve_options(parser.parse_args(["bench", "--device", "cpu"]), bench_parser).compile
+    # the plumbing only: inductor's compile time is no business of a CPU test, so "compiling" is the identity here
+    monkeypatch.setattr(bench, "compiled", lambda fn: fn)
+    report, out = run_bench(tmp_path, capsys, "--suite", "forms", *FORMS, "--compile", "--compile-chunk-sizes", "8")
+    for row in report["forms"]:
+        assert row["times"]["compiled_8"]["status"] == "ok" and row["chunkwise_compiled"]["chunk_size"] == 8
+        assert row["chunkwise_best"]["chunk_size"] in (8, 16)                # the best eager column stays eager
+    assert "comp C=8" in out and "chunkwise compiled, time per token" in out
