@@ -115,8 +115,9 @@ def _recurrent(q, k, v, log_g, S):
         S = decay_and_add(S, k[:, :, n], v[:, :, n], gap)             # (B, H, d_k, d_v)
         # o_n = q_n S_n
         out.append((qa[:, :, n, None, :] @ S).squeeze(-2))            # (B, H, d_v)
-    o = torch.stack(out, dim=2) if out else v.new_zeros(v.shape, dtype=acc)   # (B, H, T, d_v)
-    return o.to(v.dtype), S
+    if not out:                                                       # T = 0: a copy, never the caller's state
+        return v.new_zeros(v.shape), S.clone()
+    return torch.stack(out, dim=2).to(v.dtype), S                     # (B, H, T, d_v)
 
 
 # ---------------------------------------------------------------- chunkwise (Eq. 7)
@@ -152,10 +153,11 @@ def _chunkwise(q, k, v, log_g, chunk_size, S):
     if whole < T:
         o, S = _equal_chunks(q[:, :, whole:], k[:, :, whole:], v[:, :, whole:], log_g, T - whole, S)
         pieces.append(o)
-    if not pieces:
+    if not pieces:                                                    # T = 0: a copy, never the caller's state
         if S is None:
-            S = q.new_zeros(*q.shape[:2], q.shape[3], v.shape[3], dtype=accumulation_dtype(q.dtype))
-        return v.new_zeros(v.shape), S                                # (B, H, 0, d_v)
+            return v.new_zeros(v.shape), q.new_zeros(*q.shape[:2], q.shape[3], v.shape[3],
+                                                    dtype=accumulation_dtype(q.dtype))
+        return v.new_zeros(v.shape), S.clone()                        # (B, H, 0, d_v)
     return (pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=2)), S   # (B, H, T, d_v)
 
 

@@ -302,3 +302,14 @@ def test_float32_chunkwise_does_not_drift_at_long_lengths(T, gamma, rel_err):
     truth, S_truth = chunkwise_retention(q, k, v, [gamma], 1024)
     o, S = chunkwise_retention(q.float(), k.float(), v.float(), [gamma], 64)
     assert rel_err(o, truth) <= TOLERANCE[torch.float32] / 5 and rel_err(S, S_truth) <= TOLERANCE[torch.float32] / 5
+
+
+@pytest.mark.parametrize("form", ["recurrent", "chunkwise"])
+@pytest.mark.parametrize("T", [0, 5])
+def test_the_returned_state_is_never_the_callers_tensor(form, T):
+    """A decode step writes its state in place, so a returned state that aliased the input would change it."""
+    q, k, v = (torch.randn(1, 2, T, 3, dtype=torch.float64) for _ in range(3))
+    S0 = torch.randn(1, 2, 3, 3, dtype=torch.float64)
+    _, S = recurrent_retention(q, k, v, [0.9, 0.5], state=S0) if form == "recurrent" else \
+        chunkwise_retention(q, k, v, [0.9, 0.5], 4, state=S0)
+    assert S.data_ptr() != S0.data_ptr() and (T > 0 or torch.equal(S, S0))
