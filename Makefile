@@ -1,26 +1,28 @@
-# Two commands on a fresh machine (Python >= 3.10 and make):
+# Two commands on a fresh machine (Python >= 3.11 and make):
 #   make        the main job: equivalence report, every notebook executed into build/notebooks/
 #               (executed .ipynb and HTML), figures/ regenerated
 #   make test   the test suite: pytest + hypothesis + gradient checks + nbval over every notebook
 #               (figures made while testing go to build/test-figures/, leaving figures/ alone)
 #
-# TORCH selects the torch build installed into the virtual environment. The default is the small
-# CPU wheel; keep a build you already have with  make TORCH= VENV_FLAGS=--system-site-packages
+# TORCH selects the torch build installed into the virtual environment, TORCH_INDEX the index it comes
+# from (e.g. PyTorch's CPU-only wheels on Linux: see the README); keep a build you already have with
+#   make TORCH= VENV_FLAGS=--system-site-packages
 PYTHON     ?= python3
 VENV       ?= .venv
 TORCH      ?= torch==2.13.0
+TORCH_INDEX ?=
 VENV_FLAGS ?=
 PY         := $(VENV)/bin/python
 STAMP      := $(VENV)/.installed
 
-.PHONY: all run verify notebooks test test-fast test-cuda notebooks-inplace clean
+.PHONY: all run verify notebooks lab test test-fast test-cuda notebooks-inplace clean
 
 all: run
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(if $(strip $(TORCH)),$(PY) -m pip install --quiet "$(TORCH)")
+	$(if $(strip $(TORCH)),$(PY) -m pip install --quiet $(if $(strip $(TORCH_INDEX)),--index-url $(TORCH_INDEX)) "$(TORCH)")
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
@@ -33,6 +35,10 @@ notebooks: $(STAMP)
 	$(PY) -m retnet_ref notebooks --out build/notebooks
 	@echo "Executed notebooks (open the .html in a browser): build/notebooks/  Figures: figures/"
 
+# open the course in JupyterLab; its kernel is this environment's Python (the server's own python3 kernel)
+lab: $(STAMP)
+	$(PY) -m jupyter lab notebooks/
+
 test: $(STAMP)
 	TQDM_DISABLE=1 PYTHONHASHSEED=0 RETNET_FIGURES=$(CURDIR)/build/test-figures $(PY) -m pytest -p no:cacheprovider tests notebooks \
 	  --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
@@ -40,7 +46,9 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -p no:cacheprovider tests -x -q
 
+# an explicit request for the GPU tests fails where there is no GPU (make test skips them instead)
 test-cuda: $(STAMP)
+	$(PY) -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 'make test-cuda: no CUDA device (torch.cuda.is_available() is False)')"
 	$(PY) -m pytest -p no:cacheprovider tests -m cuda -v
 
 # regenerate the committed notebooks' outputs (run after changing a notebook or the package)

@@ -13,14 +13,25 @@ import sys
 import time
 from pathlib import Path
 
+from . import __version__
+from .bench import add_parser as add_bench_parser, positive_int
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _verify(args) -> int:
-    from .verify import format_rows, report
+    from .verify import HEADER, format_row, iter_rows
 
-    rows = report(lengths=tuple(args.lengths), chunk_size=args.chunk_size, devices=args.device or None)
-    print(format_rows(rows))
+    skipped = [T for T in args.lengths if T > args.recurrent_max_length]
+    if skipped:
+        print(f"recurrent form skipped at T = {', '.join(map(str, skipped))} (a Python loop over tokens; "
+              f"--recurrent-max-length {max(skipped)} keeps it)\n")
+    print(HEADER, "-" * len(HEADER), sep="\n", flush=True)
+    rows = []
+    for row in iter_rows(lengths=tuple(args.lengths), chunk_size=args.chunk_size, devices=args.device or None,
+                         recurrent_max_length=args.recurrent_max_length):
+        print(format_row(row), flush=True)
+        rows.append(row)
     failed = [r for r in rows if not r.passed]
     worst = {}
     for r in rows:
@@ -37,6 +48,10 @@ def _execute_notebooks(args) -> int:
     from .notebook_runner import execute
 
     paths = [Path(p) for p in args.paths] or sorted((ROOT / "notebooks").glob("*.ipynb"))
+    if not paths:
+        print(f"no notebooks found in {ROOT / 'notebooks'}: run this from a checkout of the repository, "
+              "or name the notebooks to execute", file=sys.stderr)
+        return 1
     out = None if args.inplace else Path(args.out)
     status = 0
     for path in paths:
@@ -50,6 +65,7 @@ def _execute_notebooks(args) -> int:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m retnet_ref", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"retnet_ref {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     verify = sub.add_parser(
@@ -60,8 +76,12 @@ def main(argv=None) -> int:
                     "against the NumPy reference), of the forms against each other and of a chunked state "
                     "hand-off, with the tolerance and pass/fail. Exits 1 if any comparison fails. "
                     "Tolerances and their reasons: retnet_ref/verify.py.")
-    verify.add_argument("--lengths", type=int, nargs="+", default=[64, 256, 1024], help="sequence lengths T")
-    verify.add_argument("--chunk-size", type=int, default=64, help="chunk size of the chunkwise form")
+    verify.add_argument("--lengths", type=positive_int, nargs="+", default=[64, 256, 1024],
+                        help="sequence lengths T (default: 64 256 1024)")
+    verify.add_argument("--chunk-size", type=positive_int, default=64,
+                        help="chunk size of the chunkwise form (default: 64)")
+    verify.add_argument("--recurrent-max-length", type=positive_int, default=1024, metavar="T",
+                        help="longest T at which the recurrent form (a Python loop over tokens) runs (default: 1024)")
     verify.add_argument("--device", action="append", choices=["cpu", "cuda"],
                         help="restrict to a device (repeatable); default: cpu and cuda if present")
     verify.set_defaults(func=_verify)
@@ -73,11 +93,15 @@ def main(argv=None) -> int:
     nbs.add_argument("--inplace", action="store_true", help="rewrite the notebooks themselves with outputs")
     nbs.set_defaults(func=_execute_notebooks)
 
-    from .bench import add_parser as add_bench_parser
 
     add_bench_parser(sub)
 
     args = parser.parse_args(argv)
+    if args.command == "verify" and "cuda" in (args.device or ()):
+        import torch
+
+        if not torch.cuda.is_available():
+            verify.error("--device cuda: no CUDA device is available")
     args.argv = list(sys.argv[1:] if argv is None else argv)       # the command, as recorded by bench
     return args.func(args)
 

@@ -83,8 +83,13 @@ def available_devices() -> list[str]:
 def report(lengths=(64, 256, 1024), chunk_size=64, heads=4, d_k=32, d_v=32, devices=None,
            recurrent_max_length=1024) -> list[Row]:
     """All rows of the report; recurrent runs only up to recurrent_max_length (it is a Python loop)."""
+    return list(iter_rows(lengths, chunk_size, heads, d_k, d_v, devices, recurrent_max_length))
+
+
+def iter_rows(lengths=(64, 256, 1024), chunk_size=64, heads=4, d_k=32, d_v=32, devices=None,
+              recurrent_max_length=1024):
+    """The rows of `report`, each as soon as it is computed."""
     gamma = gamma_schedule(heads - 1).tolist() + [0.999]
-    rows = []
     for device in devices or available_devices():
         for dtype in TOLERANCE:
             tol = TOLERANCE[dtype]
@@ -92,8 +97,8 @@ def report(lengths=(64, 256, 1024), chunk_size=64, heads=4, d_k=32, d_v=32, devi
                 q, k, v, state = random_inputs(1, heads, T, d_k, d_v, seed=T)
                 truth = parallel_retention(q, k, v, gamma)
                 if device == "cpu" and dtype == torch.float64:
-                    rows.append(Row("cpu", "float64", T, "torch vs NumPy reference",
-                                    ground_truth_check(q, k, v, gamma), TOLERANCE[torch.float64]))
+                    yield Row("cpu", "float64", T, "torch vs NumPy reference",
+                              ground_truth_check(q, k, v, gamma), TOLERANCE[torch.float64])
                 x = [t.to(device, dtype) for t in (q, k, v)]
                 outs = {"parallel": parallel_retention(*x, gamma),
                         "chunkwise": chunkwise_retention(*x, gamma, chunk_size)[0]}
@@ -101,27 +106,32 @@ def report(lengths=(64, 256, 1024), chunk_size=64, heads=4, d_k=32, d_v=32, devi
                     outs["recurrent"] = recurrent_retention(*x, gamma)[0]
                 name = DTYPE_NAME[dtype]
                 for form, o in outs.items():
-                    rows.append(Row(device, name, T, f"{form} vs float64 truth", relative_error(o, truth), tol))
+                    yield Row(device, name, T, f"{form} vs float64 truth", relative_error(o, truth), tol)
                 if "recurrent" in outs:
-                    rows.append(Row(device, name, T, "recurrent vs parallel",
-                                    relative_error(outs["recurrent"], outs["parallel"]), tol))
-                rows.append(Row(device, name, T, "chunkwise vs parallel",
-                                relative_error(outs["chunkwise"], outs["parallel"]), tol))
+                    yield Row(device, name, T, "recurrent vs parallel",
+                              relative_error(outs["recurrent"], outs["parallel"]), tol)
+                yield Row(device, name, T, "chunkwise vs parallel",
+                          relative_error(outs["chunkwise"], outs["parallel"]), tol)
                 # state hand-off: chunkwise prefix, then the rest recurrent, from an initial state
                 half = T // 2
                 s0 = state.to(device, accumulation_dtype(dtype))
                 o1, s1 = chunkwise_retention(*(t[:, :, :half] for t in x), gamma, chunk_size, state=s0)
                 o2, _ = chunkwise_retention(*(t[:, :, half:] for t in x), gamma, chunk_size, state=s1)
                 whole, _ = chunkwise_retention(*x, gamma, chunk_size, state=s0)
-                rows.append(Row(device, name, T, "state hand-off vs whole",
-                                relative_error(torch.cat([o1, o2], dim=2), whole), tol))
-    return rows
+                yield Row(device, name, T, "state hand-off vs whole",
+                          relative_error(torch.cat([o1, o2], dim=2), whole), tol)
+
+
+HEADER = f"{'device':<6} {'dtype':<9} {'T':>7}  {'comparison':<28} {'max rel err':>11} {'tolerance':>9}  result"
+
+
+def format_row(r: Row) -> str:
+    return (f"{r.device:<6} {r.dtype:<9} {r.length:>7}  {r.pair:<28} {r.error:>11.2e} "
+            f"{r.tolerance:>9.0e}  {'pass' if r.passed else 'FAIL'}")
 
 
 def format_rows(rows: list[Row]) -> str:
-    header = f"{'device':<6} {'dtype':<9} {'T':>5}  {'comparison':<28} {'max rel err':>11} {'tolerance':>9}  result"
-    lines = [header, "-" * len(header)]
+    lines = [HEADER, "-" * len(HEADER)]
     for r in rows:
-        lines.append(f"{r.device:<6} {r.dtype:<9} {r.length:>5}  {r.pair:<28} {r.error:>11.2e} "
-                     f"{r.tolerance:>9.0e}  {'pass' if r.passed else 'FAIL'}")
+        lines.append(format_row(r))
     return "\n".join(lines)

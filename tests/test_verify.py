@@ -78,3 +78,44 @@ def test_relative_error_measure():
 def test_tolerances_are_ordered_by_precision():
     tol = verify.TOLERANCE
     assert tol[torch.float64] < tol[torch.float32] < tol[torch.bfloat16]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--lengths", "0"], "--lengths: expected a positive integer, got 0"),
+    (["--lengths", "-4"], "--lengths: expected a positive integer, got -4"),
+    (["--chunk-size", "0"], "--chunk-size: expected a positive integer, got 0"),
+    (["--recurrent-max-length", "x"], "--recurrent-max-length: expected a positive integer, got 'x'"),
+])
+def test_bad_values_are_usage_errors(args, message, capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["verify", *args])
+    assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_device_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["verify", "--device", "cuda"])
+    assert stop.value.code == 2 and "no CUDA device is available" in capsys.readouterr().err
+
+
+def test_version(capsys):
+    from retnet_ref import __version__
+
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"retnet_ref {__version__}"
+
+
+def test_skipped_recurrent_rows_are_announced_with_the_option_that_keeps_them(capsys):
+    assert cli.main(["verify", "--lengths", "8", "20", "--recurrent-max-length", "10", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "recurrent form skipped at T = 20" in out and "--recurrent-max-length 20 keeps it" in out
+    recurrent_rows = [line.split()[2] for line in out.splitlines() if "recurrent vs float64 truth" in line]
+    assert recurrent_rows == ["8"] * 3                                  # three dtypes at T = 8, none at 20
+
+
+def test_notebooks_command_fails_loudly_when_it_finds_no_notebook(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(cli, "ROOT", tmp_path)
+    assert cli.main(["notebooks"]) == 1
+    assert "no notebooks found" in capsys.readouterr().err
