@@ -48,18 +48,23 @@ def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_k: int | Non
 
     temperature = 0: argmax. Otherwise softmax(logits / temperature) restricted to the top_k largest
     logits (all of them when top_k is None or ≥ V), sampled with `generator` (which must live on the
-    logits' device; None uses torch's global generator).
+    logits' device; None uses torch's global generator). Non-finite logits raise ValueError when
+    sampling; greedy decoding leaves that check to generate_tokens, which makes it once, at the end.
     """
     temperature, top_k = check_sampling(temperature, top_k)
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
         raise ValueError(f"logits must be a 2-D tensor (B, V), got {getattr(logits, 'shape', type(logits))}")
     if temperature == 0.0:
         return logits.argmax(dim=-1)
-    scaled = logits.detach().float() / temperature                   # (B, V)
+    # (logits - max) / temperature in float64: any temperature > 0 works, down to the smallest float
+    shifted = logits.detach().double() - logits.detach().double().amax(-1, keepdim=True)
+    scaled = shifted / temperature                                     # (B, V), the largest logit at 0
     if top_k is not None and top_k < scaled.shape[-1]:
         kth_largest = scaled.topk(top_k, dim=-1).values[:, -1:]        # (B, 1)
         scaled = scaled.masked_fill(scaled < kth_largest, float("-inf"))
     probs = torch.softmax(scaled, dim=-1)                              # (B, V)
+    if not torch.isfinite(probs).all():                                # one read on the host per sampled token
+        raise ValueError("logits must be finite to sample from them: got NaN or inf (non-finite weights or inputs?)")
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)   # (B,)
 
 
@@ -130,15 +135,20 @@ def generate_tokens(prefill: Prefill, step: Step, prompt: torch.Tensor, max_new_
     if max_new_tokens == 0:
         return prompt.clone()
     tokens = [prompt]
+    finite = torch.ones((), dtype=torch.bool, device=prompt.device)   # read once, at the end (no sync per token)
     with torch.no_grad():
         logits, state = prefill(prompt)                                # (B, V)
         if use_graph and max_new_tokens > 1:
             step = _graphed(step, state, snapshot, sample_next(logits))
         for i in range(max_new_tokens):
+            finite &= torch.isfinite(logits).all()
             token = sample_next(logits, temperature, top_k, generator)   # (B,)
             tokens.append(token[:, None])                                # (B, 1)
             if i + 1 < max_new_tokens:
                 logits, state = step(token, state)
+    if not finite:
+        raise ValueError("the model produced non-finite logits (NaN or inf) while generating: its weights or "
+                         "inputs hold non-finite values, so the tokens would be meaningless")
     return torch.cat(tokens, dim=1)                                    # (B, T0 + new)
 
 

@@ -372,3 +372,19 @@ def test_buffers_follow_the_model_to_the_gpu_in_float64():
     retention = model.blocks[0].retention
     assert retention.log_gamma.device.type == retention.theta.device.type == "cuda"
     assert retention.log_gamma.dtype == retention.theta.dtype == torch.float64
+
+
+def test_any_positive_temperature_samples_even_the_smallest():
+    logits = torch.tensor([[0.0, 3.0, -1.0], [5.0, 5.0 - 1e-3, 1.0]])
+    for temperature in (1e-300, 1e-30):
+        token = sample_next(logits, temperature, generator=torch.Generator().manual_seed(0))
+        assert token.tolist() == [1, 0]                                     # the limit T → 0 is greedy
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_generation_with_non_finite_logits_is_an_error(temperature):
+    model = tiny()
+    with torch.no_grad():
+        model.head.weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="non-finite logits|logits must be finite"):
+        model.generate(tokens(length=3), 4, temperature=temperature, seed=0)
