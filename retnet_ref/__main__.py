@@ -78,8 +78,9 @@ def main(argv=None) -> int:
                     "Tolerances and their reasons: retnet_ref/verify.py.")
     verify.add_argument("--lengths", type=positive_int, nargs="+", default=[64, 256, 1024],
                         help="sequence lengths T (default: 64 256 1024)")
-    verify.add_argument("--chunk-size", type=positive_int, default=64,
-                        help="chunk size of the chunkwise form (default: 64)")
+    verify.add_argument("--chunk-size", type=positive_int, default=48,
+                        help="chunk size of the chunkwise form (default: 48, so that no default length is a "
+                             "whole number of chunks)")
     verify.add_argument("--recurrent-max-length", type=positive_int, default=1024, metavar="T",
                         help="longest T at which the recurrent form (a Python loop over tokens) runs (default: 1024)")
     verify.add_argument("--device", action="append", choices=["cpu", "cuda"],

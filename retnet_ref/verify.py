@@ -80,13 +80,13 @@ def available_devices() -> list[str]:
     return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
-def report(lengths=(64, 256, 1024), chunk_size=64, heads=4, d_k=32, d_v=32, devices=None,
+def report(lengths=(64, 256, 1024), chunk_size=48, heads=4, d_k=32, d_v=32, devices=None,
            recurrent_max_length=1024) -> list[Row]:
     """All rows of the report; recurrent runs only up to recurrent_max_length (it is a Python loop)."""
     return list(iter_rows(lengths, chunk_size, heads, d_k, d_v, devices, recurrent_max_length))
 
 
-def iter_rows(lengths=(64, 256, 1024), chunk_size=64, heads=4, d_k=32, d_v=32, devices=None,
+def iter_rows(lengths=(64, 256, 1024), chunk_size=48, heads=4, d_k=32, d_v=32, devices=None,
               recurrent_max_length=1024):
     """The rows of `report`, each as soon as it is computed."""
     gamma = gamma_schedule(heads - 1).tolist() + [0.999]
@@ -106,27 +106,44 @@ def iter_rows(lengths=(64, 256, 1024), chunk_size=64, heads=4, d_k=32, d_v=32, d
                     outs["recurrent"] = recurrent_retention(*x, gamma)[0]
                 name = DTYPE_NAME[dtype]
                 for form, o in outs.items():
-                    yield Row(device, name, T, f"{form} vs float64 truth", relative_error(o, truth), tol)
+                    if not (form == "parallel" and device == "cpu" and dtype == torch.float64):   # the truth itself
+                        yield Row(device, name, T, f"{form} vs float64 truth", relative_error(o, truth), tol)
                 if "recurrent" in outs:
                     yield Row(device, name, T, "recurrent vs parallel",
                               relative_error(outs["recurrent"], outs["parallel"]), tol)
                 yield Row(device, name, T, "chunkwise vs parallel",
                           relative_error(outs["chunkwise"], outs["parallel"]), tol)
-                # state hand-off: chunkwise prefix, then the rest recurrent, from an initial state
-                half = T // 2
                 s0 = state.to(device, accumulation_dtype(dtype))
-                o1, s1 = chunkwise_retention(*(t[:, :, :half] for t in x), gamma, chunk_size, state=s0)
-                o2, _ = chunkwise_retention(*(t[:, :, half:] for t in x), gamma, chunk_size, state=s1)
                 whole, _ = chunkwise_retention(*x, gamma, chunk_size, state=s0)
-                yield Row(device, name, T, "state hand-off vs whole",
-                          relative_error(torch.cat([o1, o2], dim=2), whole), tol)
+                yield Row(device, name, T, f"state hand-off ({handoff_name(T, recurrent_max_length)})",
+                          relative_error(handed_off(x, gamma, chunk_size, s0, T <= recurrent_max_length), whole), tol)
 
 
-HEADER = f"{'device':<6} {'dtype':<9} {'T':>7}  {'comparison':<28} {'max rel err':>11} {'tolerance':>9}  result"
+def ragged_split(T: int, chunk_size: int) -> int:
+    """Where the hand-off splits T: near the middle, but not at a multiple of the chunk size."""
+    half = T // 2
+    return half + 1 if half % chunk_size == 0 and half + 1 < T else half
+
+
+def handoff_name(T: int, recurrent_max_length: int) -> str:
+    return "chunkwise → recurrent" if T <= recurrent_max_length else "chunkwise → chunkwise"
+
+
+def handed_off(x, gamma, chunk_size, s0, recurrent_rest: bool):
+    """A chunkwise prefix (ending inside a chunk), then the rest from its state: recurrent, or chunkwise."""
+    split = ragged_split(x[0].shape[2], chunk_size)
+    o1, s1 = chunkwise_retention(*(t[:, :, :split] for t in x), gamma, chunk_size, state=s0)
+    rest = [t[:, :, split:] for t in x]
+    o2, _ = recurrent_retention(*rest, gamma, state=s1) if recurrent_rest else \
+        chunkwise_retention(*rest, gamma, chunk_size, state=s1)
+    return torch.cat([o1, o2], dim=2)
+
+
+HEADER = f"{'device':<6} {'dtype':<9} {'T':>7}  {'comparison':<38} {'max rel err':>11} {'tolerance':>9}  result"
 
 
 def format_row(r: Row) -> str:
-    return (f"{r.device:<6} {r.dtype:<9} {r.length:>7}  {r.pair:<28} {r.error:>11.2e} "
+    return (f"{r.device:<6} {r.dtype:<9} {r.length:>7}  {r.pair:<38} {r.error:>11.2e} "
             f"{r.tolerance:>9.0e}  {'pass' if r.passed else 'FAIL'}")
 
 
