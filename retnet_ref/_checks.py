@@ -12,6 +12,10 @@ import numpy as np
 import torch
 
 
+COMPLEX_GAMMA_HINT = (" (γ is the real decay |γ e^{iθ}|: the rotation e^{iθ} is applied to q and k, by "
+                      "retnet_ref.rotation.rotate)")
+
+
 def check_gamma_value(gamma, name: str = "gamma") -> float:
     """One decay γ: a real number in (0, 1]."""
     if isinstance(gamma, bool) or not isinstance(gamma, numbers.Real):
@@ -36,7 +40,8 @@ def check_gammas(gamma, num_heads: int, name: str = "gamma") -> tuple[float, ...
         gamma = gamma.detach().to("cpu", torch.float64).tolist()
     elif isinstance(gamma, np.ndarray):
         if gamma.dtype.kind not in "iuf":
-            raise TypeError(f"{name} must hold real numbers, one per head, got an array of dtype {gamma.dtype}")
+            raise TypeError(f"{name} must hold real numbers, one per head, got an array of dtype {gamma.dtype}"
+                            + (COMPLEX_GAMMA_HINT if gamma.dtype.kind == "c" else ""))
         if gamma.ndim != 1:
             raise ValueError(f"{name} must hold one value per head: expected length {num_heads}, "
                              f"got shape {gamma.shape}")
@@ -65,7 +70,8 @@ def check_gammas(gamma, num_heads: int, name: str = "gamma") -> tuple[float, ...
 
 def _check_gamma_tensor_metadata(gamma: torch.Tensor, num_heads: int, name: str):
     if not gamma.dtype.is_floating_point:
-        raise TypeError(f"{name} must be a real floating tensor, one value per head, got dtype {gamma.dtype}")
+        raise TypeError(f"{name} must be a real floating tensor, one value per head, got dtype {gamma.dtype}"
+                        + (COMPLEX_GAMMA_HINT if gamma.dtype.is_complex else ""))
     if gamma.dim() != 1 or gamma.shape[0] != num_heads:
         raise ValueError(f"{name} must hold one value per head: expected length {num_heads}, "
                          f"got shape {tuple(gamma.shape)}")

@@ -43,8 +43,11 @@ def gamma_schedule(num_heads: int, kind: str = "default") -> np.ndarray:
 
 
 def effective_memory(gamma) -> np.ndarray:
-    """1 / (1 - γ): the number of tokens a head effectively remembers (∞ for γ = 1)."""
-    gap = 1.0 - np.asarray(gamma, dtype=np.float64)
+    """1 / (1 - γ): the number of tokens a head effectively remembers (∞ for γ = 1); γ in (0, 1]."""
+    values = np.asarray(gamma, dtype=np.float64)
+    if not np.all((values > 0) & (values <= 1)):                    # also catches NaN
+        raise ValueError(f"gamma must lie in (0, 1], got {values.tolist()}")
+    gap = 1.0 - values
     with np.errstate(divide="ignore"):
         return np.where(gap > 0, 1.0 / np.where(gap > 0, gap, 1.0), np.inf)
 

@@ -85,6 +85,9 @@ class RetentionState:
                              " (a state from another batch size or configuration?)")
         if tuple(self.z.shape) != expected[:3]:
             raise ValueError(f"{name}.z must have shape (B, H, d_k) = {expected[:3]}, got {tuple(self.z.shape)}")
+        if not (self.S.dtype.is_floating_point and self.z.dtype.is_floating_point):
+            raise TypeError(f"{name}.S and {name}.z must have a real floating dtype, got {self.S.dtype} and "
+                            f"{self.z.dtype} (the state of rotated q and k is real: the rotation acts on q and k)")
         if self.S.device != device or self.z.device != device:
             raise ValueError(f"{name} must be on the inputs' device {device}, got {self.S.device}")
         n = self.n

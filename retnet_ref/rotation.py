@@ -21,7 +21,9 @@ def theta_schedule(head_dim: int, base: float = 10000.0) -> np.ndarray:
     """
     if isinstance(head_dim, bool) or not isinstance(head_dim, (int, np.integer)) or head_dim < 2 or head_dim % 2:
         raise ValueError(f"head_dim must be a positive even integer (pairs of features), got {head_dim!r}")
-    return base ** -np.linspace(0.0, 1.0, head_dim // 2)
+    if isinstance(base, bool) or not isinstance(base, (int, float, np.integer, np.floating)) or not base > 1:
+        raise ValueError(f"base must be a real number > 1 (the slowest pair turns by 1/base per token), got {base!r}")
+    return float(base) ** -np.linspace(0.0, 1.0, head_dim // 2)
 
 
 def to_complex(x: np.ndarray) -> np.ndarray:
@@ -61,7 +63,12 @@ def rotate(x, theta, offset=0):
     so that a step neither copies from the host nor reads a value back.
     """
     if isinstance(x, torch.Tensor):
+        if not x.dtype.is_floating_point:
+            raise TypeError(f"x must have a real floating dtype (its pairs are rotated by cos and sin), got {x.dtype}")
         return rotate_by(x, *rotation_factors(x.shape[-2], theta, offset, x.dtype, x.device))
+    if np.asarray(x).dtype.kind not in "f":
+        raise TypeError(f"x must hold real floating numbers (its pairs are rotated by cos and sin), "
+                        f"got dtype {np.asarray(x).dtype}")
     theta = np.asarray(theta, dtype=np.float64)
     _check_rotation_width(x, theta.shape[-1])
     phase = angles(x.shape[-2], theta, offset)                       # (T, d/2)

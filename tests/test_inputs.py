@@ -292,3 +292,45 @@ def test_torch_bad_input_is_caught_before_any_work_even_for_empty_sequences(form
         TORCH_FORMS[form](q, k, v, state=torch_state(d_k=4, dtype=torch.float64))
     with pytest.raises(ValueError, match="^gamma must lie"):
         TORCH_FORMS[form](q, k, v, gamma=[0.0, 0.5])
+
+
+@pytest.mark.parametrize("gamma", [np.array([0.9 + 0.1j, 0.5]), torch.tensor([0.9 + 0.1j, 0.5])],
+                         ids=["ndarray", "tensor"])
+@pytest.mark.parametrize("form", TORCH_FORMS)
+def test_complex_gamma_is_rejected_with_where_the_rotation_belongs(form, gamma):
+    with pytest.raises(TypeError, match="^gamma must .* the rotation e\\^\\{iθ\\} is applied to q and k"):
+        TORCH_FORMS[form](*torch_inputs(), gamma=gamma)
+
+
+def test_complex_state_is_rejected_by_normalized_retention():
+    from retnet_ref.normalized import RetentionState, normalized_retention
+
+    q = torch.randn(1, 2, 3, 4, dtype=torch.float64)
+    state = RetentionState(torch.zeros(1, 2, 4, 4, dtype=torch.complex128), torch.zeros(1, 2, 4, dtype=torch.complex128), 0)
+    with pytest.raises(TypeError, match="^state.S and state.z must have a real floating dtype"):
+        normalized_retention(q, q, q, [0.9, 0.5], "recurrent", state=state)
+
+
+@pytest.mark.parametrize("x", [torch.ones(1, 3, 4, dtype=torch.int64), np.ones((3, 4), dtype=np.int64)],
+                         ids=["tensor", "ndarray"])
+def test_rotating_integers_is_an_error(x):
+    from retnet_ref.rotation import rotate, theta_schedule
+
+    with pytest.raises(TypeError, match="^x must .*floating"):
+        rotate(x, theta_schedule(4), 1)
+
+
+@pytest.mark.parametrize("base", [1.0, 0.5, -2.0, float("nan"), True])
+def test_theta_base_must_exceed_one(base):
+    from retnet_ref.rotation import theta_schedule
+
+    with pytest.raises(ValueError, match="^base must be a real number > 1"):
+        theta_schedule(8, base)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 1.5, -0.5, float("nan"), [0.9, 2.0]])
+def test_effective_memory_needs_gamma_in_the_unit_interval(gamma):
+    from retnet_ref.decay import effective_memory
+
+    with pytest.raises(ValueError, match="^gamma must lie in \\(0, 1\\]"):
+        effective_memory(gamma)
