@@ -20,7 +20,6 @@ from __future__ import annotations
 import numbers
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -295,13 +294,13 @@ class RetNet(nn.Module):
             norm_eps=args.layernorm_eps, normalisation=normalisation, embed_scale=float(decoder.embed_scale),
             chunk_size=args.recurrent_chunk_size)
         model = cls(config)
-        theta = rel_pos.angle.detach().to("cpu", torch.float64).numpy()[0::2]   # (d_k/2,), stored interleaved
+        theta = rel_pos.angle.detach().to("cpu", torch.float64)[0::2]           # (d_k/2,), stored interleaved
         with torch.no_grad():
             model.embed.weight.copy_(decoder.embed_tokens.weight)
             model.head.weight.copy_(decoder.output_projection.weight)
             model.final_norm.weight.copy_(decoder.layer_norm.weight)
             for ours, theirs in zip(model.blocks, decoder.layers):
-                ours.retention.theta = torch.as_tensor(theta, dtype=torch.float64)
+                ours.retention.theta = theta.clone()
                 for name in ("q_proj", "k_proj", "v_proj", "g_proj", "out_proj"):
                     getattr(ours.retention, name).weight.copy_(getattr(theirs.retention, name).weight)
                 ours.retention_norm.weight.copy_(theirs.retention_layer_norm.weight)
