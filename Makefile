@@ -1,6 +1,6 @@
 # Two commands on a fresh machine (Python >= 3.11 and make):
 #   make        the main job: equivalence report, every notebook executed into build/notebooks/
-#               (executed .ipynb and HTML), figures/ regenerated
+#               (executed .ipynb and HTML, figures in build/figures/)
 #   make test   the test suite: pytest + hypothesis + gradient checks + nbval over every notebook
 #               (figures made while testing go to build/test-figures/, leaving figures/ alone)
 #
@@ -31,9 +31,10 @@ run: verify notebooks
 verify: $(STAMP)
 	$(PY) -m retnet_ref verify
 
+# figures go to build/figures: some depend on the machine (timings), so the committed figures/ stay as they are
 notebooks: $(STAMP)
-	$(PY) -m retnet_ref notebooks --out build/notebooks
-	@echo "Executed notebooks (open the .html in a browser): build/notebooks/  Figures: figures/"
+	RETNET_FIGURES=$(CURDIR)/build/figures $(PY) -m retnet_ref notebooks --out build/notebooks
+	@echo "Executed notebooks (open the .html in a browser): build/notebooks/  Figures: build/figures/"
 
 # open the course in JupyterLab; its kernel is this environment's Python (the server's own python3 kernel)
 lab: $(STAMP)
@@ -51,7 +52,7 @@ test-cuda: $(STAMP)
 	$(PY) -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 'make test-cuda: no CUDA device (torch.cuda.is_available() is False)')"
 	$(PY) -m pytest -p no:cacheprovider tests -m cuda -v
 
-# regenerate the committed notebooks' outputs (run after changing a notebook or the package)
+# regenerate the committed notebooks' outputs and figures/ (run after changing a notebook or the package)
 notebooks-inplace: $(STAMP)
 	$(PY) -m retnet_ref notebooks --inplace
 

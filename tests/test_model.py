@@ -52,7 +52,7 @@ def test_paper_presets_have_their_nominal_size(name, variant):
 def test_preset_table():
     c = RetNetConfig.preset("6.7B")
     assert (c.d_model, c.num_layers, c.num_heads, c.ffn_dim, c.value_dim) == (4096, 32, 16, 8192, 8192)
-    assert c.d_model // c.num_heads == 256 and c.value_dim // c.num_heads == 512    # head dims (DESIGN §2)
+    assert c.d_model // c.num_heads == 256 and c.value_dim // c.num_heads == 512    # the paper's head dims
     o = RetNetConfig.preset("1.3B", variant="official")
     assert (o.value_dim, o.ffn_dim, o.norm_kind, o.gated_ffn, o.activation) == (3456, 3456, "rmsnorm", True, "swish")
     assert RetNetConfig.preset("tiny", num_layers=3).num_layers == 3
