@@ -58,6 +58,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .decay import gamma_schedule
+from .generation import capture_cuda_graph
 from .model import RetNet, RetNetConfig
 from .retention import chunkwise_retention, parallel_retention, recurrent_retention
 from .transformer import Transformer, TransformerConfig
@@ -253,25 +254,6 @@ def peak_bytes_beyond_inputs(fn: Callable, device: torch.device) -> int | None:
     return torch.cuda.max_memory_allocated(device) - before
 
 
-def capture_cuda_graph(step: Callable) -> Callable:
-    """step() recorded in a torch.cuda.CUDAGraph; returns the function that replays it.
-
-    step runs CAPTURE_WARMUP times eagerly on a side stream first (lazy initialisation, cuBLAS
-    workspaces and Triton autotuning happen outside the graph), then once under capture. Replays
-    reuse the captured memory, so a step that updates a state in place keeps doing so.
-    """
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(CAPTURE_WARMUP):
-            step()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        step()
-    return graph.replay
-
-
 def measured(seconds: float, **extra) -> dict:
     return {"status": OK, "seconds": seconds, **extra}
 
@@ -289,7 +271,7 @@ def graphed_seconds(step: Callable, timer: Timer, repeats: int | None = None,
     if timer.device.type != "cuda":
         return not_measured(UNAVAILABLE, "CUDA graphs need a CUDA device")
     try:
-        replay = capture_cuda_graph(step)
+        replay = capture_cuda_graph(step, CAPTURE_WARMUP)[0].replay
     except torch.OutOfMemoryError:
         raise
     except RuntimeError as err:  # e.g. a host synchronisation inside the step

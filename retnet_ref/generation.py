@@ -68,28 +68,39 @@ def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_k: int | Non
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)   # (B,)
 
 
+def capture_cuda_graph(fn: Callable[[], Any], warmup: int = 2) -> tuple[torch.cuda.CUDAGraph, Any]:
+    """fn() recorded in a CUDA graph → (graph, fn's output, which each graph.replay() rewrites).
+
+    fn runs `warmup` times eagerly on a side stream first (lazy initialisation, library workspaces and
+    compilation happen outside the graph), then once under capture. A replay reruns the same kernels on
+    the same memory, so anything fn updates in place is updated again, and the warm-up runs count too.
+    """
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(warmup):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        output = fn()
+    return graph, output
+
+
 class GraphedStep:
     """One decode step recorded in a CUDA graph: `graphed(token) -> logits`, replayed in one launch.
 
     step(token, state) -> (logits, state) must update `state` in place and return it (the same object):
-    the graph reads and writes the memory it was captured with. Capturing runs the step a few times
-    (warm-up on a side stream, then the capture itself), so `state` is advanced by those runs: capture
-    on a scratch copy or set the position again afterwards when that matters (`generate_tokens` does).
+    the graph reads and writes the memory it was captured with. Capturing runs the step `warmup` times
+    for real (capture_cuda_graph), so `state` is advanced by those runs: capture on a scratch copy or set
+    the position again afterwards when that matters (`generate_tokens` does).
     """
 
     def __init__(self, step: Step, token: torch.Tensor, state, warmup: int = 2):
         if token.device.type != "cuda":
             raise ValueError(f"a CUDA graph needs CUDA tensors, got a token on {token.device}")
         self.token = token.clone()                                      # (B,) the graph's input buffer
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(warmup):
-                step(self.token, state)
-        torch.cuda.current_stream().wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.logits, _ = step(self.token, state)                     # (B, V) the graph's output buffer
+        self.graph, (self.logits, _) = capture_cuda_graph(lambda: step(self.token, state), warmup)
 
     def __call__(self, token: torch.Tensor) -> torch.Tensor:
         self.token.copy_(token)

@@ -140,7 +140,12 @@ class MultiScaleRetention(ExactBuffers):
         mode "parallel" | "recurrent" | "chunkwise" (chunk_size required); state from an earlier call
         of any mode (positions continue from state.n), or None for the start of a sequence.
         """
-        return self._forward(x, mode, self.check_arguments(x, mode, chunk_size, state), state)
+        chunk_size = self.check_arguments(x, mode, chunk_size, state)
+        offset = 0 if state is None else state.n
+        q, k, v = self._rotated_heads(x, *rotation_factors(x.shape[1], self.theta, offset, x.dtype, x.device))
+        heads, state = _normalized(q, k, v, self.log_gamma, mode, chunk_size, state, self.normalisation,
+                                   self.detach_normaliser)                # (B, H, T, d_v)
+        return self._gated_output(x, heads), state
 
     def check_arguments(self, x, mode, chunk_size, state) -> int | None:
         """forward's checks (the checked chunk size back); the state's position is read on the host."""
@@ -153,14 +158,6 @@ class MultiScaleRetention(ExactBuffers):
                 raise TypeError(f"state must be a RetentionState or None, got {type(state).__name__}")
             state.check(x.shape[0], self.num_heads, self.key_head_dim, self.value_head_dim, x.device)
         return chunk_size
-
-    def _forward(self, x, mode, chunk_size, state):
-        """forward's body, arguments already checked."""
-        offset = 0 if state is None else state.n
-        q, k, v = self._rotated_heads(x, *rotation_factors(x.shape[1], self.theta, offset, x.dtype, x.device))
-        heads, state = _normalized(q, k, v, self.log_gamma, mode, chunk_size, state, self.normalisation,
-                                   self.detach_normaliser)                # (B, H, T, d_v)
-        return self._gated_output(x, heads), state
 
     def step_(self, x: torch.Tensor, state: RetentionState, factors: StepFactors | None = None) -> torch.Tensor:
         """One token x (B, 1, d) → MSR(x) (B, 1, d), `state` updated in place (a decode step).

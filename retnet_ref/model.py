@@ -187,10 +187,7 @@ class RetNet(nn.Module):
         for i, layer in enumerate(state.layers):
             if not isinstance(layer, RetentionState):
                 raise TypeError(f"state.layers[{i}] must be a RetentionState, got {type(layer).__name__}")
-            if tuple(layer.S.shape) != expected:
-                raise ValueError(f"state.layers[{i}].S has shape {tuple(layer.S.shape)}, expected "
-                                 f"(B, H, d_k, d_v) = {expected} (batch size {batch} and this configuration)")
-            layer.check(*expected, device, name=f"state.layers[{i}]")
+            layer.check(*expected, device, name=f"state.layers[{i}]")   # shapes, dtype, device, n ≥ 0
         positions = [int(layer.n) for layer in state.layers]
         if len(set(positions)) > 1:
             raise ValueError(f"state layers disagree on the position: {positions}")

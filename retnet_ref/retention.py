@@ -6,12 +6,12 @@ tensor. Unnormalised retention, exactly as `retnet_ref.reference`, head by head:
     o_n = Σ_{m≤n} γ^(n-m) (q_n · k_m) v_m + γ^(n+1) q_n S_0
 
 Precision: log γ is taken in float64 and every decay factor γ^p is exp(p · log γ) with the exponent in
-float64, then stored in the "accumulation dtype": float32 for bf16/fp16 inputs, the input dtype
-otherwise. Every matrix product takes operands in the input dtype (tensor cores on a GPU; they
-accumulate in float32 inside), and a decay factor that multiplies a tensor of the input dtype is stored
-in that dtype too (one rounding of an exactly computed power, never a rounded γ multiplied again and
-again; same-dtype products run at memory speed on a GPU, mixed ones several times slower). States are
-carried and summed in the accumulation dtype. The output has the input dtype.
+float64, rounded once to the dtype of what it multiplies: the "accumulation dtype" (float32 for
+bf16/fp16 inputs, the input dtype otherwise) for states and sums, the input dtype for input-dtype
+tensors (never a rounded γ multiplied again and again; same-dtype products also run at memory speed
+on a GPU, mixed ones several times slower). Every matrix product takes operands in the input dtype
+(tensor cores on a GPU; they accumulate in float32 inside). States are carried and summed in the
+accumulation dtype. The output has the input dtype.
 
 Each public function checks its arguments once and hands them to a private body (`_parallel`,
 `_recurrent`, `_chunkwise`) that checks nothing and reads no tensor value on the host, so that the
