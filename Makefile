@@ -33,12 +33,13 @@ verify: $(STAMP)
 
 # figures go to build/figures: some depend on the machine (timings), so the committed figures/ stay as they are
 notebooks: $(STAMP)
-	RETNET_FIGURES=$(CURDIR)/build/figures $(PY) -m retnet_ref notebooks --out build/notebooks
+	$(PY) -m retnet_ref notebooks --out build/notebooks --figures build/figures
 	@echo "Executed notebooks (open the .html in a browser): build/notebooks/  Figures: build/figures/"
 
-# open the course in JupyterLab; its kernel is this environment's Python (the server's own python3 kernel)
+# open the course in JupyterLab; its kernel is this environment's Python (the server's own python3 kernel);
+# figures saved from it go to build/figures too
 lab: $(STAMP)
-	$(PY) -m jupyter lab notebooks/
+	RETNET_FIGURES=$(CURDIR)/build/figures $(PY) -m jupyter lab notebooks/
 
 test: $(STAMP)
 	TQDM_DISABLE=1 PYTHONHASHSEED=0 RETNET_FIGURES=$(CURDIR)/build/test-figures $(PY) -m pytest -p no:cacheprovider tests notebooks \

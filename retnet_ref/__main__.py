@@ -1,22 +1,30 @@
 """Command line: python -m retnet_ref {verify, notebooks, bench}.
 
     verify     the equivalence report of the three retention forms (exit status 1 on any failure)
-    notebooks  execute every notebook in notebooks/ (regenerating figures/) into build/notebooks/
-               as executed .ipynb and HTML; --inplace rewrites the committed notebooks instead
+    notebooks  execute every notebook in notebooks/ into build/notebooks/ as executed .ipynb and
+               HTML, saving their figures in figures/ (or --figures); --inplace rewrites the
+               notebooks themselves instead. The folders are those of the checkout holding the
+               working directory, else of the working directory itself (never the installed package)
     bench      time the retention forms, decode steps and whole-model decoding against PyTorch
                baselines in one run; tables on stdout, JSON with --out (retnet_ref/bench.py)
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import os
 import sys
 import time
 from pathlib import Path
 
 from . import __version__
 from .bench import add_parser as add_bench_parser, positive_int
+from .paths import FIGURES_ENV, figures_dir, project_root
 
-ROOT = Path(__file__).resolve().parent.parent
+# what `notebooks` imports (nbformat, nbclient, nbconvert, jupyter_client) or starts (ipykernel):
+# the dev extra brings them
+NOTEBOOK_MODULES = ("nbformat", "nbclient", "nbconvert", "jupyter_client", "ipykernel")
+INSTALL_DEV = "install retnet_ref[dev] (in a checkout: pip install -c constraints.txt -e \".[dev]\")"
 
 
 def _verify(args) -> int:
@@ -44,21 +52,74 @@ def _verify(args) -> int:
     return 1 if failed else 0
 
 
+def missing_modules(names) -> list[str]:
+    """The modules of `names` that cannot be imported here (looked up, not imported)."""
+    def absent(name):
+        if name in sys.modules:
+            return sys.modules[name] is None
+        return importlib.util.find_spec(name) is None
+    return [name for name in names if absent(name)]
+
+
+def _notebook_paths(args) -> list[Path]:
+    """The notebooks named (files, or folders of them), else those of notebooks/ in project_root()."""
+    if not args.paths:
+        folder = project_root() / "notebooks"
+        paths = sorted(folder.glob("*.ipynb"))
+        if not paths:
+            what = "holds no .ipynb file" if folder.is_dir() else "does not exist"
+            raise LookupError(f"no notebooks found: {folder} {what}; run this inside a checkout of "
+                              "the repository, or name the notebooks (or a folder of them) to run")
+        return paths
+    paths = []
+    for name in args.paths:
+        path = Path(name)
+        if path.is_dir():
+            found = sorted(path.glob("*.ipynb"))
+            if not found:
+                raise LookupError(f"no notebooks found: the folder {path} holds no .ipynb file")
+            paths += found
+        elif path.is_file() and path.suffix == ".ipynb":
+            paths.append(path)
+        else:
+            args.parser.error(f"paths: expected .ipynb files or folders of them, got {name!r} "
+                              + ("(no such file or folder)" if not path.exists() else "(not a notebook)"))
+    return paths
+
+
 def _execute_notebooks(args) -> int:
+    missing = missing_modules(NOTEBOOK_MODULES)
+    if missing:
+        print(f"python -m retnet_ref notebooks needs {', '.join(missing)}, which the dev extra brings: "
+              + INSTALL_DEV, file=sys.stderr)
+        return 1
+    try:
+        paths = _notebook_paths(args)
+    except LookupError as err:
+        print(err, file=sys.stderr)
+        return 1
     from .notebook_runner import execute
 
-    paths = [Path(p) for p in args.paths] or sorted((ROOT / "notebooks").glob("*.ipynb"))
-    if not paths:
-        print(f"no notebooks found in {ROOT / 'notebooks'}: run this from a checkout of the repository, "
-              "or name the notebooks to execute", file=sys.stderr)
-        return 1
-    out = None if args.inplace else Path(args.out)
+    root = project_root()
+    out = None if args.inplace else Path(args.out) if args.out else root / "build" / "notebooks"
+    # the kernels inherit this environment, and run in each notebook's folder: give them the figures
+    # folder as an absolute path, chosen here (relative to this working directory)
+    figures = Path(args.figures) if args.figures else figures_dir(create=False)
+    saved = os.environ.get(FIGURES_ENV)
+    os.environ[FIGURES_ENV] = str(figures.resolve())
     status = 0
-    for path in paths:
-        start = time.perf_counter()
-        ok = execute(path, out, html=not args.inplace)
-        status |= 0 if ok else 1
-        print(f"{'ok  ' if ok else 'FAIL'} {path.name:<32} {time.perf_counter() - start:6.1f} s", flush=True)
+    try:
+        for path in paths:
+            start = time.perf_counter()
+            ok = execute(path, out, html=not args.inplace)
+            status |= 0 if ok else 1
+            print(f"{'ok  ' if ok else 'FAIL'} {path.name:<32} {time.perf_counter() - start:6.1f} s",
+                  flush=True)
+    finally:                                            # a caller in this process keeps its environment
+        if saved is None:
+            os.environ.pop(FIGURES_ENV, None)
+        else:
+            os.environ[FIGURES_ENV] = saved
     return status
 
 
@@ -87,12 +148,20 @@ def main(argv=None) -> int:
                         help="restrict to a device (repeatable); default: cpu and cuda if present")
     verify.set_defaults(func=_verify)
 
-    nbs = sub.add_parser("notebooks", help="execute the notebooks (regenerates figures/)",
-                         description="Execute notebooks top to bottom in this interpreter's kernel.")
-    nbs.add_argument("paths", nargs="*", help="notebooks to run (default: all of notebooks/)")
-    nbs.add_argument("--out", default=str(ROOT / "build" / "notebooks"), help="output folder")
+    nbs = sub.add_parser(
+        "notebooks", help="execute the notebooks into build/notebooks/ (.ipynb and HTML)",
+        description="Execute notebooks top to bottom in a kernel running this interpreter. Default "
+                    "folders are those of the checkout that holds the working directory, or of the "
+                    "working directory outside a checkout; nothing is written where the package is "
+                    "installed. Needs the dev extra.")
+    nbs.add_argument("paths", nargs="*",
+                     help="notebooks to run, or folders of them (default: all of notebooks/)")
+    nbs.add_argument("--out", help="folder for the executed .ipynb and .html (default: build/notebooks)")
+    nbs.add_argument("--figures", metavar="DIR",
+                     help=f"folder the notebooks save their figures in (default: ${FIGURES_ENV} if set, "
+                          "else figures/)")
     nbs.add_argument("--inplace", action="store_true", help="rewrite the notebooks themselves with outputs")
-    nbs.set_defaults(func=_execute_notebooks)
+    nbs.set_defaults(func=_execute_notebooks, parser=nbs)
 
 
     add_bench_parser(sub)

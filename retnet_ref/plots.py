@@ -1,14 +1,14 @@
 """One place for figure style and saving, so that notebooks hold no plotting boilerplate.
 
-Figures are written as PNG into the repository's `figures/` folder (or $RETNET_FIGURES) with no
-software/date metadata, so that regenerating them with the same library versions gives the same bytes.
+Figures are written as PNG into `figures/` of the checkout you work in, or of the working directory
+outside a checkout (or into $RETNET_FIGURES; see retnet_ref/paths.py), with no software/date
+metadata, so that regenerating them with the same library versions gives the same bytes.
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import matplotlib.pyplot as plt
+
+from .paths import figures_dir
 
 STYLE = {
     "figure.dpi": 100,
@@ -21,14 +21,6 @@ STYLE = {
     "legend.frameon": False,
     "svg.hashsalt": "retnet-ref",
 }
-
-
-def figures_dir() -> Path:
-    """$RETNET_FIGURES if set, else `figures/` at the repository root (created if missing)."""
-    root = os.environ.get("RETNET_FIGURES")
-    path = Path(root) if root else Path(__file__).resolve().parent.parent / "figures"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def figure(ncols: int = 1, nrows: int = 1, width: float = 5.0, height: float = 3.4, **kwargs):

@@ -117,7 +117,7 @@ def test_skipped_recurrent_rows_are_announced_with_the_option_that_keeps_them(ca
 
 
 def test_notebooks_command_fails_loudly_when_it_finds_no_notebook(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(cli, "ROOT", tmp_path)
+    monkeypatch.chdir(tmp_path)                                    # outside any checkout: ./notebooks is missing
     assert cli.main(["notebooks"]) == 1
     assert "no notebooks found" in capsys.readouterr().err
 
