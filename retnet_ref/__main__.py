@@ -21,9 +21,10 @@ from . import __version__
 from .bench import add_parser as add_bench_parser, positive_int
 from .paths import FIGURES_ENV, figures_dir, project_root
 
-# what `notebooks` imports (nbformat, nbclient, nbconvert, jupyter_client) or starts (ipykernel):
-# the dev extra brings them
-NOTEBOOK_MODULES = ("nbformat", "nbclient", "nbconvert", "jupyter_client", "ipykernel")
+# what `notebooks` imports (nbformat, nbclient, nbconvert, jupyter_client), starts (ipykernel) or
+# copies MathJax from (jupyter_server_mathjax): the dev extra brings them
+NOTEBOOK_MODULES = ("nbformat", "nbclient", "nbconvert", "jupyter_client", "ipykernel",
+                    "jupyter_server_mathjax")
 INSTALL_DEV = "install retnet_ref[dev] (in a checkout: pip install -c constraints.txt -e \".[dev]\")"
 
 

@@ -10,6 +10,7 @@ output.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -113,6 +114,10 @@ def test_notebooks_command_outside_a_checkout_writes_under_the_working_directory
     assert executed.cells[0].outputs[0]["text"].strip() == "tiny_outside_checkout.png"
     html = (tmp_path / "build" / "notebooks" / "tiny.html").read_text()
     assert "tiny_outside_checkout.png" in html
+    # the HTML loads no script from the network: MathJax comes from the copy beside it
+    scripts = re.findall(r"<script[^>]*\bsrc=\"([^\"]*)\"", html)
+    assert scripts == ["mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"], scripts
+    assert (tmp_path / "build" / "notebooks" / "mathjax" / "MathJax.js").is_file()
     _nothing_written_in_package_or_checkout(before)
 
 
