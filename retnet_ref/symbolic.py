@@ -569,7 +569,7 @@ def prove_normalisation_row_scalars(length: int = 3, d_k: int = 2, d_v: int = 2)
 
 
 def prove_parameter_budget():
-    """Weights per layer (paper §2.3, Eq. 9; biases and norms aside): RetNet and a Transformer both spend 12 d².
+    """Weights per layer (paper §3.1, with Eq. 9; biases and norms aside): RetNet and a Transformer both spend 12 d².
 
         RetNet, paper:     W_Q, W_K d×d;  W_V, W_G d×w_v;  W_O w_v×d;  FFN d×f, f×d        w_v = f = 2d
         RetNet, official:  the same retention;  gated FFN d×f twice and f×d               w_v = f = 5d/3
