@@ -26,6 +26,7 @@ from torch import nn
 from ._checks import check_gammas
 from .decay import gamma_schedule
 from .exact_buffers import ExactBuffers
+from .kernels import check_backend, check_tile_height, triton_normalized_step_
 from .normalized import (NORMALISATIONS, RetentionState, _normalized, check_mode, normalized_step_,
                          step_decay_factors)
 from .retention import accumulation_dtype
@@ -87,11 +88,13 @@ class MultiScaleRetention(ExactBuffers):
     head_norm "layernorm" or "rmsnorm" (per head, no affine), eps its ε.
     normalisation "exact" (modes agree for any ε) or "torchscale" (the official per-mode scales);
     detach_normaliser stops gradients through normalisation (3)'s divisor (the official code does).
+    backend "torch" (the PyTorch forms) or "triton" (retnet_ref.kernels: the chunkwise mode and the
+    decode step on Triton kernels, chunk_size then a tile height; the other modes as with "torch").
     """
 
     def __init__(self, d_model: int, num_heads: int, value_dim: int | None = None, gamma="default",
                  head_norm: str = "layernorm", eps: float = 1e-6, normalisation: str = "exact",
-                 detach_normaliser: bool = False):
+                 detach_normaliser: bool = False, backend: str = "torch"):
         super().__init__()
         d_model, num_heads = positive_int(d_model, "d_model"), positive_int(num_heads, "num_heads")
         value_dim = 2 * d_model if value_dim is None else positive_int(value_dim, "value_dim")
@@ -106,6 +109,7 @@ class MultiScaleRetention(ExactBuffers):
         self.d_model, self.num_heads, self.value_dim = d_model, num_heads, value_dim
         self.key_head_dim, self.value_head_dim = d_model // num_heads, value_dim // num_heads
         self.normalisation, self.detach_normaliser = normalisation, bool(detach_normaliser)
+        self.backend = check_backend(backend)
         self.gamma = self._gammas(gamma, num_heads)                   # (H,) float64 NumPy
         self.register_exact_buffer("log_gamma", np.log(self.gamma))   # (H,) float64, on the device
         self.register_exact_buffer("theta", theta_schedule(self.key_head_dim))   # (d_k/2,) float64
@@ -144,7 +148,7 @@ class MultiScaleRetention(ExactBuffers):
         offset = 0 if state is None else state.n
         q, k, v = self._rotated_heads(x, *rotation_factors(x.shape[1], self.theta, offset, x.dtype, x.device))
         heads, state = _normalized(q, k, v, self.log_gamma, mode, chunk_size, state, self.normalisation,
-                                   self.detach_normaliser)                # (B, H, T, d_v)
+                                   self.detach_normaliser, self.backend)  # (B, H, T, d_v)
         return self._gated_output(x, heads), state
 
     def check_arguments(self, x, mode, chunk_size, state) -> int | None:
@@ -153,6 +157,8 @@ class MultiScaleRetention(ExactBuffers):
             raise ValueError(f"x must be a (B, T, d_model={self.d_model}) tensor, got "
                              f"{tuple(getattr(x, 'shape', ()))}")
         chunk_size = check_mode(mode, chunk_size)
+        if self.backend == "triton" and mode == "chunkwise":
+            chunk_size = check_tile_height(chunk_size)
         if state is not None:
             if not isinstance(state, RetentionState):
                 raise TypeError(f"state must be a RetentionState or None, got {type(state).__name__}")
@@ -168,7 +174,8 @@ class MultiScaleRetention(ExactBuffers):
         """
         f = self.step_factors(state.n, x.dtype) if factors is None else factors
         q, k, v = self._rotated_heads(x, f.cos, f.sin)
-        heads = normalized_step_(q, k, v, state, f.gap, f.floor, self.normalisation)     # (B, H, 1, d_v)
+        step = normalized_step_ if self.backend == "torch" else triton_normalized_step_
+        heads = step(q, k, v, state, f.gap, f.floor, self.normalisation)                  # (B, H, 1, d_v)
         return self._gated_output(x, heads)
 
     def step_factors(self, position, dtype: torch.dtype) -> StepFactors:
@@ -230,7 +237,7 @@ class RetNetBlock(nn.Module):
         self.retention = MultiScaleRetention(
             config.d_model, config.num_heads, config.value_dim, config.gamma, head_norm=norm,
             eps=config.norm_eps, normalisation=config.normalisation,
-            detach_normaliser=config.detach_normaliser)
+            detach_normaliser=config.detach_normaliser, backend=config.backend)
         self.ffn_norm = make_norm(norm, config.d_model, config.norm_eps)
         self.ffn = FeedForward(config.d_model, config.ffn_dim, config.activation, gated=config.gated_ffn)
 

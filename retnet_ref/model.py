@@ -17,6 +17,7 @@ converts a torchscale RetNetDecoder with its weights.
 """
 from __future__ import annotations
 
+import dataclasses
 import numbers
 from dataclasses import dataclass, field
 
@@ -24,6 +25,7 @@ import torch
 from torch import nn
 
 from .generation import generate_tokens
+from .kernels import check_backend, check_tile_height
 from .layers import ACTIVATIONS, RetNetBlock, positive_int, make_norm
 from .normalized import NORMALISATIONS, RetentionState, check_mode
 from .retention import accumulation_dtype
@@ -55,6 +57,8 @@ class RetNetConfig:
     or True (official: no gradient through normalisation (3)'s divisor, as torchscale).
     embed_scale multiplies the embeddings (torchscale: 1, or √d without no_scale_embedding).
     chunk_size: the chunk length generate() prefills with.
+    backend: "torch" (the PyTorch forms) or "triton" (the chunkwise mode and the decode step on the
+    Triton kernels of retnet_ref.kernels; chunk_size must then be one of their tile heights).
     """
 
     vocab_size: int = 256
@@ -71,6 +75,7 @@ class RetNetConfig:
     detach_normaliser: bool | None = None
     embed_scale: float = 1.0
     chunk_size: int = 512
+    backend: str = "torch"
     norm_kind: str = field(init=False)
     gated_ffn: bool = field(init=False)
 
@@ -83,6 +88,8 @@ class RetNetConfig:
             raise ValueError(f"gamma must be one of {GAMMA_SCHEDULES} or one value per head, got {self.gamma!r}")
         if self.normalisation not in NORMALISATIONS:
             raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {self.normalisation!r}")
+        if check_backend(self.backend) == "triton":
+            check_tile_height(self.chunk_size)
         official = self.variant == "official"
         default_width = self._official_width() if official else 2 * self.d_model
         resolved = dict(
@@ -210,6 +217,15 @@ class RetNet(nn.Module):
             x, layer_state = block(x, mode, chunk_size, None if state is None else state.layers[i])
             layer_states.append(layer_state)
         return self.head(self.final_norm(x)), RetNetState(layer_states)   # (B, T, V)
+
+    def set_backend(self, backend: str) -> "RetNet":
+        """Run the chunkwise mode and decode steps on other kernels ("torch" or "triton"), in place.
+
+        The weights and the function stay the same; config.chunk_size must suit the backend."""
+        self.config = dataclasses.replace(self.config, backend=backend)
+        for block in self.blocks:
+            block.retention.backend = self.config.backend
+        return self
 
     def empty_state(self, batch_size: int, position: int = 0) -> RetNetState:
         """The state before any token (zeros; the accumulation dtype of the weights) at `position`.

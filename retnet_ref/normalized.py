@@ -141,11 +141,13 @@ def _parallel_with_state(q, k, v, log_g, S0):
     return o, S_end
 
 
-def plain_retention_with_key_sum(q, k, v, log_g, mode, chunk_size=None, state=None):
+def plain_retention_with_key_sum(q, k, v, log_g, mode, chunk_size=None, state=None, backend="torch"):
     """Unnormalised retention o and a_n = q_n · z_n in one call on [v | 1] → (o, a, S, z).
 
     o (B, H, T, d_v) and a (B, H, T) in the accumulation dtype; S, z the carried sums at the end
     (contiguous, ready to be updated in place by decode steps). log_g: log γ per head, (H,) float64.
+    backend "triton" runs the chunkwise mode on the Triton kernels (retnet_ref.kernels), the other
+    modes as they are.
     """
     acc = accumulation_dtype(q.dtype)
     ones = torch.ones(*v.shape[:3], 1, dtype=v.dtype, device=v.device)        # (B, H, T, 1)
@@ -156,6 +158,9 @@ def plain_retention_with_key_sum(q, k, v, log_g, mode, chunk_size=None, state=No
     elif mode == "recurrent":
         S_z = S_z if S_z is not None else q.new_zeros(*q.shape[:2], q.shape[3], v.shape[3] + 1, dtype=acc)
         out, S_z = _recurrent(q, k, v_ones, log_g, S_z)
+    elif backend == "triton":
+        from .kernels.chunkwise import _chunkwise as triton_chunkwise
+        out, S_z = triton_chunkwise(q, k, v_ones, log_g, chunk_size, S_z)
     else:
         out, S_z = _chunkwise(q, k, v_ones, log_g, chunk_size, S_z)
     out = out.to(acc)
@@ -230,11 +235,11 @@ def check_normalisation(normalisation):
         raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
 
 
-def _normalized(q, k, v, log_g, mode, chunk_size, state, normalisation, detach_normaliser):
+def _normalized(q, k, v, log_g, mode, chunk_size, state, normalisation, detach_normaliser, backend="torch"):
     """normalized_retention's body: arguments already checked, log_g (H,) float64 on q's device."""
     d_k = q.shape[-1]
     offset = 0 if state is None else state.n
-    o, a, S, z = plain_retention_with_key_sum(q, k, v, log_g, mode, chunk_size, state)
+    o, a, S, z = plain_retention_with_key_sum(q, k, v, log_g, mode, chunk_size, state, backend)
     c = row_sums(q.shape[2], log_g, offset).to(o.dtype)                # (H, T)
     if normalisation == "exact":
         scale = exact_row_scale(a, c, d_k)                              # (B, H, T)

@@ -22,6 +22,11 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "retnet"))
 
 NO_CUDA_REASON = "no CUDA device"
 
+# Without a GPU, Triton kernels (retnet_ref.kernels) run on CPU tensors in Triton's interpreter; the
+# variable is read when a kernel module is imported, so it is set before any test imports one.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 
 def pytest_collection_modifyitems(config, items):
     """Tests marked `cuda` are skipped where no CUDA device is present (select them with -m cuda)."""

@@ -1,0 +1,287 @@
+"""Chunkwise retention (Eq. 7) forward and backward as Triton kernels, behind one autograd function.
+
+The forward is two passes, as the equations fall apart:
+
+1. chunk states, sequential in the chunk index i, parallel over (batch·head, d_k block, d_v block):
+       R_i = γ^{L_i} R_{i-1} + K_[i]^T (V_[i] ⊙ ζ),   ζ_r = γ^{L_i-1-r},   R_{-1} = S_0
+   written R_{i-1} - (1 - γ^{L_i}) R_{i-1} + …, with the gap 1 - γ^{L_i} from float64 (the drift of a
+   rounded γ^L multiplied in N times stays out, as in retention._chunk_states). Each program keeps
+   its (BK, BV) block of R in registers and stores R_{i-1} for every chunk.
+2. outputs, parallel over (chunk, batch·head, d_v block), no recursion left:
+       O_[i] = (Q_[i] K_[i]^T ⊙ D) V_[i] + (Q_[i] R_{i-1}) ⊙ ξ,   ξ_r = γ^{r+1}
+
+The backward is the same two passes run on the gradients. With dS_i = ∂loss/∂R_i (the state after
+chunk i; dS_{N-1} the gradient of the returned final state):
+       dS_{i-1} = γ^{L_i} dS_i + Q_[i]^T (dO_[i] ⊙ ξ)                     (reverse time; dS_{-1} = ∂/∂S_0)
+       dQ_[i] = (dO_[i] V_[i]^T ⊙ D) K_[i] + (dO_[i] R_{i-1}^T) ⊙ ξ
+       dK_[i] = (dO_[i] V_[i]^T ⊙ D)^T Q_[i] + (V_[i] dS_i^T) ⊙ ζ
+       dV_[i] = (Q_[i] K_[i]^T ⊙ D)^T dO_[i] + (K_[i] dS_i) ⊙ ζ
+(notebooks/11_triton_kernel.ipynb derives them and checks them against autograd of the parallel form).
+
+A last chunk shorter than C has its own length L < C: loads past T are masked to zero and its ζ and
+gap use L. Decay exponents inside a chunk are at most C, so they are taken in float32 from log γ.
+Operands of every matrix product have the input dtype (float32 products in IEEE precision, not tf32),
+sums are float32, states are stored in the input dtype between the passes and the final state in float32.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from . import check_tile_height, require_triton
+from .._checks import check_torch_qkv, check_torch_state
+from ..retention import accumulation_dtype, log_gamma_per_head
+
+
+@triton.jit
+def _chunk_range(i, T, C: tl.constexpr):
+    """Positions of chunk i, whether each lies before T, and the chunk's length L."""
+    r = tl.arange(0, C)
+    return i * C + r, i * C + r < T, tl.minimum(C, T - i * C)
+
+
+@triton.jit
+def _tile(ptr, bh, t, t_ok, T, D: tl.constexpr, start, B: tl.constexpr):
+    """x[bh, t, start:start+B] of a (BH, T, D) tensor: (C, B), zero past T and past D."""
+    cols = start + tl.arange(0, B)
+    return tl.load(ptr + bh * T * D + t[:, None] * D + cols[None, :], mask=t_ok[:, None] & (cols < D)[None, :],
+                   other=0.0)
+
+
+@triton.jit
+def _state_block(ptr, base, rows0, cols0, DK: tl.constexpr, DV: tl.constexpr, BK: tl.constexpr,
+                 BV: tl.constexpr):
+    """Pointers and mask of the block [rows0:rows0+BK, cols0:cols0+BV] of a (DK, DV) state at base."""
+    rows, cols = rows0 + tl.arange(0, BK), cols0 + tl.arange(0, BV)
+    return ptr + base + rows[:, None] * DV + cols[None, :], (rows < DK)[:, None] & (cols < DV)[None, :]
+
+
+@triton.jit
+def _decay_matrix(log_g, C: tl.constexpr):
+    """D_rs = γ^(r-s) for r ≥ s, else 0: (C, C), float32."""
+    r = tl.arange(0, C)
+    gap = (r[:, None] - r[None, :]).to(tl.float32)
+    return tl.where(gap >= 0, tl.exp(tl.maximum(gap, 0.0) * log_g), 0.0)
+
+
+@triton.jit
+def _states_kernel(a_ptr, b_ptr, init_ptr, states_ptr, final_ptr, log_g_ptr, gap_ptr,
+                   T, N, H, REVERSE: tl.constexpr, HAS_INIT: tl.constexpr, C: tl.constexpr,
+                   DA: tl.constexpr, DB: tl.constexpr, BA: tl.constexpr, BB: tl.constexpr,
+                   PRECISION: tl.constexpr):
+    """The recursion over chunks, forward (a = k, b = v, weights ζ) or reversed (a = q, b = dO, weights ξ).
+
+    X ← X - (1 - γ^{L_i}) X + A_[i]^T (B_[i] ⊙ w);  states[bh, i] = X before chunk i's term is added.
+    """
+    bh, ja, jb = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    log_g = tl.load(log_g_ptr + bh % H)
+    ptrs, ok = _state_block(init_ptr, bh * DA * DB, ja * BA, jb * BB, DA, DB, BA, BB)
+    if HAS_INIT:
+        X = tl.load(ptrs, mask=ok, other=0.0)                              # (BA, BB), float32
+    else:
+        X = tl.zeros([BA, BB], dtype=tl.float32)
+    r = tl.arange(0, C).to(tl.float32)
+    for step in range(N):
+        i = N - 1 - step if REVERSE else step
+        out_ptrs, _ = _state_block(states_ptr, (bh * N + i) * DA * DB, ja * BA, jb * BB, DA, DB, BA, BB)
+        tl.store(out_ptrs, X.to(states_ptr.dtype.element_ty), mask=ok)
+        t, t_ok, L = _chunk_range(i, T, C)
+        A = _tile(a_ptr, bh, t, t_ok, T, DA, ja * BA, BA)                   # (C, BA)
+        Bm = _tile(b_ptr, bh, t, t_ok, T, DB, jb * BB, BB)                  # (C, BB)
+        # ζ_r = γ^(L-1-r) forward, ξ_r = γ^(r+1) reversed; zero past the chunk's end
+        w = tl.where(t_ok, tl.exp((r + 1.0 if REVERSE else L - 1.0 - r) * log_g), 0.0)
+        gap = tl.load(gap_ptr + (bh % H) * 2 + (L < C).to(tl.int32))
+        Bw = (Bm * w[:, None]).to(Bm.dtype)
+        X = X - gap * X + tl.dot(tl.trans(A), Bw, input_precision=PRECISION)
+    final_ptrs, _ = _state_block(final_ptr, bh * DA * DB, ja * BA, jb * BB, DA, DB, BA, BB)
+    tl.store(final_ptrs, X, mask=ok)
+
+
+@triton.jit
+def _output_kernel(q_ptr, k_ptr, v_ptr, states_ptr, o_ptr, log_g_ptr, T, N, H, C: tl.constexpr,
+                   DK: tl.constexpr, DV: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+                   PRECISION: tl.constexpr):
+    """O_[i][:, block] = (Q_[i] K_[i]^T ⊙ D) V_[i][:, block] + (Q_[i] R_{i-1}[:, block]) ⊙ ξ."""
+    i, bh, jv = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    log_g = tl.load(log_g_ptr + bh % H)
+    t, t_ok, L = _chunk_range(i, T, C)
+    scores = tl.zeros([C, C], dtype=tl.float32)
+    cross = tl.zeros([C, BV], dtype=tl.float32)
+    for k0 in range(0, DK, BK):
+        q = _tile(q_ptr, bh, t, t_ok, T, DK, k0, BK)                         # (C, BK)
+        k = _tile(k_ptr, bh, t, t_ok, T, DK, k0, BK)                         # (C, BK)
+        scores += tl.dot(q, tl.trans(k), input_precision=PRECISION)
+        R_ptrs, R_ok = _state_block(states_ptr, (bh * N + i) * DK * DV, k0, jv * BV, DK, DV, BK, BV)
+        cross += tl.dot(q, tl.load(R_ptrs, mask=R_ok, other=0.0), input_precision=PRECISION)
+    v = _tile(v_ptr, bh, t, t_ok, T, DV, jv * BV, BV)                        # (C, BV)
+    # (Q K^T ⊙ D) V, the scores rounded to the input dtype like the PyTorch forms'
+    o = tl.dot((scores * _decay_matrix(log_g, C)).to(v.dtype), v, input_precision=PRECISION)
+    # + (Q R_{i-1}) ⊙ ξ,  ξ_r = γ^(r+1)
+    xi = tl.exp((tl.arange(0, C) + 1.0) * log_g)
+    o += cross * xi[:, None]
+    cols = jv * BV + tl.arange(0, BV)
+    tl.store(o_ptr + bh * T * DV + t[:, None] * DV + cols[None, :], o.to(o_ptr.dtype.element_ty),
+             mask=t_ok[:, None] & (cols < DV)[None, :])
+
+
+@triton.jit
+def _dq_dk_kernel(q_ptr, k_ptr, v_ptr, do_ptr, states_ptr, dstates_ptr, dq_ptr, dk_ptr, log_g_ptr, T, N, H,
+                  C: tl.constexpr, DK: tl.constexpr, DV: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+                  PRECISION: tl.constexpr):
+    """dQ_[i] and dK_[i] for one block of d_k columns (module docstring)."""
+    i, bh, jk = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    log_g = tl.load(log_g_ptr + bh % H)
+    t, t_ok, L = _chunk_range(i, T, C)
+    dscores = tl.zeros([C, C], dtype=tl.float32)                             # dO V^T
+    cross_q = tl.zeros([C, BK], dtype=tl.float32)                            # dO R_{i-1}^T
+    cross_k = tl.zeros([C, BK], dtype=tl.float32)                            # V dS_i^T
+    for v0 in range(0, DV, BV):
+        do = _tile(do_ptr, bh, t, t_ok, T, DV, v0, BV)                       # (C, BV)
+        v = _tile(v_ptr, bh, t, t_ok, T, DV, v0, BV)                         # (C, BV)
+        dscores += tl.dot(do, tl.trans(v), input_precision=PRECISION)
+        base = (bh * N + i) * DK * DV
+        R_ptrs, ok = _state_block(states_ptr, base, jk * BK, v0, DK, DV, BK, BV)
+        cross_q += tl.dot(do, tl.trans(tl.load(R_ptrs, mask=ok, other=0.0)), input_precision=PRECISION)
+        dS_ptrs, _ = _state_block(dstates_ptr, base, jk * BK, v0, DK, DV, BK, BV)
+        cross_k += tl.dot(v, tl.trans(tl.load(dS_ptrs, mask=ok, other=0.0)), input_precision=PRECISION)
+    q = _tile(q_ptr, bh, t, t_ok, T, DK, jk * BK, BK)                        # (C, BK)
+    k = _tile(k_ptr, bh, t, t_ok, T, DK, jk * BK, BK)                        # (C, BK)
+    dscores = (dscores * _decay_matrix(log_g, C)).to(q.dtype)
+    r = tl.arange(0, C).to(tl.float32)
+    xi = tl.exp((r + 1.0) * log_g)
+    zeta = tl.where(t_ok, tl.exp((L - 1.0 - r) * log_g), 0.0)
+    # dQ = (dO V^T ⊙ D) K + (dO R_{i-1}^T) ⊙ ξ
+    dq = tl.dot(dscores, k, input_precision=PRECISION) + cross_q * xi[:, None]
+    # dK = (dO V^T ⊙ D)^T Q + (V dS_i^T) ⊙ ζ
+    dk = tl.dot(tl.trans(dscores), q, input_precision=PRECISION) + cross_k * zeta[:, None]
+    cols = jk * BK + tl.arange(0, BK)
+    offsets = bh * T * DK + t[:, None] * DK + cols[None, :]
+    ok = t_ok[:, None] & (cols < DK)[None, :]
+    tl.store(dq_ptr + offsets, dq.to(dq_ptr.dtype.element_ty), mask=ok)
+    tl.store(dk_ptr + offsets, dk.to(dk_ptr.dtype.element_ty), mask=ok)
+
+
+@triton.jit
+def _dv_kernel(q_ptr, k_ptr, do_ptr, dstates_ptr, dv_ptr, log_g_ptr, T, N, H, C: tl.constexpr,
+               DK: tl.constexpr, DV: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PRECISION: tl.constexpr):
+    """dV_[i][:, block] = (Q_[i] K_[i]^T ⊙ D)^T dO_[i][:, block] + (K_[i] dS_i[:, block]) ⊙ ζ."""
+    i, bh, jv = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    log_g = tl.load(log_g_ptr + bh % H)
+    t, t_ok, L = _chunk_range(i, T, C)
+    scores = tl.zeros([C, C], dtype=tl.float32)
+    cross = tl.zeros([C, BV], dtype=tl.float32)
+    for k0 in range(0, DK, BK):
+        q = _tile(q_ptr, bh, t, t_ok, T, DK, k0, BK)                         # (C, BK)
+        k = _tile(k_ptr, bh, t, t_ok, T, DK, k0, BK)                         # (C, BK)
+        scores += tl.dot(q, tl.trans(k), input_precision=PRECISION)
+        dS_ptrs, ok = _state_block(dstates_ptr, (bh * N + i) * DK * DV, k0, jv * BV, DK, DV, BK, BV)
+        cross += tl.dot(k, tl.load(dS_ptrs, mask=ok, other=0.0), input_precision=PRECISION)
+    do = _tile(do_ptr, bh, t, t_ok, T, DV, jv * BV, BV)                      # (C, BV)
+    scores = (scores * _decay_matrix(log_g, C)).to(do.dtype)
+    r = tl.arange(0, C).to(tl.float32)
+    zeta = tl.where(t_ok, tl.exp((L - 1.0 - r) * log_g), 0.0)
+    dv = tl.dot(tl.trans(scores), do, input_precision=PRECISION) + cross * zeta[:, None]
+    cols = jv * BV + tl.arange(0, BV)
+    tl.store(dv_ptr + bh * T * DV + t[:, None] * DV + cols[None, :], dv.to(dv_ptr.dtype.element_ty),
+             mask=t_ok[:, None] & (cols < DV)[None, :])
+
+
+def _precision(dtype: torch.dtype) -> str:
+    """float32 products in IEEE precision (tf32 would err by ~3e-4); half-precision operands as they are."""
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def _blocks(d_k: int, d_v: int) -> tuple[int, int]:
+    return min(64, triton.next_power_of_2(d_k)), min(64, triton.next_power_of_2(d_v))
+
+
+def _decay_constants(log_g: torch.Tensor, C: int, T: int):
+    """log γ (H,) and the gaps 1 - γ^C, 1 - γ^L of a whole and of the ragged last chunk (H, 2), float32."""
+    last = T - (math.ceil(T / C) - 1) * C if T else C
+    gaps = -torch.expm1(torch.stack((C * log_g, last * log_g), dim=1))        # (H, 2), from float64
+    return log_g.to(torch.float32).contiguous(), gaps.to(torch.float32).contiguous()
+
+
+def _run_states(a, b, init, log_g32, gaps, C, reverse, dtype):
+    """The chunk recursion (module docstring, pass 1): (states (BH, N, DA, DB) in dtype, final float32)."""
+    BH, T, DA = a.shape
+    DB, N, H = b.shape[-1], triton.cdiv(T, C), log_g32.shape[0]
+    BA, BB = _blocks(DA, DB)
+    states = torch.empty(BH, N, DA, DB, dtype=dtype, device=a.device)
+    final = torch.empty(BH, DA, DB, dtype=torch.float32, device=a.device)
+    grid = (BH, triton.cdiv(DA, BA), triton.cdiv(DB, BB))
+    _states_kernel[grid](a, b, init if init is not None else final, states, final, log_g32, gaps,
+                         T, N, H, REVERSE=reverse, HAS_INIT=init is not None, C=C, DA=DA, DB=DB, BA=BA,
+                         BB=BB, PRECISION=_precision(dtype))
+    return states, final
+
+
+class _ChunkwiseRetention(torch.autograd.Function):
+    """(q, k, v (BH, T, d) contiguous, S0 (BH, d_k, d_v) float32 or None) → (o, R_last)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, S0, log_g32, gaps, C, H):
+        BH, T, DK = q.shape
+        DV, N = v.shape[-1], triton.cdiv(T, C)
+        states, final = _run_states(k, v, S0, log_g32, gaps, C, False, q.dtype)
+        o = torch.empty_like(v)
+        BK, BV = _blocks(DK, DV)
+        if N:
+            _output_kernel[(N, BH, triton.cdiv(DV, BV))](q, k, v, states, o, log_g32, T, N, H, C=C, DK=DK,
+                                                          DV=DV, BK=BK, BV=BV, PRECISION=_precision(q.dtype))
+        ctx.save_for_backward(q, k, v, states, log_g32, gaps)
+        ctx.C, ctx.H, ctx.has_init = C, H, S0 is not None
+        return o, final
+
+    @staticmethod
+    def backward(ctx, do, d_final):
+        q, k, v, states, log_g32, gaps = ctx.saved_tensors
+        C, H = ctx.C, ctx.H
+        BH, T, DK = q.shape
+        DV, N = v.shape[-1], triton.cdiv(T, C)
+        do = do.contiguous()
+        d_final = None if d_final is None else d_final.to(torch.float32).contiguous()
+        # dS_i for every chunk, from the last chunk back; d_init = ∂loss/∂S_0
+        dstates, d_init = _run_states(q, do, d_final, log_g32, gaps, C, True, q.dtype)
+        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        BK, BV = _blocks(DK, DV)
+        precision = _precision(q.dtype)
+        if N:
+            _dq_dk_kernel[(N, BH, triton.cdiv(DK, BK))](q, k, v, do, states, dstates, dq, dk, log_g32, T, N, H,
+                                                         C=C, DK=DK, DV=DV, BK=BK, BV=BV, PRECISION=precision)
+            _dv_kernel[(N, BH, triton.cdiv(DV, BV))](q, k, do, dstates, dv, log_g32, T, N, H, C=C, DK=DK,
+                                                      DV=DV, BK=BK, BV=BV, PRECISION=precision)
+        return dq, dk, dv, (d_init if ctx.has_init else None), None, None, None, None
+
+
+def chunkwise_retention(q, k, v, gamma, chunk_size: int = 64, state=None):
+    """retention.chunkwise_retention on Triton kernels: the same arguments, contract and results.
+
+    q, k (B, H, T, d_k), v (B, H, T, d_v) of one dtype (float16, bfloat16 or float32), on CUDA (or
+    the CPU under TRITON_INTERPRET=1); gamma one value per head; chunk_size one of TILE_HEIGHTS;
+    state (B, H, d_k, d_v) or None. Returns (o (B, H, T, d_v) in the input dtype, R_last
+    (B, H, d_k, d_v) float32). Differentiable in q, k, v and state.
+    """
+    check_torch_qkv(q, k, v)
+    C = check_tile_height(chunk_size)
+    state = check_torch_state(state, q, v)
+    S0 = None if state is None else state.to(accumulation_dtype(q.dtype))
+    return _chunkwise(q, k, v, log_gamma_per_head(gamma, q), C, S0)
+
+
+def _chunkwise(q, k, v, log_g, C, S0):
+    """chunkwise_retention's body (retention._chunkwise's signature): log_g (H,) float64 on q's device,
+    S0 None or (B, H, d_k, d_v) in the accumulation dtype; C a tile height."""
+    require_triton(q)
+    B, H, T, DK = q.shape
+    DV = v.shape[-1]
+    if min(DK, DV) < 16:
+        raise ValueError(f"backend='triton' needs head widths d_k, d_v ≥ 16 (matrix-unit tiles), got {DK}, {DV}")
+    log_g32, gaps = _decay_constants(log_g, C, T)
+    S0 = None if S0 is None else S0.to(torch.float32).reshape(B * H, DK, DV).contiguous()
+    o, final = _ChunkwiseRetention.apply(*(x.reshape(B * H, T, x.shape[-1]).contiguous() for x in (q, k, v)),
+                                         S0, log_g32, gaps, C, H)
+    return o.reshape(B, H, T, DV), final.reshape(B, H, DK, DV)
