@@ -5,15 +5,18 @@ comparison is measured in the same run, on the same device, with the same inputs
 
 forms   Retention over a fixed number of tokens B·T, for several lengths T (B = tokens // T), forward
         and forward+backward: the chunkwise form at each chunk size (and the best of them), the
-        parallel form, PyTorch's scaled_dot_product_attention with is_causal=True (flash attention on
-        a GPU: the quadratic baseline) and fla's chunk_retention when fla imports. Linear cost means
+        parallel form, our Triton kernels (retnet_ref.kernels, on CUDA) at each tile height, PyTorch's
+        scaled_dot_product_attention with is_causal=True (flash attention on a GPU: the quadratic
+        baseline) and fla's chunk_retention when fla imports. Linear cost means
         a flat time per token as T grows; the table gives max/min of it across T.
 decode  One decode step of the heads of one layer with the state given: recurrent_retention at T = 1
-        (eager, and replayed as a CUDA graph) and fla's fused_recurrent_retention, against one query
+        (eager, and replayed as a CUDA graph), our fused Triton step (the normalised step of a layer,
+        on CUDA) and fla's fused_recurrent_retention, against one query
         of SDPA over a KV cache at several context lengths. Each row has the bytes the step must
         move (state read and written, or the cache read) and the floor those bytes set at the
         measured copy bandwidth.
 model   One decode step of a whole language model with random weights: RetNet (a fixed-size state)
+        (a fixed-size state; on CUDA also with backend "triton": the fused step, "retnet_triton")
         against the Transformer baseline of the same preset (a KV cache) at several contexts; ms per
         step, tokens/s, memory, and the memory floor (weights, plus the state read and written or
         the cache read and the new entry written, at the copy bandwidth). RetNet's step time should
@@ -57,9 +60,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import kernels
 from .decay import gamma_schedule
 from .generation import capture_cuda_graph
 from .model import RetNet, RetNetConfig
+from .normalized import RetentionState, step_decay_factors
 from .retention import chunkwise_retention, parallel_retention, recurrent_retention
 from .transformer import Transformer, TransformerConfig
 
@@ -91,6 +96,7 @@ DEVICE_DEFAULTS = {
     "head_dim": (128, 32),
     "chunk_sizes": ([64, 128, 256, 512], [32, 64, 128]),
     "compile_chunk_sizes": ([128, 256], [32]),
+    "triton_chunk_sizes": ([64, 128], [32]),
     "batch": (8, 2),
     "decode_heads": (16, 4),
     "decode_head_dim": (128, 32),
@@ -127,6 +133,7 @@ class Options:
     steps: int
     compile: bool
     compile_chunk_sizes: tuple
+    triton_chunk_sizes: tuple
     out: str | None
 
     @property
@@ -146,6 +153,14 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def kernel_tile(text: str) -> int:
+    """argparse type: a tile height of the Triton kernels."""
+    value = positive_int(text)
+    if value not in kernels.TILE_HEIGHTS:
+        raise argparse.ArgumentTypeError(f"must be one of {kernels.TILE_HEIGHTS}, got {value}")
     return value
 
 
@@ -190,6 +205,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                              "graph like the eager ones (default: on on cuda, off on cpu)")
     size("--compile-chunk-sizes", type=positive_int, nargs="+", metavar="C", help=_default_help(
         "compile_chunk_sizes", "forms: chunk sizes of the compiled chunkwise form"))
+    size("--triton-chunk-sizes", type=kernel_tile, nargs="+", metavar="C", help=_default_help(
+        "triton_chunk_sizes", "forms: chunk sizes (tile heights: 16, 32, 64, 128) of the Triton kernels, "
+        "timed on cuda when Triton imports"))
     parser.add_argument("--out", default=None, metavar="PATH",
                         help="write the results as JSON to PATH (folders are created; default: no file)")
     parser.set_defaults(func=partial(run, parser=parser))
@@ -381,6 +399,18 @@ def fla_on(device: torch.device, fla: FlaKernels | None, reason: str) -> tuple[F
     return fla, reason
 
 
+# ---------------------------------------------------------------- Triton kernels (optional)
+
+
+def triton_reason(device: torch.device) -> str:
+    """"" when the Triton kernels (retnet_ref.kernels) are timed on `device`, else why not."""
+    if kernels.triton is None:
+        return "Triton does not import (pip install 'retnet_ref[triton]')"
+    if device.type != "cuda":
+        return "the Triton kernels are timed on CUDA (on the CPU they run only in Triton's interpreter, for tests)"
+    return ""
+
+
 # ---------------------------------------------------------------- suite: forms
 
 
@@ -403,6 +433,10 @@ def compiled(fn: Callable) -> Callable:
     return torch.compile(fn, fullgraph=True, dynamic=False)
 
 
+def _triton_chunkwise(q, k, v, gamma, chunk_size):
+    return kernels.chunkwise_retention(q, k, v, gamma, chunk_size)[0]
+
+
 def _sdpa_causal(q, k, v):
     return F.scaled_dot_product_attention(q, k, v, is_causal=True)
 
@@ -412,7 +446,8 @@ def _fla_chunk(fla: FlaKernels, q, k, v):
 
 
 def retention_forms(opts: Options, fla: FlaKernels | None) -> list[Form]:
-    """The columns: chunkwise at each chunk size, parallel, SDPA (causal) and fla's chunk_retention.
+    """The columns: chunkwise at each chunk size (eager, compiled, our Triton kernels), parallel, SDPA
+    (causal) and fla's chunk_retention.
 
     Ours use the default γ schedule 1 - 2^(-5-h), the one fla's retention kernels hard-code, so that
     every retention column computes the same function.
@@ -422,6 +457,9 @@ def retention_forms(opts: Options, fla: FlaKernels | None) -> list[Form]:
     if opts.compile:
         forms += [Form(f"compiled_{c}", compiled(partial(_chunkwise, gamma=gamma.tolist(), chunk_size=c)))
                   for c in opts.compile_chunk_sizes]
+    if not triton_reason(opts.torch_device):
+        forms += [Form(f"triton_{c}", partial(_triton_chunkwise, gamma=gamma, chunk_size=c))
+                  for c in opts.triton_chunk_sizes]
     forms.append(Form("parallel", partial(parallel_retention, gamma=gamma), quadratic_scores=True))
     forms.append(Form("sdpa_causal", _sdpa_causal))
     if fla is not None:
@@ -457,10 +495,13 @@ def form_memory_estimate(form: Form, pass_name: str, shape: tuple) -> int:
     return PARALLEL_SCORE_BUFFERS[pass_name] * B * H * T * T * 4
 
 
+CHUNKWISE_KINDS = {"best": "chunkwise_", "compiled": "compiled_", "triton": "triton_"}   # kind: column prefix
+
+
 def forms_row(pass_name: str, T: int, batch: int, times: dict) -> dict:
     """One table row: every column's entry, the best chunk size, time per token and the ratios."""
     row = {"pass": pass_name, "length": T, "batch": batch, "tokens": batch * T, "times": times}
-    for kind, prefix in (("best", "chunkwise_"), ("compiled", "compiled_")):
+    for kind, prefix in CHUNKWISE_KINDS.items():
         chunked = {int(name.split("_")[1]): seconds_of(entry) for name, entry in times.items()
                    if name.startswith(prefix) and entry["status"] == OK}
         best_chunk = min(chunked, key=chunked.get) if chunked else None
@@ -488,12 +529,15 @@ def forms_suite(opts: Options, timer: Timer, fla: FlaKernels | None, fla_reason:
                      for form in forms}
             if fla is None:
                 times["fla_chunk_retention"] = not_measured(UNAVAILABLE, fla_reason)
+            if triton_reason(device):
+                times.update({f"triton_{c}": not_measured(UNAVAILABLE, triton_reason(device))
+                              for c in opts.triton_chunk_sizes})
             rows.append(forms_row(pass_name, T, batch, times))
         del q, k, v, g
         release_memory(device)
     summary = {f"chunkwise_{kind}_per_token_across_lengths": {
         pass_name: flatness([r[f"{kind}_seconds_per_token"] for r in rows if r["pass"] == pass_name])
-        for pass_name in (FORWARD, FORWARD_BACKWARD)} for kind in ("best", "compiled")}
+        for pass_name in (FORWARD, FORWARD_BACKWARD)} for kind in CHUNKWISE_KINDS}
     return rows, summary
 
 
@@ -523,13 +567,23 @@ def decode_row(method: str, context: int | None, state_bytes: int, bytes_moved: 
     return row
 
 
+def triton_step(q, k, v, opts: Options) -> Callable:
+    """One normalised decode step on the fused kernel (kernels.step), with a float32 S and z."""
+    B, H, d = q.shape[0], q.shape[1], q.shape[-1]
+    state = RetentionState(torch.randn(B, H, d, d, device=q.device), torch.randn(B, H, d, device=q.device), 0)
+    log_g = torch.log(torch.tensor(gamma_schedule(H), dtype=torch.float64, device=q.device))
+    gap, floor = step_decay_factors(log_g, state.n, d, torch.float32)
+    return partial(kernels.triton_normalized_step_, q, k, v, state, gap, floor)
+
+
 def decode_suite(opts: Options, timer: Timer, bandwidth: float, fla: FlaKernels | None,
                  fla_reason: str) -> tuple[list, dict]:
-    """recurrent_retention and fla's fused_recurrent_retention on one token with a float32 state
-    (B, H, d, d) and γ a float32 device tensor, against one SDPA query over a KV cache (B, H, L, d)
-    for each context L. The state's floor counts it read and written; the cache's counts it read.
-    Eagerly, recurrent_retention checks γ's values on the host (one synchronisation, part of its
-    eager time); under capture that check is a device assertion."""
+    """recurrent_retention, our fused Triton step and fla's fused_recurrent_retention on one token
+    with a float32 state (B, H, d, d) and γ a float32 device tensor, against one SDPA query over a KV
+    cache (B, H, L, d) for each context L. The state's floor counts it read and written (the Triton
+    step also updates the normaliser's key sum z and divides: the full normalised step of a layer);
+    the cache's counts it read. Eagerly, recurrent_retention checks γ's values on the host (one
+    synchronisation, part of its eager time); under capture that check is a device assertion."""
     device, dtype = opts.torch_device, opts.torch_dtype
     B, H, d = opts.batch, opts.decode_heads, opts.decode_head_dim
     q, k, v = (torch.randn(B, H, 1, d, dtype=dtype, device=device) for _ in range(3))
@@ -540,6 +594,9 @@ def decode_suite(opts: Options, timer: Timer, bandwidth: float, fla: FlaKernels 
     with torch.no_grad():
         rows = [state_row("recurrent_retention",
                           result=eager_and_graphed(partial(recurrent_retention, q, k, v, gamma, state=S), timer))]
+        reason = triton_reason(device)
+        rows.append(state_row("triton_normalized_step", result=not_measured(UNAVAILABLE, reason) if reason
+                              else eager_and_graphed(triton_step(q, k, v, opts), timer)))
         if fla is None:
             rows.append(state_row("fla_fused_recurrent_retention", result=not_measured(UNAVAILABLE, fla_reason)))
         else:
@@ -693,40 +750,55 @@ def compiled_graph_seconds(step: Callable, timer: Timer, repeats: int, rewind: C
         return not_measured(COMPILE_FAILED, f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200]}")
 
 
+def retnet_backends(opts: Options) -> tuple:
+    """RetNet's decode step on the PyTorch forms, and on the fused Triton step where it is timed."""
+    return ("torch",) if triton_reason(opts.torch_device) else ("torch", "triton")
+
+
+def model_label(kind: str, backend: str | None) -> str:
+    return f"{kind}_triton" if backend == "triton" else kind
+
+
 def model_rows(kind: str, opts: Options, timer: Timer, bandwidth: float) -> list[dict]:
-    """Build the model once (if its float32 weights fit), then one row per context."""
+    """Build the model once (if its float32 weights fit), then one row per context (and, for RetNet,
+    per backend: the same weights, decoded on the PyTorch step and on the Triton one)."""
     device = opts.torch_device
     parameters = parameter_count(kind, opts.preset)
-    meta = lambda L: {"model": kind, "preset": opts.preset, "context": L, "batch": opts.batch,
-                      "dtype": opts.dtype, "parameters": parameters,
-                      "weights_bytes": parameters * opts.torch_dtype.itemsize}
+    backends = retnet_backends(opts) if kind == "retnet" else (None,)
+    meta = lambda L, backend: {"model": model_label(kind, backend), "preset": opts.preset, "backend": backend,
+                               "context": L, "batch": opts.batch, "dtype": opts.dtype, "parameters": parameters,
+                               "weights_bytes": parameters * opts.torch_dtype.itemsize}
     built = measure_if_it_fits(4 * parameters, device, partial(build_model, kind, opts))
     if built["status"] != OK:
-        return [{**meta(L), **built} for L in opts.contexts]
+        return [{**meta(L, backend), **built} for L in opts.contexts for backend in backends]
     model, rows = built.pop("model"), []
     compiled_step = compiled(model.decode_step) if opts.compile and device.type == "cuda" else None
     for L in opts.contexts:
-        with torch.no_grad():
-            result = measure_if_it_fits(decode_memory_estimate(kind, L, opts), device,
-                                        partial(measure_model_step, kind, model, L, opts, timer, bandwidth,
-                                                compiled_step))
-        rows.append({**meta(L), **result})
-        release_memory(device)
+        for backend in backends:
+            if backend is not None:      # decoding does not use the chunk size; 64 is a tile of the kernels
+                model.set_backend(backend, chunk_size=64)
+            with torch.no_grad():
+                result = measure_if_it_fits(decode_memory_estimate(kind, L, opts), device,
+                                            partial(measure_model_step, kind, model, L, opts, timer, bandwidth,
+                                                    compiled_step if backend in (None, "torch") else None))
+            rows.append({**meta(L, backend), **result})
+            release_memory(device)
     del model
     release_memory(device)
     return rows
 
 
 def model_suite(opts: Options, timer: Timer, bandwidth: float) -> tuple[list, dict]:
-    """Both models at every context; the Transformer's rows also give its step time over RetNet's."""
+    """Both models at every context; every row also gives its step time over RetNet's (PyTorch step)."""
     rows = [row for kind in MODELS for row in model_rows(kind, opts, timer, bandwidth)]
     step = {(r["model"], r["context"]): seconds_of(r["step"]) if r["status"] == OK else None for r in rows}
     fast = {(r["model"], r["context"]): seconds_of(r.get("compiled")) if r["status"] == OK else None for r in rows}
     for row in rows:
         row["over_retnet"] = ratio(step[row["model"], row["context"]], step["retnet", row["context"]])
         row["compiled_over_retnet"] = ratio(fast[row["model"], row["context"]], fast["retnet", row["context"]])
-    summary = {f"{kind}_{name}_across_contexts": flatness([times[kind, L] for L in opts.contexts])
-               for kind in MODELS for name, times in (("step", step), ("compiled", fast))}
+    labels = dict.fromkeys(r["model"] for r in rows)
+    summary = {f"{label}_{name}_across_contexts": flatness([times[label, L] for L in opts.contexts])
+               for label in labels for name, times in (("step", step), ("compiled", fast))}
     return rows, summary
 
 
@@ -849,9 +921,10 @@ def forms_table(rows: list[dict], summary: dict, opts: dict) -> str:
     tables = []
     for pass_name in (FORWARD, FORWARD_BACKWARD):
         selected = [r for r in rows if r["pass"] == pass_name]
-        headers = ["T", "B", *(n.replace("chunkwise_", "C=").replace("compiled_", "comp C=") for n in names),
-                   "best C", "ns/token", "best/fla", "best/sdpa", "comp/fla", "comp/sdpa", "peak MiB best",
-                   "peak MiB sdpa"]
+        headers = ["T", "B", *(n.replace("chunkwise_", "C=").replace("compiled_", "comp C=")
+                               .replace("triton_", "triton C=") for n in names),
+                   "best C", "ns/token", "best/fla", "best/sdpa", "comp/fla", "comp/sdpa", "triton/fla",
+                   "triton/sdpa", "peak MiB best", "peak MiB sdpa"]
         cells = []
         for r in selected:
             best = r["chunkwise_best"]
@@ -861,11 +934,12 @@ def forms_table(rows: list[dict], summary: dict, opts: dict) -> str:
                           number_cell(r["best_seconds_per_token"], 1e-9, 3),
                           number_cell(r["best_over_fla"]), number_cell(r["best_over_sdpa"]),
                           number_cell(r["compiled_over_fla"]), number_cell(r["compiled_over_sdpa"]),
+                          number_cell(r["triton_over_fla"]), number_cell(r["triton_over_sdpa"]),
                           "-" if best is None else peak(f"chunkwise_{best['chunk_size']}"), peak("sdpa_causal")])
         notes = unmeasured_notes([(n, f"T={r['length']}", r["times"][n]) for r in selected for n in names])
         flat = [flatness_line(f"chunkwise {kind}, time per token across T",
                               summary[f"chunkwise_{kind}_per_token_across_lengths"][pass_name])
-                for kind in ("best", "compiled") if any(r[f"chunkwise_{kind}"] for r in selected)]
+                for kind in CHUNKWISE_KINDS if any(r[f"chunkwise_{kind}"] for r in selected)]
         title = (f"forms, {pass_name}: ms per call, {opts['tokens']} tokens, H={opts['heads']}, "
                  f"d={opts['head_dim']}, {opts['dtype']}")
         tables.append(format_table(title, headers, cells, [*notes, *flat]))
@@ -907,8 +981,10 @@ def model_table(rows: list[dict], summary: dict, opts: dict) -> str:
             unmeasured.append((f"{r['model']} compiled", f"L={r['context']}", r["compiled"]))
     title = (f"model: decode step, preset {opts['preset']}, B={opts['batch']}, {opts['dtype']}, "
              f"{'CUDA graph' if opts['device'] == 'cuda' else 'eager'}")
-    flat = [flatness_line(f"{kind} {name} time across contexts", summary[f"{kind}_{name}_across_contexts"])
-            for kind in MODELS for name in ("step", "compiled") if any(r.get(name) for r in rows)]
+    labels = dict.fromkeys(r["model"] for r in rows)
+    flat = [flatness_line(f"{label} {name} time across contexts", summary[f"{label}_{name}_across_contexts"])
+            for label in labels for name in ("step", "compiled")
+            if any(r.get(name) for r in rows if r["model"] == label)]
     return format_table(title, headers, cells, [*unmeasured_notes(unmeasured), *flat])
 
 

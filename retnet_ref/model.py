@@ -218,11 +218,13 @@ class RetNet(nn.Module):
             layer_states.append(layer_state)
         return self.head(self.final_norm(x)), RetNetState(layer_states)   # (B, T, V)
 
-    def set_backend(self, backend: str) -> "RetNet":
+    def set_backend(self, backend: str, chunk_size: int | None = None) -> "RetNet":
         """Run the chunkwise mode and decode steps on other kernels ("torch" or "triton"), in place.
 
-        The weights and the function stay the same; config.chunk_size must suit the backend."""
-        self.config = dataclasses.replace(self.config, backend=backend)
+        The weights and the function stay the same; chunk_size (None = keep config.chunk_size) must
+        suit the backend (a tile height for "triton")."""
+        chunk_size = self.config.chunk_size if chunk_size is None else chunk_size
+        self.config = dataclasses.replace(self.config, backend=backend, chunk_size=chunk_size)
         for block in self.blocks:
             block.retention.backend = self.config.backend
         return self

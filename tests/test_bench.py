@@ -51,6 +51,7 @@ def assert_measured_times_positive(report: dict):
     (["--lengths", "16", "-4"], "positive integer"),
     (["--heads", "two"], "positive integer"),
     (["--chunk-sizes", "0"], "positive integer"),
+    (["--triton-chunk-sizes", "48"], "must be one of (16, 32, 64, 128)"),
     (["--steps", "0"], "positive integer"),
     (["--suite", "training"], "invalid choice"),
     (["--preset", "13B"], "invalid choice"),
@@ -80,7 +81,7 @@ def test_help_lists_every_option(capsys):
     text = " ".join(capsys.readouterr().out.split())   # undo argparse's line wrapping
     options = ["--suite", "--device", "--dtype", "--tokens", "--lengths", "--heads", "--head-dim", "--chunk-sizes",
                "--batch", "--decode-heads", "--decode-head-dim", "--contexts", "--preset", "--warmup", "--repeats",
-               "--steps", "--out"]
+               "--steps", "--compile", "--compile-chunk-sizes", "--triton-chunk-sizes", "--out"]
     for option in options:
         assert option in text
     assert text.count("on cuda") >= len(bench.DEVICE_DEFAULTS)   # every size says both defaults
@@ -109,8 +110,11 @@ def test_forms_suite(tmp_path, capsys):
     assert [(r["pass"], r["length"], r["batch"]) for r in rows] == [
         ("fwd", 16, 4), ("fwd+bwd", 16, 4), ("fwd", 32, 2), ("fwd+bwd", 32, 2)]
     for row in rows:
-        assert set(row["times"]) == {"chunkwise_8", "chunkwise_16", "parallel", "sdpa_causal", "fla_chunk_retention"}
+        assert set(row["times"]) == {"chunkwise_8", "chunkwise_16", "parallel", "sdpa_causal", "fla_chunk_retention",
+                                     "triton_32"}
         assert row["times"]["fla_chunk_retention"]["status"] == bench.UNAVAILABLE   # fla runs on CUDA only
+        assert row["times"]["triton_32"]["status"] == bench.UNAVAILABLE             # timed on CUDA only
+        assert row["chunkwise_triton"] is None and row["triton_over_fla"] is None
         assert row["chunkwise_best"]["chunk_size"] in (8, 16)
         assert row["best_over_sdpa"] > 0 and row["best_over_fla"] is None
     assert_measured_times_positive(report)
@@ -123,11 +127,11 @@ def test_decode_suite(tmp_path, capsys):
     report, out = run_bench(tmp_path, capsys, "--suite", "decode", *DECODE)
     rows = report["decode"]
     assert [(r["method"], r["context"]) for r in rows] == [
-        ("recurrent_retention", None), ("fla_fused_recurrent_retention", None),
+        ("recurrent_retention", None), ("triton_normalized_step", None), ("fla_fused_recurrent_retention", None),
         ("sdpa_kv_cache", 8), ("sdpa_kv_cache", 32)]
-    recurrent, fla, *attention = rows
+    recurrent, fused, fla, *attention = rows
     assert recurrent["state_bytes"] == 1 * 2 * 8 * 8 * 4 and recurrent["bytes_moved"] == 2 * recurrent["state_bytes"]
-    assert fla["status"] == bench.UNAVAILABLE
+    assert fla["status"] == bench.UNAVAILABLE and fused["status"] == bench.UNAVAILABLE   # CUDA only
     assert [r["state_bytes"] for r in attention] == [2 * 1 * 2 * L * 8 * 4 for L in (8, 32)]
     for row in (recurrent, *attention):
         assert row["eager"]["status"] == bench.OK
@@ -141,7 +145,8 @@ def test_model_suite(tmp_path, capsys):
     report, out = run_bench(tmp_path, capsys, "--suite", "model", *MODEL)
     rows = report["model"]
     assert [(r["model"], r["context"]) for r in rows] == [
-        ("retnet", 4), ("retnet", 16), ("transformer", 4), ("transformer", 16)]
+        ("retnet", 4), ("retnet", 16), ("transformer", 4), ("transformer", 16)]   # the Triton step: CUDA only
+    assert [r["backend"] for r in rows] == ["torch", "torch", None, None]
     for row in rows:
         assert row["status"] == bench.OK and not row["cuda_graph"]
         assert row["tokens_per_second"] > 0 and row["floor_seconds"] > 0 and row["step_over_floor"] > 0
@@ -160,7 +165,7 @@ def test_nothing_fits_gives_rows_not_errors(tmp_path, capsys, monkeypatch):
     report, out = run_bench(tmp_path, capsys, "--suite", "forms", "decode", "model", *FORMS, *DECODE, *MODEL)
     assert report["options"]["suites"] == ["forms", "decode", "model"]
     for row in report["forms"]:
-        measured = {name: e for name, e in row["times"].items() if name != "fla_chunk_retention"}
+        measured = {name: e for name, e in row["times"].items() if name not in ("fla_chunk_retention", "triton_32")}
         assert all(e["status"] == bench.DOES_NOT_FIT for e in measured.values())
         assert row["chunkwise_best"] is None
     assert all(r["status"] == bench.DOES_NOT_FIT for r in report["decode"] if r["method"] == "sdpa_kv_cache")
