@@ -7,7 +7,9 @@ Working memory counts the elements a form holds besides q, k, v and o.
 
     parallel   (Eq. 5)  O(T² d) time, O(T²) memory       one score matrix for the whole sequence
     recurrent  (Eq. 6)  O(T d_k d_v) time, O(d_k d_v)    one state, whatever T
-    chunkwise  (Eq. 7)  O(T B d + T d_k d_v) time, O(B² + d_k d_v); B = 1 and B = T are the two ends
+    chunkwise  (Eq. 7)  O(T C d + T d_k d_v) time, O(C² + d_k d_v); C = 1 and C = T are the two ends
+
+C is the chunk length (the paper's B; here B is the batch size, as in the shape comments).
 
 Paper: Sun et al. 2023, Eq. (5)-(7); Table 1 (training parallel, O(1) inference per token, O(N)
 memory for long sequences) and §3.4 (inference cost of the 6.7B model against a Transformer with a
@@ -56,11 +58,11 @@ def _chunk_flops(L: int, d_k: int, d_v: int) -> int:
 
 
 def chunkwise_cost(length: int, chunk_size: int, d_k: int, d_v: int) -> Cost:
-    """Eq. 7 with chunks of B = chunk_size (the last one may be shorter), summed chunk by chunk.
+    """Eq. 7 with chunks of C = chunk_size (the last one may be shorter), summed chunk by chunk.
 
     Per chunk of length L: inner term 2L²(d_k + d_v) + L², cross term 2L d_k d_v + 2L d_v, state
     update 2L d_k d_v + L d_v + 2 d_k d_v.  Memory: D and the scores of one chunk (2L²), ξ and ζ (2L),
-    and the state d_k d_v.  B = 1 costs about 6/5 of the recurrent form, B = T the parallel form plus
+    and the state d_k d_v.  C = 1 costs about 6/5 of the recurrent form, C = T the parallel form plus
     the state update (4T d_k d_v + ...): one family with those two ends.
     """
     _check_positive(length=length, chunk_size=chunk_size, d_k=d_k, d_v=d_v)
@@ -71,11 +73,11 @@ def chunkwise_cost(length: int, chunk_size: int, d_k: int, d_v: int) -> Cost:
 
 
 def flop_optimal_chunk_size(d_k: int, d_v: int) -> float:
-    """The B that minimises chunkwise flops per token for T ≫ B, a real number.
+    """The C that minimises chunkwise flops per token for T ≫ C, a real number.
 
-    Per token the chunk costs 2B(d_k + d_v) + B + 2 d_k d_v / B + (terms without B), smallest at
-    B* = sqrt(2 d_k d_v / (2(d_k + d_v) + 1)).  Real hardware prefers far larger B: matrix products
-    of size B run much faster per flop than the d_k × d_v updates of a small chunk.
+    Per token the chunk costs 2C(d_k + d_v) + C + 2 d_k d_v / C + (terms without C), smallest at
+    C* = sqrt(2 d_k d_v / (2(d_k + d_v) + 1)).  Real hardware prefers far larger C: matrix products
+    of size C run much faster per flop than the d_k × d_v updates of a small chunk.
     """
     _check_positive(d_k=d_k, d_v=d_v)
     return math.sqrt(2 * d_k * d_v / (2 * (d_k + d_v) + 1))

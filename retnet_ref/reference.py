@@ -1,6 +1,7 @@
 """The float64 / complex128 reference: the paper's equations one to one, one head, loops allowed.
 
-Unnormalised retention of one head, with positions n, m = 0..T-1 and an optional initial state S_0:
+Unnormalised retention of one head, with positions n, m = 0..T-1 and an optional initial state S_0
+(S_n is the state after the first n tokens, as in the paper, whose tokens count from 1):
 
     o_n = Σ_{m≤n} γ^(n-m) (q_n · k_m) v_m + γ^(n+1) q_n S_0
 
@@ -30,7 +31,7 @@ def _as_inputs(q, k, v, state):
 
 
 def linear_recurrence(q, k, v, A, state=None):
-    """s_n = A s_{n-1} + k_n^T v_n,  o_n = q_n s_n  (paper Eq. 1-2) with a full d×d matrix A.
+    """s_{n+1} = A s_n + k_n^T v_n,  o_n = q_n s_{n+1}  (paper Eq. 1) with a full d×d matrix A.
 
     Unrolled: o_n = Σ_{m≤n} q_n A^(n-m) k_m^T v_m + q_n A^(n+1) s_0.  Returns (o, s_T).
     """
@@ -42,9 +43,9 @@ def linear_recurrence(q, k, v, A, state=None):
     s = s.astype(np.result_type(s, A))
     out = []
     for n in range(q.shape[0]):
-        # s_n = A s_{n-1} + k_n^T v_n
+        # s_{n+1} = A s_n + k_n^T v_n
         s = A @ s + np.outer(k[n], v[n])
-        # o_n = q_n s_n
+        # o_n = q_n s_{n+1}
         out.append(q[n] @ s)
     return _stack(out, v.shape[1], s.dtype), s
 
@@ -62,7 +63,7 @@ def diagonal_recurrence(q, k, v, eigenvalues, state=None):
     s = s.astype(np.result_type(s, lam))
     out = []
     for n in range(q.shape[0]):
-        # s_n = diag(λ) s_{n-1} + k_n^T v_n  (each row of the state decays by its own λ_j)
+        # s_{n+1} = diag(λ) s_n + k_n^T v_n  (each row of the state decays by its own λ_j)
         s = lam[:, None] * s + np.outer(k[n], v[n])
         out.append(q[n] @ s)
     return _stack(out, v.shape[1], s.dtype), s
@@ -84,14 +85,14 @@ def parallel(q, k, v, gamma):
 
 
 def recurrent(q, k, v, gamma, state=None):
-    """Recurrent form (Eq. 6): S_n = γ S_{n-1} + k_n^T v_n,  o_n = q_n S_n.  Returns (o, S_T)."""
+    """Recurrent form (Eq. 6): S_{n+1} = γ S_n + k_n^T v_n,  o_n = q_n S_{n+1}.  Returns (o, S_T)."""
     q, k, v, S = _as_inputs(q, k, v, state)
     gamma = check_gamma_value(gamma)
     out = []
     for n in range(q.shape[0]):
-        # S_n = γ S_{n-1} + k_n^T v_n
+        # S_{n+1} = γ S_n + k_n^T v_n
         S = gamma * S + np.outer(k[n], v[n])                        # (d_k, d_v)
-        # o_n = q_n S_n
+        # o_n = q_n S_{n+1}
         out.append(q[n] @ S)
     return _stack(out, v.shape[1], S.dtype), S
 

@@ -280,21 +280,21 @@ def prove_parallel_equals_recurrence(length: int = 4, d_k: int = 2, d_v: int = 2
 
 
 def prove_recurrent_equals_parallel(length: int = 4, d_k: int = 2, d_v: int = 2):
-    """Eq. 6 = Eq. 5: S_n = γ S_{n-1} + k_n^T v_n from a symbolic S_0 has the closed form
-    S_n = Σ_{m≤n} γ^(n-m) k_m^T v_m + γ^(n+1) S_0, so o_n = q_n S_n is row n of (Q K^T ⊙ D) V
-    plus γ^(n+1) q_n S_0.
+    """Eq. 6 = Eq. 5: S_{n+1} = γ S_n + k_n^T v_n from a symbolic S_0 has the closed form
+    S_{n+1} = Σ_{m≤n} γ^(n-m) k_m^T v_m + γ^(n+1) S_0, so o_n = q_n S_{n+1} is row n of (Q K^T ⊙ D) V
+    plus γ^(n+1) q_n S_0 (S_n: the state after the first n tokens).
 
-    Returns {"S_2": entry (0, 0) of S_2, a small headline of the closed form}.
+    Returns {"S_3": entry (0, 0) of S_3, the state after three tokens: a small headline of the closed form}.
     """
     gamma = sp.Symbol("gamma", positive=True)
     Q, K, V, S0 = retention_symbols(length, d_k, d_v, state=True)
     recurrent, states = recurrence_symbolic(Q, K, V, [gamma] * d_k, S0)
     for n, S in enumerate(states):
-        # S_n = Σ_{m≤n} γ^(n-m) k_m^T v_m + γ^(n+1) S_0
+        # S_{n+1} = Σ_{m≤n} γ^(n-m) k_m^T v_m + γ^(n+1) S_0
         closed = sum((gamma ** (n - m) * K[m, :].T * V[m, :] for m in range(n + 1)), gamma ** (n + 1) * S0)
-        assert is_zero_matrix(S - closed), f"recurrent state S_{n} != its closed form"
+        assert is_zero_matrix(S - closed), f"recurrent state S_{n + 1} != its closed form"
     assert is_zero_matrix(recurrent - parallel_symbolic(Q, K, V, gamma, S0)), "recurrent (Eq. 6) != parallel (Eq. 5)"
-    return {"S_2": sp.expand(states[2][0, 0])}
+    return {"S_3": sp.expand(states[2][0, 0])}
 
 
 def prove_state_handoff(length: int = 5, split: int = 2, d_k: int = 2, d_v: int = 1):

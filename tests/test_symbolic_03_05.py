@@ -30,7 +30,7 @@ def test_recurrent_equals_parallel():
     shown = symbolic.prove_recurrent_equals_parallel()
     gamma = sp.Symbol("gamma", positive=True)
     s00, k00, v00, k10, v10, k20, v20 = sp.symbols("s_00 k_00 v_00 k_10 v_10 k_20 v_20")
-    assert sp.expand(shown["S_2"] - (gamma**3 * s00 + gamma**2 * k00 * v00 + gamma * k10 * v10 + k20 * v20)) == 0
+    assert sp.expand(shown["S_3"] - (gamma**3 * s00 + gamma**2 * k00 * v00 + gamma * k10 * v10 + k20 * v20)) == 0
 
 
 def test_state_handoff():
