@@ -12,7 +12,9 @@ Modules, one concept each:
     transformer  the Transformer baseline of the same budget, with a KV cache
     cost         analytic flop and memory models of the forms and of decoding
     numerics     rounding error against length (behind the tolerances)
-    symbolic     SymPy proofs used by the notebooks and the tests
+    proofs       SymPy proofs used by the notebooks and the tests, one module per chapter
+    checking     the notebooks' check line; exercises: the checks behind every exercise
+    diagrams     the structure pictures (chunk split, recurrent update, MSR layer, block)
     verify       the numeric equivalence report (python -m retnet_ref verify)
     plots        figure style and saving
 """

@@ -48,7 +48,7 @@ def rounded_through(values, dtype: torch.dtype) -> list[float]:
 
 @dataclass(frozen=True)
 class Measurement:
-    """One measured error: form (e.g. "chunkwise B=64") against reference ("float64 truth" or a form)."""
+    """One measured error: form (e.g. "chunkwise C=64") against reference ("float64 truth" or a form)."""
     device: str
     dtype: str
     length: int
@@ -60,8 +60,8 @@ class Measurement:
 def form_outputs(q, k, v, gamma, chunk_sizes, recurrent: bool) -> dict[str, torch.Tensor]:
     """The torch forms on the same inputs: parallel, chunkwise per chunk size, recurrent if asked."""
     outputs = {"parallel": parallel_retention(q, k, v, gamma)}
-    for B in chunk_sizes:
-        outputs[f"chunkwise B={B}"] = chunkwise_retention(q, k, v, gamma, B)[0]
+    for C in chunk_sizes:
+        outputs[f"chunkwise C={C}"] = chunkwise_retention(q, k, v, gamma, C)[0]
     if recurrent:
         outputs["recurrent"] = recurrent_retention(q, k, v, gamma)[0]
     return outputs

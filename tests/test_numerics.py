@@ -48,14 +48,14 @@ def test_dtype_name():
 def test_sweep_measures_every_form_against_the_truth_and_the_parallel_form():
     rows = numerics.sweep((8, 40), (torch.float32, torch.bfloat16), heads=2, d=8, chunk_sizes=(4, 16),
                           recurrent_max_length=8)
-    forms_vs_truth = {"parallel", "chunkwise B=4", "chunkwise B=16", numerics.ROUNDED_INPUTS_ONLY}
+    forms_vs_truth = {"parallel", "chunkwise C=4", "chunkwise C=16", numerics.ROUNDED_INPUTS_ONLY}
     for dtype in ("float32", "bfloat16"):
         assert {m.form for m in numerics.select(rows, dtype=dtype, length=8, reference="float64 truth")} == \
             forms_vs_truth | {"recurrent"}
         assert {m.form for m in numerics.select(rows, dtype=dtype, length=40, reference="float64 truth")} == \
             forms_vs_truth
         assert {m.form for m in numerics.select(rows, dtype=dtype, length=40, reference="parallel")} == \
-            {"chunkwise B=4", "chunkwise B=16"}
+            {"chunkwise C=4", "chunkwise C=16"}
     assert all(m.device == "cpu" for m in rows)
     for m in rows:
         assert m.error <= TOLERANCE[getattr(torch, m.dtype)]
