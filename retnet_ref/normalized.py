@@ -10,9 +10,10 @@ and writes them for the parallel form only. Every factor divides a whole output 
 number, so the normalised output is the plain (unnormalised) retention o_n = Σ_m γ^(n-m) (q_n·k_m) v_m
 divided by one scalar per row. The row sum of (3) is plain retention too, with a value column of ones:
 
-    Σ_i R_ni = (q_n · z_n) / (√d_k sqrt(c_n)),   z_n = γ z_{n-1} + k_n   (the running key sum)
+    Σ_i R_ni = (q_n · z_{n+1}) / (√d_k sqrt(c_n)),   z_{n+1} = γ z_n + k_n   (the running key sum)
 
-and with a_n = q_n · z_n the three factors together are
+(z_n: the key sum after n tokens, like the state S_n), and with a_n = q_n · z_{n+1} the three factors
+together are
 
     õ_n = o_n / (√d_k sqrt(c_n) max(|a_n| / (√d_k sqrt(c_n)), 1)) = o_n / max(|a_n|, sqrt(d_k c_n)).
 
@@ -142,7 +143,7 @@ def _parallel_with_state(q, k, v, log_g, S0):
 
 
 def plain_retention_with_key_sum(q, k, v, log_g, mode, chunk_size=None, state=None, backend="torch"):
-    """Unnormalised retention o and a_n = q_n · z_n in one call on [v | 1] → (o, a, S, z).
+    """Unnormalised retention o and a_n = q_n · z_{n+1} in one call on [v | 1] → (o, a, S, z).
 
     o (B, H, T, d_v) and a (B, H, T) in the accumulation dtype; S, z the carried sums at the end
     (contiguous, ready to be updated in place by decode steps). log_g: log γ per head, (H,) float64.
@@ -269,10 +270,10 @@ def normalized_step_(q, k, v, state: RetentionState, gap, floor, normalisation="
     """
     k_n, v_n = k[:, :, 0], v[:, :, 0]                                    # (B, H, d), the input dtype
     q_n = q[:, :, 0].to(state.S.dtype)                                   # (B, H, d_k)
-    # S_n = γ S_{n-1} + k_n^T v_n;  z_n = γ z_{n-1} + k_n  (summed in the state's dtype)
+    # S_{n+1} = γ S_n + k_n^T v_n;  z_{n+1} = γ z_n + k_n  (summed in the state's dtype)
     decay_and_add(state.S, k_n, v_n, gap, inplace=True)
     state.z.addcmul_(gap[..., 0], state.z, value=-1.0).add_(k_n)
-    # o_n = q_n S_n;  a_n = q_n · z_n
+    # o_n = q_n S_{n+1};  a_n = q_n · z_{n+1}
     o = q_n[..., None, :] @ state.S                                      # (B, H, 1, d_v)
     a = q_n[..., None, :] @ state.z[..., None]                           # (B, H, 1, 1)
     # õ_n = o_n / max(|a_n|, sqrt(d_k c_n)), or torchscale's recurrent o_n / sqrt(d_k c_n)

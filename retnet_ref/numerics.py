@@ -128,7 +128,7 @@ def recurrent_with_state_in(q, k, v, gamma, state_dtype: torch.dtype) -> torch.T
 
     The package keeps both in float32 or wider (`retention.accumulation_dtype`); this variant shows
     why. With state_dtype = bfloat16, γ rounds to 1 for every default head h ≥ 4, and each update
-    S_n = γ S_{n-1} + k_n^T v_n rounds S to 8 significant bits, so small increments are lost.
+    S_{n+1} = γ S_n + k_n^T v_n rounds S to 8 significant bits, so small increments are lost.
     Output in q's dtype, (B, H, T, d_v).
     """
     g = torch.tensor(check_gammas(gamma, q.shape[1]), dtype=torch.float64).to(state_dtype)[:, None, None]  # (H, 1, 1)
@@ -136,9 +136,9 @@ def recurrent_with_state_in(q, k, v, gamma, state_dtype: torch.dtype) -> torch.T
     acc = accumulation_dtype(q.dtype)
     out = []
     for n in range(q.shape[2]):
-        # S_n = γ S_{n-1} + k_n^T v_n, rounded to state_dtype
+        # S_{n+1} = γ S_n + k_n^T v_n, rounded to state_dtype
         S = g * S + k[:, :, n, :, None].to(state_dtype) * v[:, :, n, None, :].to(state_dtype)
-        # o_n = q_n S_n
+        # o_n = q_n S_{n+1}
         out.append((q[:, :, n, None, :].to(acc) @ S.to(acc)).squeeze(-2))            # (B, H, d_v)
     return torch.stack(out, dim=2).to(q.dtype)                                        # (B, H, T, d_v)
 

@@ -74,7 +74,7 @@ def _parallel(q, k, v, log_g):
 
 
 def recurrent_retention(q, k, v, gamma, state=None):
-    """Recurrent form (Eq. 6): S_n = γ S_{n-1} + k_n^T v_n, o_n = q_n S_n.  O(1) state per token.
+    """Recurrent form (Eq. 6): S_{n+1} = γ S_n + k_n^T v_n, o_n = q_n S_{n+1}.  O(1) state per token.
 
     Returns (o, S_T); S_T has the accumulation dtype.
     """
@@ -93,7 +93,7 @@ def decay_gap(log_g: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def decay_and_add(S, k_n, v_n, gap, inplace: bool = False):
-    """S_n = γ S_{n-1} + k_n^T v_n, written S_{n-1} - (1 - γ) S_{n-1} + k_n^T v_n.
+    """S_{n+1} = γ S_n + k_n^T v_n, written S_n - (1 - γ) S_n + k_n^T v_n.
 
     S (B, H, d_k, d_v), k_n (B, H, d_k), v_n (B, H, d_v), gap (H, 1, 1). Two passes over S: the decay,
     then the outer product as a matrix product of depth one (no outer product stored), summed in S's
@@ -113,7 +113,7 @@ def _recurrent(q, k, v, log_g, S):
     out = []
     for n in range(q.shape[2]):
         S = decay_and_add(S, k[:, :, n], v[:, :, n], gap)             # (B, H, d_k, d_v)
-        # o_n = q_n S_n
+        # o_n = q_n S_{n+1}
         out.append((qa[:, :, n, None, :] @ S).squeeze(-2))            # (B, H, d_v)
     if not out:                                                       # T = 0: a copy, never the caller's state
         return v.new_zeros(v.shape), S.clone()

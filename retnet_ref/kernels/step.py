@@ -1,14 +1,14 @@
 """One decode step of normalised recurrent retention as one Triton kernel (Eq. 6 with §2.2's divisor).
 
-    S_n = S_{n-1} - (1 - γ) S_{n-1} + k_n^T v_n       z_n = z_{n-1} - (1 - γ) z_{n-1} + k_n
-    o_n = q_n S_n,  a_n = q_n · z_n,                 õ_n = o_n / max(|a_n|, sqrt(d_k c_n))
+    S_{n+1} = S_n - (1 - γ) S_n + k_n^T v_n         z_{n+1} = z_n - (1 - γ) z_n + k_n
+    o_n = q_n S_{n+1},  a_n = q_n · z_{n+1},          õ_n = o_n / max(|a_n|, sqrt(d_k c_n))
 
 The PyTorch step (normalized.normalized_step_) makes five passes over the state S: the decay, the
-outer product, the read for q_n S_n, each a kernel of its own. Here each program owns the block
+outer product, the read for q_n S_{n+1}, each a kernel of its own. Here each program owns the block
 S[b, h, :, j:j+BV] of one head: it reads the block once, updates it in registers, writes it back and
-sums q_n S_n from the same registers, so a step moves the state's bytes twice (read and write), the
-floor for an update in place. z is d_k numbers per head: every program of a head computes z_n from
-z_{n-1} to get a_n, and a second, tiny kernel writes z_n afterwards (had one of the programs written
+sums q_n S_{n+1} from the same registers, so a step moves the state's bytes twice (read and write), the
+floor for an update in place. z is d_k numbers per head: every program of a head computes z_{n+1} from
+z_n to get a_n, and a second, tiny kernel writes z_{n+1} afterwards (had one of the programs written
 it, another could read the new z as if it were the old one: programs of one launch run in no fixed
 order).
 """
@@ -41,12 +41,12 @@ def _normalized_step_kernel(q_ptr, k_ptr, v_ptr, S_ptr, z_ptr, gap_ptr, floor_pt
         block = bh * DK * DV + rows[:, None] * DV + cols[None, :]
         ok = row_ok[:, None] & col_ok[None, :]
         S = tl.load(S_ptr + block, mask=ok, other=0.0)                 # (BK, BV), float32
-        # S_n = S_{n-1} - (1 - γ) S_{n-1} + k_n^T v_n
+        # S_{n+1} = S_n - (1 - γ) S_n + k_n^T v_n
         S = S - gap * S + k[:, None] * v[None, :]
         tl.store(S_ptr + block, S, mask=ok)
-        # o_n = q_n S_n
+        # o_n = q_n S_{n+1}
         o += tl.sum(q[:, None] * S, axis=0)
-        # a_n = q_n · z_n,  z_n = z_{n-1} - (1 - γ) z_{n-1} + k_n  (z itself is written by _key_sum_kernel)
+        # a_n = q_n · z_{n+1},  z_{n+1} = z_n - (1 - γ) z_n + k_n  (z itself is written by _key_sum_kernel)
         z = tl.load(z_ptr + bh * DK + rows, mask=row_ok, other=0.0)
         a += q * (z - gap * z + k)
     floor = tl.load(floor_ptr + h)
@@ -59,7 +59,7 @@ def _normalized_step_kernel(q_ptr, k_ptr, v_ptr, S_ptr, z_ptr, gap_ptr, floor_pt
 
 @triton.jit
 def _key_sum_kernel(k_ptr, z_ptr, gap_ptr, H, DK: tl.constexpr, BK: tl.constexpr):
-    """z_n = z_{n-1} - (1 - γ) z_{n-1} + k_n, in place, one program per (batch·head)."""
+    """z_{n+1} = z_n - (1 - γ) z_n + k_n, in place, one program per (batch·head)."""
     bh = tl.program_id(0)
     gap = tl.load(gap_ptr + bh % H)
     for r0 in range(0, DK, BK):
