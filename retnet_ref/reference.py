@@ -76,12 +76,22 @@ def _stack(rows, d_v, dtype):
 # ---------------------------------------------------------------- retention: the three forms
 
 
+def _causal_product(q, k, v, D):
+    """(Q K^T ⊙ D) V summed row by row over the past only: o_n = Σ_{m≤n} (q_n · k_m) D_nm v_m.
+
+    Multiplying by the zeros of D above the diagonal would let a NaN or inf at a later position into
+    an earlier row (NaN · 0 = NaN); a sum that never reads the future cannot.
+    """
+    rows = [((q[n] @ k[:n + 1].T) * D[n, :n + 1]) @ v[:n + 1] for n in range(q.shape[0])]
+    return _stack(rows, v.shape[1], np.result_type(q, k, v, D))       # (T, d_v)
+
+
 def parallel(q, k, v, gamma):
     """Parallel form (Eq. 5): Retention(X) = (Q K^T ⊙ D) V with D_nm = γ^(n-m) for n ≥ m, else 0."""
     q, k, v, _ = _as_inputs(q, k, v, None)
     D = decay_matrix(q.shape[0], log_gamma(gamma))                  # (T, T)
     # O = (Q K^T ⊙ D) V
-    return ((q @ k.T) * D) @ v                                      # (T, d_v)
+    return _causal_product(q, k, v, D)                              # (T, d_v)
 
 
 def recurrent(q, k, v, gamma, state=None):
@@ -113,7 +123,7 @@ def chunkwise(q, k, v, gamma, chunk_size, state=None):
         qc, kc, vc = (x[start:start + chunk_size] for x in (q, k, v))   # (L, d) each
         L = qc.shape[0]
         # inner-chunk term: (Q K^T ⊙ D) V
-        inner = ((qc @ kc.T) * decay_matrix(L, lg)) @ vc            # (L, d_v)
+        inner = _causal_product(qc, kc, vc, decay_matrix(L, lg))    # (L, d_v)
         # cross-chunk term: (Q R_{i-1}) ⊙ ξ
         cross = (qc @ R) * xi(L, lg)[:, None]                       # (L, d_v)
         out.append(inner + cross)

@@ -46,6 +46,36 @@ def _initial_state(state, q, v, acc):
     return state.to(acc)
 
 
+# ---------------------------------------------------------------- non-finite inputs stay causal
+
+
+def finite_keys_and_values(k, v):
+    """k and v with every non-finite entry replaced by 0, and where those entries were (bool, same shapes).
+
+    A matrix product cannot keep a NaN or inf at a later position out of an earlier row: the causal
+    mask is a 0 there, and NaN · 0 = NaN, inf · 0 = NaN. So the parallel and chunkwise forms compute
+    on finite keys and values and then put the non-finite values back where they belong
+    (with_non_finite_after), which is what the recurrent form, a sum over the past only, does anyway.
+    """
+    bad_k, bad_v = ~torch.isfinite(k), ~torch.isfinite(v)
+    return k.masked_fill(bad_k, 0), v.masked_fill(bad_v, 0), bad_k, bad_v
+
+
+def with_non_finite_after(o, S, bad_k, bad_v):
+    """o (B, H, T, d_v) and the final state S (B, H, d_k, d_v) as the non-finite inputs make them.
+
+    A non-finite key at position m makes every q_n · k_m with n ≥ m non-finite: all of o_n from m on,
+    and row a of the state for a non-finite k_m[a]. A non-finite v_m[c] makes column c of o_n from m on
+    and of the state non-finite. Earlier positions keep their values. Such entries become NaN.
+    """
+    key_seen = bad_k.any(-1).cummax(dim=2).values[..., None]           # (B, H, T, 1): a bad key at or before n
+    value_seen = bad_v.cummax(dim=2).values                            # (B, H, T, d_v)
+    o = o.masked_fill(key_seen | value_seen, float("nan"))
+    if S is not None:
+        S = S.masked_fill(bad_k.any(2)[..., :, None] | bad_v.any(2)[..., None, :], float("nan"))
+    return o, S
+
+
 # ---------------------------------------------------------------- parallel (Eq. 5)
 
 
@@ -61,13 +91,15 @@ def _parallel(q, k, v, log_g):
     Reversing the sequence axis of k and v reverses the columns of Q K^T and the rows of V, so
     (Q K^T ⊙ D) V = (Q K_rev^T ⊙ D_rev) V_rev with D_rev = D with its columns reversed, a view of 2T-1
     numbers per head (decay.decay_matrix_columns_reversed). The only T×T tensor is the score matrix,
-    in the input dtype, which the decay multiplies in place.
+    in the input dtype, which the decay multiplies in place. Non-finite keys and values reach only
+    their own and later positions (finite_keys_and_values).
     """
+    k, v, bad_k, bad_v = finite_keys_and_values(k, v)
     D_rev = decay_matrix_columns_reversed(q.shape[2], log_g, q.dtype)   # (H, T, T) view
     # Q K^T ⊙ D, columns reversed
     scores = (q @ k.flip(2).transpose(-1, -2)).mul_(D_rev)           # (B, H, T, T)
     # O = (Q K^T ⊙ D) V
-    return scores @ v.flip(2)                                         # (B, H, T, d_v)
+    return with_non_finite_after(scores @ v.flip(2), None, bad_k, bad_v)[0]   # (B, H, T, d_v)
 
 
 # ---------------------------------------------------------------- recurrent (Eq. 6)
@@ -143,7 +175,14 @@ def _chunkwise(q, k, v, log_g, chunk_size, S):
     """The whole chunks in one batched pass, then the ragged rest (shorter than a chunk) as one chunk.
 
     S: the initial state in the accumulation dtype, or None for zeros (its term is then skipped).
+    Non-finite keys and values reach only their own and later positions (finite_keys_and_values).
     """
+    k, v, bad_k, bad_v = finite_keys_and_values(k, v)
+    o, S = _finite_chunkwise(q, k, v, log_g, chunk_size, S)
+    return with_non_finite_after(o, S, bad_k, bad_v)
+
+
+def _finite_chunkwise(q, k, v, log_g, chunk_size, S):
     T = q.shape[2]
     whole = T - T % chunk_size
     pieces = []

@@ -60,11 +60,12 @@ def _state_block(ptr, base, rows0, cols0, DK: tl.constexpr, DV: tl.constexpr, BK
 
 
 @triton.jit
-def _decay_matrix(log_g, C: tl.constexpr):
-    """D_rs = γ^(r-s) for r ≥ s, else 0: (C, C), float32."""
+def _decayed(scores, log_g, C: tl.constexpr):
+    """scores ⊙ D, D_rs = γ^(r-s) for r ≥ s, else 0, by selection: (C, C), float32. A NaN or inf score
+    above the diagonal (a non-finite future key) becomes 0 instead of NaN · 0 = NaN."""
     r = tl.arange(0, C)
     gap = (r[:, None] - r[None, :]).to(tl.float32)
-    return tl.where(gap >= 0, tl.exp(tl.maximum(gap, 0.0) * log_g), 0.0)
+    return tl.where(gap >= 0, scores * tl.exp(tl.maximum(gap, 0.0) * log_g), 0.0)
 
 
 @triton.jit
@@ -117,10 +118,18 @@ def _output_kernel(q_ptr, k_ptr, v_ptr, states_ptr, o_ptr, log_g_ptr, T, N, H, C
         R_ptrs, R_ok = _state_block(states_ptr, (bh * N + i) * DK * DV, k0, jv * BV, DK, DV, BK, BV)
         cross += tl.dot(q, tl.load(R_ptrs, mask=R_ok, other=0.0), input_precision=PRECISION)
     v = _tile(v_ptr, bh, t, t_ok, T, DV, jv * BV, BV)                        # (C, BV)
+    # a non-finite v_s[c] may reach o_r[c] for r ≥ s only: the product runs on finite values and the
+    # rows from the first non-finite one on are set to NaN (a product with the zeros of D would not
+    # keep it out of the rows above); later chunks receive it through R, which pass 1 carries forward
+    r = tl.arange(0, C)
+    v_bad = (v - v) != 0                                                     # NaN or ±inf
+    first_bad = tl.min(tl.where(v_bad, r[:, None], C), axis=0)               # (BV,), C where none
+    v = tl.where(v_bad, 0.0, v).to(v.dtype)
     # (Q K^T ⊙ D) V, the scores rounded to the input dtype like the PyTorch forms'
-    o = tl.dot((scores * _decay_matrix(log_g, C)).to(v.dtype), v, input_precision=PRECISION)
+    o = tl.dot(_decayed(scores, log_g, C).to(v.dtype), v, input_precision=PRECISION)
+    o = tl.where(r[:, None] >= first_bad[None, :], float("nan"), o)
     # + (Q R_{i-1}) ⊙ ξ,  ξ_r = γ^(r+1)
-    xi = tl.exp((tl.arange(0, C) + 1.0) * log_g)
+    xi = tl.exp((r + 1.0) * log_g)
     o += cross * xi[:, None]
     cols = jv * BV + tl.arange(0, BV)
     tl.store(o_ptr + bh * T * DV + t[:, None] * DV + cols[None, :], o.to(o_ptr.dtype.element_ty),
@@ -149,7 +158,7 @@ def _dq_dk_kernel(q_ptr, k_ptr, v_ptr, do_ptr, states_ptr, dstates_ptr, dq_ptr, 
         cross_k += tl.dot(v, tl.trans(tl.load(dS_ptrs, mask=ok, other=0.0)), input_precision=PRECISION)
     q = _tile(q_ptr, bh, t, t_ok, T, DK, jk * BK, BK)                        # (C, BK)
     k = _tile(k_ptr, bh, t, t_ok, T, DK, jk * BK, BK)                        # (C, BK)
-    dscores = (dscores * _decay_matrix(log_g, C)).to(q.dtype)
+    dscores = _decayed(dscores, log_g, C).to(q.dtype)
     r = tl.arange(0, C).to(tl.float32)
     xi = tl.exp((r + 1.0) * log_g)
     zeta = tl.where(t_ok, tl.exp((L - 1.0 - r) * log_g), 0.0)
@@ -180,7 +189,7 @@ def _dv_kernel(q_ptr, k_ptr, do_ptr, dstates_ptr, dv_ptr, log_g_ptr, T, N, H, C:
         dS_ptrs, ok = _state_block(dstates_ptr, (bh * N + i) * DK * DV, k0, jv * BV, DK, DV, BK, BV)
         cross += tl.dot(k, tl.load(dS_ptrs, mask=ok, other=0.0), input_precision=PRECISION)
     do = _tile(do_ptr, bh, t, t_ok, T, DV, jv * BV, BV)                      # (C, BV)
-    scores = (scores * _decay_matrix(log_g, C)).to(do.dtype)
+    scores = _decayed(scores, log_g, C).to(do.dtype)
     r = tl.arange(0, C).to(tl.float32)
     zeta = tl.where(t_ok, tl.exp((L - 1.0 - r) * log_g), 0.0)
     dv = tl.dot(tl.trans(scores), do, input_precision=PRECISION) + cross * zeta[:, None]
