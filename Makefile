@@ -7,13 +7,17 @@
 # TORCH selects the torch build installed into the virtual environment, TORCH_INDEX the index it comes
 # from (e.g. PyTorch's CPU-only wheels on Linux: see the README); keep a build you already have with
 #   make TORCH= VENV_FLAGS=--system-site-packages
+# EXTRAS the project's extras installed: make test EXTRAS=dev,browser adds the driver of the browser
+# test (which also needs a Chromium: Debian's chromium package, or RETNET_CHROMIUM=/path/to/chrome)
 PYTHON     ?= python3
 VENV       ?= .venv
 TORCH      ?= torch==2.13.0
 TORCH_INDEX ?=
 VENV_FLAGS ?=
+EXTRAS     ?= dev
 PY         := $(VENV)/bin/python
-STAMP      := $(VENV)/.installed
+comma      := ,
+STAMP      := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 .PHONY: all run verify notebooks lab test test-fast test-cuda notebooks-inplace clean
 
@@ -23,7 +27,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(if $(strip $(TORCH)),$(PY) -m pip install --quiet $(if $(strip $(TORCH_INDEX)),--index-url $(TORCH_INDEX)) "$(TORCH)")
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
 run: verify notebooks

@@ -88,3 +88,19 @@ def naive_retention():
 def gamma_strategy():
     """A valid decay γ ∈ (0, 1]: 1 itself (no decay) is drawn on purpose, subnormal values may be."""
     return st.one_of(st.just(1.0), st.floats(min_value=0.0, max_value=1.0, exclude_min=True))
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One line that says whether the real-browser tests (marker `browser`) ran, and how they ended."""
+    outcomes = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            keywords = getattr(report, "keywords", {})
+            if "browser" not in keywords or getattr(report, "when", None) is None:
+                continue
+            if report.when == "call" or report.outcome != "passed":  # skips, errors end at setup
+                outcomes[report.nodeid] = report.outcome
+    if outcomes:
+        ends = list(outcomes.values())
+        counts = [f"{ends.count(o)} {o}" for o in ("passed", "failed", "skipped")]
+        terminalreporter.write_line("browser tests: " + ", ".join(counts))
