@@ -12,6 +12,9 @@ import numpy as np
 import torch
 
 
+# the floating dtypes the torch forms compute in (float8 formats have no arithmetic of their own)
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
 COMPLEX_GAMMA_HINT = (" (γ is the real decay |γ e^{iθ}|: the rotation e^{iθ} is applied to q and k, by "
                       "retnet_ref.rotation.rotate)")
 
@@ -57,7 +60,8 @@ def check_gammas(gamma, num_heads: int, name: str = "gamma") -> tuple[float, ...
     if any(isinstance(g, bool) for g in values):
         raise TypeError(f"{name} must hold real numbers, one per head, not booleans: got {gamma!r}")
     if any(not isinstance(g, numbers.Real) for g in values):
-        raise TypeError(f"{name} must be a sequence of real numbers, one per head, got {gamma!r}")
+        raise TypeError(f"{name} must be a sequence of real numbers, one per head, got {gamma!r}"
+                        + (COMPLEX_GAMMA_HINT if any(isinstance(g, numbers.Complex) for g in values) else ""))
     if len(values) != num_heads:
         raise ValueError(f"{name} must hold one value per head: expected length {num_heads}, got {len(values)}")
     values = tuple(float(g) for g in values)
@@ -75,6 +79,11 @@ def _check_gamma_tensor_metadata(gamma: torch.Tensor, num_heads: int, name: str)
     if gamma.dim() != 1 or gamma.shape[0] != num_heads:
         raise ValueError(f"{name} must hold one value per head: expected length {num_heads}, "
                          f"got shape {tuple(gamma.shape)}")
+    if gamma.requires_grad:
+        raise TypeError(f"{name} requires grad, but the decays are fixed (RetNet does not learn γ): "
+                        f"pass {name}.detach()")
+    if gamma.device.type == "meta":
+        raise ValueError(f"{name} is on the meta device and holds no values; pass it on the CPU or the inputs' device")
 
 
 def check_gamma_tensor(gamma: torch.Tensor, num_heads: int, name: str = "gamma"):
@@ -100,11 +109,24 @@ def check_chunk_size(chunk_size, name: str = "chunk_size") -> int:
     return int(chunk_size)
 
 
+def as_numpy_array(x, name: str) -> np.ndarray:
+    """x as a NumPy array for the reference: a torch tensor that requires grad or a ragged nested list
+    gets an error that names the argument (NumPy's own would not)."""
+    if isinstance(x, torch.Tensor):
+        if x.requires_grad:
+            raise TypeError(f"{name} requires grad: the NumPy reference computes no gradients, pass {name}.detach()")
+        x = x.cpu().numpy()
+    try:
+        return np.asarray(x)
+    except ValueError:
+        raise ValueError(f"{name} must be a rectangular (T, d) array of numbers, got a ragged nested sequence") from None
+
+
 def check_numpy_qkv(q, k, v):
     """Single-head reference inputs: q, k (T, d_k) real or complex, v (T, d_v)."""
     arrays = []
     for name, x in (("q", q), ("k", k), ("v", v)):
-        x = np.asarray(x)
+        x = as_numpy_array(x, name)
         if x.dtype.kind not in "fc":
             raise TypeError(f"{name} must hold floating or complex numbers, got dtype {x.dtype}")
         if x.ndim != 2:
@@ -121,7 +143,7 @@ def check_numpy_qkv(q, k, v):
 def check_numpy_state(state, d_k: int, d_v: int):
     if state is None:
         return None
-    state = np.asarray(state)
+    state = as_numpy_array(state, "state")
     if state.dtype.kind not in "fc":
         raise TypeError(f"state must hold floating or complex numbers, got dtype {state.dtype}")
     if state.shape != (d_k, d_v):
@@ -134,8 +156,9 @@ def check_torch_qkv(q, k, v):
     for name, x in (("q", q), ("k", k), ("v", v)):
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-        if not x.dtype.is_floating_point:
-            raise TypeError(f"{name} must have a real floating dtype, got {x.dtype}")
+        if x.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"{name} must have a real floating dtype ({', '.join(map(str, FLOAT_DTYPES))}), "
+                            f"got {x.dtype}")
         if x.dim() != 4:
             raise ValueError(f"{name} must be 4-D (B, H, T, d), got shape {tuple(x.shape)}")
     if q.shape != k.shape:
@@ -163,3 +186,38 @@ def check_torch_state(state, q: torch.Tensor, v: torch.Tensor):
     if state.device != q.device:
         raise ValueError(f"state must be on the inputs' device {q.device}, got {state.device}")
     return state
+
+
+def check_token_tensor(tokens, dims: int = 2, name: str = "tokens") -> None:
+    """Token ids for a language model: a torch.long tensor (B, T) (dims=2) or (B,) (dims=1, one new token
+    per sequence) with B ≥ 1 and T ≥ 1. Metadata only: nothing is read on the host."""
+    layout = "(B, T)" if dims == 2 else "(B,)"
+    if not isinstance(tokens, torch.Tensor):
+        raise TypeError(f"{name} must be a {layout} torch.long tensor of token ids, got {type(tokens).__name__}")
+    if tokens.dtype != torch.long:
+        raise TypeError(f"{name} must have dtype torch.long (token ids), got {tokens.dtype}"
+                        + (": convert with .long()" if not tokens.dtype.is_floating_point else ""))
+    if tokens.dim() != dims:
+        raise ValueError(f"{name} must be a {layout} tensor, got shape {tuple(tokens.shape)}")
+    if tokens.shape[0] < 1:
+        raise ValueError(f"{name} must hold at least one sequence (B >= 1), got shape {tuple(tokens.shape)}")
+    if dims == 2 and tokens.shape[1] < 1:
+        raise ValueError(f"{name} must hold at least one position per sequence (T >= 1), got shape "
+                         f"{tuple(tokens.shape)}")
+
+
+def check_token_range(tokens: torch.Tensor, vocab_size: int, name: str = "tokens") -> None:
+    """Every id in [0, vocab_size): reads one number on the host (a synchronisation on a GPU)."""
+    outside = int(((tokens < 0) | (tokens >= vocab_size)).sum())
+    if outside:
+        raise ValueError(f"{name} must be token ids in [0, vocab_size={vocab_size}), got {outside} outside "
+                         f"(min {int(tokens.min())}, max {int(tokens.max())})")
+
+
+def check_seed(seed):
+    """A sampling seed: None or an integer in [0, 2^64)."""
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2 ** 64:
+        raise ValueError(f"seed must be None or an integer in [0, 2^64), got {seed!r}")
+    return int(seed)

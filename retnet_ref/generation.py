@@ -23,6 +23,8 @@ from typing import Any, Callable
 
 import torch
 
+from ._checks import check_seed, check_token_tensor
+
 Prefill = Callable[[torch.Tensor], tuple[torch.Tensor, Any]]
 Step = Callable[[torch.Tensor, Any], tuple[torch.Tensor, Any]]
 
@@ -134,15 +136,12 @@ def generate_tokens(prefill: Prefill, step: Step, prompt: torch.Tensor, max_new_
     temperature, top_k = check_sampling(temperature, top_k)
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
-    if not isinstance(prompt, torch.Tensor) or prompt.dim() != 2 or prompt.dtype != torch.long:
-        raise ValueError(f"prompt must be a (B, T0) torch.long tensor, got "
-                         f"{getattr(prompt, 'dtype', type(prompt))} {tuple(getattr(prompt, 'shape', ()))}")
-    if prompt.shape[1] < 1:
-        raise ValueError("prompt must hold at least one token per row (T0 >= 1)")
+    check_token_tensor(prompt, name="prompt")
     use_graph = check_cuda_graph(cuda_graph, prompt)
+    seed = check_seed(seed)
     generator = None
     if seed is not None:
-        generator = torch.Generator(device=prompt.device).manual_seed(int(seed))
+        generator = torch.Generator(device=prompt.device).manual_seed(seed)
     if max_new_tokens == 0:
         return prompt.clone()
     tokens = [prompt]

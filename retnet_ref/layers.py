@@ -156,6 +156,10 @@ class MultiScaleRetention(ExactBuffers):
         if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[-1] != self.d_model:
             raise ValueError(f"x must be a (B, T, d_model={self.d_model}) tensor, got "
                              f"{tuple(getattr(x, 'shape', ()))}")
+        weight = self.q_proj.weight
+        if x.dtype != weight.dtype or x.device != weight.device:
+            raise TypeError(f"x is {x.dtype} on {x.device} but the layer's weights are {weight.dtype} on "
+                            f"{weight.device}: move one to the other (x.to(...) or layer.to(...))")
         chunk_size = check_mode(mode, chunk_size)
         if self.backend == "triton" and mode == "chunkwise":
             chunk_size = check_tile_height(chunk_size)

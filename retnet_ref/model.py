@@ -18,12 +18,14 @@ converts a torchscale RetNetDecoder with its weights.
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from ._checks import check_gammas, check_token_range, check_token_tensor
 from .generation import generate_tokens
 from .kernels import check_backend, check_tile_height
 from .layers import ACTIVATIONS, RetNetBlock, positive_int, make_norm
@@ -84,8 +86,14 @@ class RetNetConfig:
             positive_int(getattr(self, name), name)
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
-        if isinstance(self.gamma, str) and self.gamma not in GAMMA_SCHEDULES:
-            raise ValueError(f"gamma must be one of {GAMMA_SCHEDULES} or one value per head, got {self.gamma!r}")
+        if isinstance(self.gamma, str):
+            if self.gamma not in GAMMA_SCHEDULES:
+                raise ValueError(f"gamma must be one of {GAMMA_SCHEDULES} or one value per head, got {self.gamma!r}")
+        else:
+            check_gammas(self.gamma, self.num_heads)
+        if isinstance(self.embed_scale, bool) or not isinstance(self.embed_scale, numbers.Real) \
+                or not math.isfinite(self.embed_scale) or self.embed_scale <= 0:
+            raise ValueError(f"embed_scale must be a finite number > 0, got {self.embed_scale!r}")
         if self.normalisation not in NORMALISATIONS:
             raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {self.normalisation!r}")
         if check_backend(self.backend) == "triton":
@@ -170,16 +178,8 @@ class RetNet(nn.Module):
     # ------------------------------------------------------------ checks
 
     def _check_tokens(self, tokens):
-        if not isinstance(tokens, torch.Tensor):
-            raise TypeError(f"tokens must be a torch.Tensor of token ids, got {type(tokens).__name__}")
-        if tokens.dtype.is_floating_point or tokens.dtype.is_complex or tokens.dtype == torch.bool:
-            raise TypeError(f"tokens must have an integer dtype (torch.long), got {tokens.dtype}")
-        if tokens.dim() != 2 or tokens.shape[1] < 1:
-            raise ValueError(f"tokens must have shape (B, T) with T >= 1, got {tuple(tokens.shape)}")
-        low, high = int(tokens.min()), int(tokens.max())
-        if low < 0 or high >= self.config.vocab_size:
-            raise ValueError(f"tokens must lie in [0, vocab_size={self.config.vocab_size}), "
-                             f"got values in [{low}, {high}]")
+        check_token_tensor(tokens)
+        check_token_range(tokens, self.config.vocab_size)
 
     def _check_state(self, state, batch, device):
         if state is None:
@@ -248,8 +248,7 @@ class RetNet(nn.Module):
         the device, or any host copy: the step generate() replays as a CUDA graph, and that
         torch.compile(fullgraph=True) traces. An out-of-range token id still fails, in the embedding.
         """
-        if token.dim() != 1 or token.dtype != torch.long:
-            raise ValueError(f"token must be a (B,) torch.long tensor, got {token.dtype} {tuple(token.shape)}")
+        check_token_tensor(token, dims=1, name="token")
         x = self.embed(token[:, None]) * self.config.embed_scale        # (B, 1, d)
         # every layer has the same θ and γ: the step's rotation and decay factors, computed once
         factors = self.blocks[0].retention.step_factors(state.n, x.dtype)

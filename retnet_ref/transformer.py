@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._checks import check_token_range, check_token_tensor
 from .exact_buffers import ExactBuffers
 from .generation import generate_tokens
 from .rotation import theta_schedule, rotate
@@ -171,20 +172,6 @@ def _check_room(cache: KVCache, length: int, new_tokens: int):
 # ---------------------------------------------------------------- token checks
 
 
-def _check_token_shape(tokens):
-    if not isinstance(tokens, torch.Tensor) or tokens.dtype != torch.long or tokens.dim() != 2:
-        raise ValueError(f"tokens must be a (B, T) torch.long tensor, got "
-                         f"{getattr(tokens, 'dtype', type(tokens).__name__)} {tuple(getattr(tokens, 'shape', ()))}")
-    if tokens.shape[1] < 1:
-        raise ValueError("tokens must hold at least one position (T >= 1)")
-
-
-def _check_token_vector(token):
-    if not isinstance(token, torch.Tensor) or token.dtype != torch.long or token.dim() != 1:
-        raise ValueError(f"token must be a (B,) torch.long tensor (one id per sequence), got "
-                         f"{getattr(token, 'dtype', type(token).__name__)} {tuple(getattr(token, 'shape', ()))}")
-
-
 def _count_outside(tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:
     """How many ids lie outside [0, vocab_size): a 0-d tensor on the tokens' device (nothing read yet)."""
     return ((tokens < 0) | (tokens >= vocab_size)).sum()
@@ -192,14 +179,8 @@ def _count_outside(tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:
 
 def _check_token_ids(tokens: torch.Tensor, vocab_size: int, outside: int):
     if outside:
-        raise ValueError(f"token ids must lie in [0, {vocab_size}), got {outside} outside "
+        raise ValueError(f"tokens must be token ids in [0, vocab_size={vocab_size}), got {outside} outside "
                          f"(min {int(tokens.min())}, max {int(tokens.max())})")
-
-
-def _check_tokens(tokens, vocab_size: int):
-    """Shape and range of (B, T) tokens; reading the range synchronises once."""
-    _check_token_shape(tokens)
-    _check_token_ids(tokens, vocab_size, int(_count_outside(tokens, vocab_size)))
 
 
 # ---------------------------------------------------------------- how a call reads the cache
@@ -363,10 +344,10 @@ class Transformer(nn.Module):
         cache object comes back, advanced by T. Reads the token range and the cached length on the host
         (one synchronisation) to check them; decode_step is the path without any.
         """
+        check_token_tensor(tokens)
         if cache is None:
-            _check_tokens(tokens, self.config.vocab_size)
+            check_token_range(tokens, self.config.vocab_size)
             return self._forward_without_cache(tokens)
-        _check_token_shape(tokens)
         _check_cache(cache, self.config, tokens.shape[0], tokens.device)
         # the one synchronisation: the number of out-of-range ids and the cached length, read together
         outside, length = torch.stack((_count_outside(tokens, self.config.vocab_size), cache.length)).tolist()
@@ -385,7 +366,7 @@ class Transformer(nn.Module):
         fails loudly in nn.Embedding (on CUDA as a device-side assert); nor is the room left, and a full
         cache fails in index_copy_ (IndexError on the CPU, a device-side assert on CUDA).
         """
-        _check_token_vector(token)
+        check_token_tensor(token, dims=1, name="token")
         _check_cache(cache, self.config, token.shape[0], token.device)
         logits = self._forward_with_cache(token[:, None], cache, _read_whole_capacity(cache, 1))   # (B, 1, V)
         return logits[:, 0]                                                                         # (B, V)
@@ -420,7 +401,8 @@ class Transformer(nn.Module):
         T0, T0 + 1, inside the capacity: a graph is used from 2 new tokens on), then rewinds it
         (KVCache.snapshot).
         """
-        _check_tokens(prompt, self.config.vocab_size)
+        check_token_tensor(prompt, name="prompt")
+        check_token_range(prompt, self.config.vocab_size, "prompt")
 
         def prefill(prompt):
             cache = self.empty_cache(prompt.shape[0], prompt.shape[1] + max_new_tokens, device=prompt.device)

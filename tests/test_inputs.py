@@ -179,12 +179,12 @@ def test_torch_tensors_that_are_not_4d(form, name, ndim):
         TORCH_FORMS[form](**args)
 
 
-@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool, torch.complex128])
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool, torch.complex128, torch.float8_e4m3fn])
 @pytest.mark.parametrize("name", ["q", "k", "v"])
 @pytest.mark.parametrize("form", TORCH_FORMS)
 def test_torch_integer_bool_or_complex_dtype(form, name, dtype):
     args = dict(zip("qkv", torch_inputs()))
-    args[name] = torch.ones(args[name].shape, dtype=dtype)
+    args[name] = torch.ones(args[name].shape).to(dtype)
     with pytest.raises(TypeError, match=f"^{name} must have a real floating dtype"):
         TORCH_FORMS[form](**args)
 
@@ -334,3 +334,68 @@ def test_effective_memory_needs_gamma_in_the_unit_interval(gamma):
 
     with pytest.raises(ValueError, match="^gamma must lie in \\(0, 1\\]"):
         effective_memory(gamma)
+
+
+# ---------------------------------------------------------------- the models and the config: every error names its argument
+
+
+def _models():
+    from retnet_ref.model import RetNet, RetNetConfig
+    from retnet_ref.transformer import Transformer, TransformerConfig
+    return {"retnet": RetNet(RetNetConfig()), "transformer": Transformer(TransformerConfig())}
+
+
+@pytest.mark.parametrize("kind", ["retnet", "transformer"])
+@pytest.mark.parametrize("tokens, error, message", [
+    (torch.zeros(0, 5, dtype=torch.long), ValueError, "at least one sequence"),
+    (torch.zeros(1, 5, dtype=torch.int16), TypeError, "dtype torch.long"),
+    (torch.zeros(1, 5, dtype=torch.uint8), TypeError, "dtype torch.long"),
+    (torch.zeros(1, 5), TypeError, "dtype torch.long"),
+    ([[1, 2]], TypeError, "torch.long tensor"),
+    (torch.tensor([[0, 999]]), ValueError, "token ids in \\[0, vocab_size=256\\)"),
+])
+def test_both_models_reject_bad_tokens_alike(kind, tokens, error, message):
+    model = _models()[kind]
+    with pytest.raises(error, match=f"^tokens must .*{message}"):
+        model(tokens)
+
+
+@pytest.mark.parametrize("overrides, error, message", [
+    (dict(gamma=0.9), TypeError, "^gamma must be a sequence of 2 values"),
+    (dict(gamma=(0.9 + 0.1j, 0.8)), TypeError, "rotation e\\^\\{iθ\\} is applied to q and k"),
+    (dict(gamma=(0.9, 1.5)), ValueError, "^gamma"),
+    (dict(embed_scale=float("nan")), ValueError, "^embed_scale must be a finite number > 0"),
+    (dict(embed_scale="2"), ValueError, "^embed_scale"),
+])
+def test_config_rejects_bad_gamma_and_embed_scale(overrides, error, message):
+    from retnet_ref.model import RetNetConfig
+    with pytest.raises(error, match=message):
+        RetNetConfig(**overrides)
+
+
+def test_gamma_tensors_that_cannot_be_fixed_decays():
+    q = torch.randn(1, 2, 5, 4)
+    with pytest.raises(TypeError, match="^gamma requires grad"):
+        parallel_retention(q, q, q, torch.tensor([0.9, 0.8], requires_grad=True))
+    with pytest.raises(ValueError, match="^gamma is on the meta device"):
+        parallel_retention(q, q, q, torch.tensor([0.9, 0.8], device="meta"))
+
+
+def test_reference_inputs_named():
+    with pytest.raises(ValueError, match="^q must be a rectangular"):
+        reference.parallel([[1.0, 2.0], [3.0]], [[1.0, 2.0], [3.0, 4.0]], [[1.0], [2.0]], 0.9)
+    with pytest.raises(TypeError, match="^q requires grad"):
+        reference.parallel(torch.randn(3, 2, requires_grad=True), torch.randn(3, 2), torch.randn(3, 2), 0.9)
+
+
+def test_a_layer_refuses_input_of_another_dtype():
+    from retnet_ref.layers import MultiScaleRetention
+    with pytest.raises(TypeError, match="^x is torch.float64 on cpu but the layer's weights are torch.float32"):
+        MultiScaleRetention(8, 2)(torch.randn(1, 3, 8, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, "a", True])
+def test_generate_rejects_bad_seeds(seed):
+    model = _models()["retnet"]
+    with pytest.raises(ValueError, match="^seed must be None or an integer"):
+        model.generate(torch.zeros(1, 3, dtype=torch.long), 2, temperature=1.0, seed=seed)

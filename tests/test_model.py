@@ -204,8 +204,10 @@ def test_generate_tokens_calls_step_once_per_new_token_but_the_last():
     assert out.tolist() == [[0, 1, 2, 3, 4, 5]] and len(calls) == 3
     with pytest.raises(ValueError, match="max_new_tokens"):
         generate_tokens(prefill, step, torch.tensor([[0, 1]]), -1)
-    with pytest.raises(ValueError, match="prompt"):
+    with pytest.raises(TypeError, match="^prompt must have dtype torch.long"):
         generate_tokens(prefill, step, torch.tensor([[0.0]]), 1)
+    with pytest.raises(ValueError, match="^seed must be None or an integer"):
+        generate_tokens(prefill, step, torch.tensor([[0, 1]]), 1, temperature=1.0, seed=-1)
 
 
 # ---------------------------------------------------------------- bad input
@@ -350,7 +352,7 @@ def test_cuda_graph_generation_needs_a_cuda_prompt():
 
 def test_decode_step_rejects_a_token_batch_of_the_wrong_shape():
     model = tiny()
-    with pytest.raises(ValueError, match="token must be a \\(B,\\) torch.long tensor"):
+    with pytest.raises(ValueError, match="token must be a \\(B,\\) tensor"):
         model.decode_step(tokens(length=2), model.empty_state(2))
 
 
