@@ -43,7 +43,6 @@ import argparse
 import dataclasses
 import gc
 import json
-import os
 import platform
 import shlex
 import shutil
@@ -63,6 +62,7 @@ from torch import nn
 from . import kernels
 from .decay import gamma_schedule
 from .generation import capture_cuda_graph
+from .memory import available_bytes
 from .model import RetNet, RetNetConfig
 from .normalized import RetentionState, step_decay_factors
 from .retention import chunkwise_retention, parallel_retention, recurrent_retention
@@ -298,26 +298,6 @@ def graphed_seconds(step: Callable, timer: Timer, repeats: int | None = None,
     return measured(timer.median_seconds(replay, repeats))
 
 
-def _cpu_available_bytes() -> int:
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-
-
-def available_bytes(device: torch.device) -> int:
-    """Memory a new allocation can get: free device memory plus PyTorch's cached free blocks (CUDA),
-    MemAvailable (CPU)."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-    return _cpu_available_bytes()
-
-
 def release_memory(device: torch.device):
     gc.collect()
     if device.type == "cuda":
@@ -329,7 +309,7 @@ def measure_if_it_fits(required_bytes: int, device: torch.device, measure: Calla
     estimate, times a slack, plus a margin) exceed the available memory, or when measuring runs out
     of memory (then the memory is released before returning)."""
     free = available_bytes(device)
-    if MEMORY_ESTIMATE_SLACK * required_bytes + MEMORY_MARGIN_BYTES > free:
+    if free is not None and MEMORY_ESTIMATE_SLACK * required_bytes + MEMORY_MARGIN_BYTES > free:
         return not_measured(DOES_NOT_FIT, f"needs about {required_bytes / GiB:.2f} GiB, "
                                           f"{free / GiB:.2f} GiB available")
     try:

@@ -23,6 +23,7 @@ import torch
 
 from ._checks import check_chunk_size, check_gamma_tensor, check_gammas, check_torch_qkv, check_torch_state
 from .decay import causal_decay, decay_matrix_columns_reversed, xi, zeta
+from .memory import available_bytes
 
 
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -79,6 +80,22 @@ def with_non_finite_after(o, S, bad_k, bad_v):
 # ---------------------------------------------------------------- parallel (Eq. 5)
 
 
+def check_scores_fit(q):
+    """The parallel form holds one (B, H, T, T) score tensor in q's dtype: a call whose scores cannot fit
+    in the memory the device has free is refused with MemoryError (instead of a crash, or the system
+    killing the process). Skipped under torch.compile, where nothing may be read on the host."""
+    if torch.compiler.is_compiling():
+        return
+    B, H, T, _ = q.shape
+    need = B * H * T * T * q.element_size()
+    free = available_bytes(q.device)
+    if free is not None and need > free:
+        raise MemoryError(f"parallel_retention needs {need / 2 ** 30:.1f} GiB for its (B, H, T, T) = "
+                          f"({B}, {H}, {T}, {T}) {q.dtype} scores, {free / 2 ** 30:.1f} GiB are available: "
+                          "use chunkwise_retention (memory linear in T) or a smaller batch")
+
+
+
 def parallel_retention(q, k, v, gamma):
     """Parallel form (Eq. 5): O = (Q K^T ⊙ D) V, D_nm = γ^(n-m) for n ≥ m, else 0.  O(T² d) time."""
     check_torch_qkv(q, k, v)
@@ -94,6 +111,9 @@ def _parallel(q, k, v, log_g):
     in the input dtype, which the decay multiplies in place. Non-finite keys and values reach only
     their own and later positions (finite_keys_and_values).
     """
+    if q.dtype == torch.float16:                  # q·k past 65,504 would overflow: scores in float32
+        return _parallel(q.float(), k.float(), v.float(), log_g).half()
+    check_scores_fit(q)
     k, v, bad_k, bad_v = finite_keys_and_values(k, v)
     D_rev = decay_matrix_columns_reversed(q.shape[2], log_g, q.dtype)   # (H, T, T) view
     # Q K^T ⊙ D, columns reversed
@@ -177,6 +197,9 @@ def _chunkwise(q, k, v, log_g, chunk_size, S):
     S: the initial state in the accumulation dtype, or None for zeros (its term is then skipped).
     Non-finite keys and values reach only their own and later positions (finite_keys_and_values).
     """
+    if q.dtype == torch.float16:                  # q·k past 65,504 would overflow: products in float32
+        o, S = _chunkwise(q.float(), k.float(), v.float(), log_g, chunk_size, S)
+        return o.half(), S
     k, v, bad_k, bad_v = finite_keys_and_values(k, v)
     o, S = _finite_chunkwise(q, k, v, log_g, chunk_size, S)
     return with_non_finite_after(o, S, bad_k, bad_v)

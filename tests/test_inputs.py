@@ -399,3 +399,34 @@ def test_generate_rejects_bad_seeds(seed):
     model = _models()["retnet"]
     with pytest.raises(ValueError, match="^seed must be None or an integer"):
         model.generate(torch.zeros(1, 3, dtype=torch.long), 2, temperature=1.0, seed=seed)
+
+
+# ---------------------------------------------------------------- float16 range and the parallel form's memory
+
+
+@pytest.mark.parametrize("form", ["parallel", "chunkwise", "recurrent"])
+def test_float16_scores_beyond_its_range_do_not_overflow(form):
+    """q·k = 4·300² = 360,000 > 65,504 (float16's largest number) while every input and output is
+    representable. The scores are formed in float32, so each form matches the float64 result of the
+    float16-rounded inputs to within two float16 roundings of the output (2^-10 relative)."""
+    q = torch.full((1, 1, 6, 4), 300.0)
+    k = torch.full((1, 1, 6, 4), 300.0) * torch.linspace(0.5, 1.0, 6)[None, None, :, None]
+    v = torch.randn(1, 1, 6, 3, generator=torch.Generator().manual_seed(0)) * 1e-3
+    gamma = [0.9]
+    run = {"parallel": lambda *x: parallel_retention(*x, gamma),
+           "chunkwise": lambda *x: chunkwise_retention(*x, gamma, 4)[0],
+           "recurrent": lambda *x: recurrent_retention(*x, gamma)[0]}[form]
+    half = [x.half() for x in (q, k, v)]
+    truth = parallel_retention(*(x.double() for x in half), gamma)
+    out = run(*half)
+    assert out.dtype == torch.float16 and torch.isfinite(out).all()
+    assert ((out.double() - truth).abs().max() / truth.abs().max()).item() < 2 ** -10
+
+
+def test_the_parallel_form_refuses_scores_that_cannot_fit(monkeypatch):
+    from retnet_ref import retention
+    monkeypatch.setattr(retention, "available_bytes", lambda device: 1000)
+    q = torch.randn(1, 2, 20, 4)                            # scores: 1·2·20·20 float32 = 3200 bytes
+    with pytest.raises(MemoryError, match=r"needs .* GiB for its \(B, H, T, T\) = \(1, 2, 20, 20\)"):
+        parallel_retention(q, q, q, [0.9, 0.8])
+    chunkwise_retention(q, q, q, [0.9, 0.8], 8)             # linear memory: not refused

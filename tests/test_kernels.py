@@ -126,6 +126,8 @@ def test_bad_input_is_named(device):
         kernels.chunkwise_retention(q, k, v, GAMMAS, 48)
     with pytest.raises(TypeError, match="float64 is the PyTorch forms'"):
         kernels.chunkwise_retention(*(x.double() for x in (q, k, v)), GAMMAS, 16)
+    with pytest.raises(TypeError, match="does not take float16 .* overflow past 65,504"):
+        kernels.chunkwise_retention(*(x.half() for x in (q, k, v)), GAMMAS, 16)
     with pytest.raises(ValueError, match="d_k, d_v ≥ 16"):
         kernels.chunkwise_retention(q[..., :8], k[..., :8], v, GAMMAS, 16)
     with pytest.raises(ValueError, match="gamma"):

@@ -269,7 +269,7 @@ class _ChunkwiseRetention(torch.autograd.Function):
 def chunkwise_retention(q, k, v, gamma, chunk_size: int = 64, state=None):
     """retention.chunkwise_retention on Triton kernels: the same arguments, contract and results.
 
-    q, k (B, H, T, d_k), v (B, H, T, d_v) of one dtype (float16, bfloat16 or float32), on CUDA (or
+    q, k (B, H, T, d_k), v (B, H, T, d_v) of one dtype (bfloat16 or float32; float16 is refused), on CUDA (or
     the CPU under TRITON_INTERPRET=1); gamma one value per head; chunk_size one of TILE_HEIGHTS;
     state (B, H, d_k, d_v) or None. Returns (o (B, H, T, d_v) in the input dtype, R_last
     (B, H, d_k, d_v) float32). Differentiable in q, k, v and state.
@@ -285,6 +285,9 @@ def _chunkwise(q, k, v, log_g, C, S0):
     """chunkwise_retention's body (retention._chunkwise's signature): log_g (H,) float64 on q's device,
     S0 None or (B, H, d_k, d_v) in the accumulation dtype; C a tile height."""
     require_triton(q)
+    if q.dtype == torch.float16:
+        raise TypeError("backend='triton' does not take float16 for the chunkwise form: its scores, rounded to "
+                        "float16 for the products, overflow past 65,504; use bfloat16 or float32")
     B, H, T, DK = q.shape
     DV = v.shape[-1]
     if min(DK, DV) < 16:
