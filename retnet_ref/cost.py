@@ -37,7 +37,11 @@ def _check_positive(**values) -> None:
 
 
 def parallel_cost(length: int, d_k: int, d_v: int) -> Cost:
-    """Eq. 5, O = (Q K^T ⊙ D) V:  Q K^T 2T²d_k, ⊙ D T², (·) V 2T²d_v;  memory D and the scores, 2T²."""
+    """Eq. 5, O = (Q K^T ⊙ D) V:  Q K^T 2T²d_k, ⊙ D T², (·) V 2T²d_v;  memory D and the scores, 2T².
+
+    retention.parallel_retention holds less: the scores (T² in the input dtype, float32 for float16
+    inputs) and D as a view of 2T-1 numbers; it refuses scores that do not fit in the free memory.
+    """
     _check_positive(length=length, d_k=d_k, d_v=d_v)
     T = length
     return Cost(flops=2 * T * T * d_k + T * T + 2 * T * T * d_v, memory=2 * T * T)
