@@ -202,8 +202,9 @@ class RetNet(nn.Module):
     # ------------------------------------------------------------ forward
 
     def forward(self, tokens: torch.Tensor, mode: str = "parallel", chunk_size: int | None = None,
-                state: RetNetState | None = None) -> tuple[torch.Tensor, RetNetState]:
-        """tokens (B, T) → (logits (B, T, V), RetNetState after the last token).
+                state: RetNetState | None = None, last_only: bool = False) -> tuple[torch.Tensor, RetNetState]:
+        """tokens (B, T) → (logits (B, T, V), RetNetState after the last token); last_only: the logits of
+        the last position only, (B, 1, V) (a prefill: the head's output for the whole prompt is not built).
 
         mode "parallel" (Eq. 5), "recurrent" (Eq. 6, a loop over tokens) or "chunkwise" (Eq. 7; needs
         chunk_size). state: None (start of a sequence) or the state returned by any earlier call.
@@ -216,7 +217,8 @@ class RetNet(nn.Module):
         for i, block in enumerate(self.blocks):
             x, layer_state = block(x, mode, chunk_size, None if state is None else state.layers[i])
             layer_states.append(layer_state)
-        return self.head(self.final_norm(x)), RetNetState(layer_states)   # (B, T, V)
+        x = x[:, -1:] if last_only else x                              # (B, T or 1, d)
+        return self.head(self.final_norm(x)), RetNetState(layer_states)   # (B, T or 1, V)
 
     def set_backend(self, backend: str, chunk_size: int | None = None) -> "RetNet":
         """Run the chunkwise mode and decode steps on other kernels ("torch" or "triton"), in place.
@@ -269,7 +271,7 @@ class RetNet(nn.Module):
         chunk_size = self.config.chunk_size if chunk_size is None else chunk_size
 
         def prefill(tokens):
-            logits, state = self(tokens, "chunkwise", chunk_size)
+            logits, state = self(tokens, "chunkwise", chunk_size, last_only=True)   # (B, 1, V)
             return logits[:, -1], state                                 # (B, V)
 
         def step(token, state):

@@ -335,8 +335,9 @@ class Transformer(nn.Module):
                        values=[torch.zeros(shape, device=device, dtype=dtype) for _ in layers],
                        length=torch.zeros((), dtype=torch.long, device=device))
 
-    def forward(self, tokens: torch.Tensor, cache: KVCache | None = None):
-        """tokens (B, T) long → (logits (B, T, V), cache).
+    def forward(self, tokens: torch.Tensor, cache: KVCache | None = None, last_only: bool = False):
+        """tokens (B, T) long → (logits (B, T, V), cache); last_only: the logits of the last position
+        only, (B, 1, V) (a prefill: the head's output for the whole prompt is not built).
 
         Without a cache: one causal forward over positions 0..T-1; the returned cache holds the keys
         and values of all T tokens (capacity exactly T, full). With a cache: the tokens sit at positions
@@ -347,13 +348,14 @@ class Transformer(nn.Module):
         check_token_tensor(tokens)
         if cache is None:
             check_token_range(tokens, self.config.vocab_size)
-            return self._forward_without_cache(tokens)
+            return self._forward_without_cache(tokens, last_only)
         _check_cache(cache, self.config, tokens.shape[0], tokens.device)
         # the one synchronisation: the number of out-of-range ids and the cached length, read together
         outside, length = torch.stack((_count_outside(tokens, self.config.vocab_size), cache.length)).tolist()
         _check_token_ids(tokens, self.config.vocab_size, outside)
         _check_room(cache, length, tokens.shape[1])
-        return self._forward_with_cache(tokens, cache, _read_valid_prefix(cache, length, tokens.shape[1])), cache
+        return self._forward_with_cache(tokens, cache, _read_valid_prefix(cache, length, tokens.shape[1]),
+                                        last_only), cache
 
     def decode_step(self, token: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """One new token per sequence: token (B,) long at position cache.length → logits (B, V).
@@ -371,7 +373,7 @@ class Transformer(nn.Module):
         logits = self._forward_with_cache(token[:, None], cache, _read_whole_capacity(cache, 1))   # (B, 1, V)
         return logits[:, 0]                                                                         # (B, V)
 
-    def _forward_without_cache(self, tokens):
+    def _forward_without_cache(self, tokens, last_only=False):
         x = self.embed(tokens)                                          # (B, T, d)
         keys, values = [], []
         for layer in self.layers:
@@ -379,14 +381,17 @@ class Transformer(nn.Module):
             keys.append(k)
             values.append(v)
         length = torch.full((), tokens.shape[1], dtype=torch.long, device=tokens.device)
-        return self.lm_head(self.final_norm(x)), KVCache(keys, values, length)   # (B, T, V)
+        return self._logits(x, last_only), KVCache(keys, values, length)   # (B, T or 1, V)
 
-    def _forward_with_cache(self, tokens, cache: KVCache, access: _CacheAccess):
+    def _forward_with_cache(self, tokens, cache: KVCache, access: _CacheAccess, last_only=False):
         x = self.embed(tokens)                                          # (B, T, d)
         for layer, keys, values in zip(self.layers, cache.keys, cache.values):
             x, _, _ = layer(x, (keys, values), access)
         cache.length.add_(tokens.shape[1])
-        return self.lm_head(self.final_norm(x))                         # (B, T, V)
+        return self._logits(x, last_only)                               # (B, T or 1, V)
+
+    def _logits(self, x, last_only):
+        return self.lm_head(self.final_norm(x[:, -1:] if last_only else x))
 
     def _step(self, token, cache):
         return self.decode_step(token, cache), cache
@@ -406,7 +411,7 @@ class Transformer(nn.Module):
 
         def prefill(prompt):
             cache = self.empty_cache(prompt.shape[0], prompt.shape[1] + max_new_tokens, device=prompt.device)
-            logits, cache = self(prompt, cache)                         # (B, T0, V)
+            logits, cache = self(prompt, cache, last_only=True)         # (B, 1, V)
             return logits[:, -1], cache                                 # (B, V)
 
         return generate_tokens(prefill, self._step, prompt, max_new_tokens, temperature, top_k, seed,

@@ -390,3 +390,15 @@ def test_generation_with_non_finite_logits_is_an_error(temperature):
         model.head.weight[0, 0] = float("nan")
     with pytest.raises(ValueError, match="non-finite logits|logits must be finite"):
         model.generate(tokens(length=3), 4, temperature=temperature, seed=0)
+
+
+@pytest.mark.parametrize("mode", ["parallel", "chunkwise", "recurrent"])
+def test_last_only_gives_the_last_positions_logits_and_the_same_state(mode):
+    model = tiny()
+    prompt = tokens(length=11)
+    chunk = 4 if mode == "chunkwise" else None
+    full, state = model(prompt, mode, chunk)
+    last, last_state = model(prompt, mode, chunk, last_only=True)
+    assert last.shape == (prompt.shape[0], 1, model.config.vocab_size)
+    assert torch.equal(last, full[:, -1:])
+    assert all(torch.equal(a.S, b.S) and torch.equal(a.z, b.z) for a, b in zip(state.layers, last_state.layers))

@@ -429,3 +429,14 @@ def test_generation_with_a_cuda_graph_equals_eager_generation(dtype):
     assert torch.equal(model.generate(prompt, max_new_tokens=10), graphed)   # None: on for a CUDA prompt
     if dtype == torch.float64:
         assert torch.equal(graphed.cpu(), model.cpu().generate(prompt.cpu(), max_new_tokens=10))
+
+
+def test_last_only_gives_the_last_positions_logits():
+    model = tiny_model()
+    prompt = torch.tensor([[5, 3, 7, 1, 2]])
+    with torch.no_grad():
+        full, _ = model(prompt)
+        last, _ = model(prompt, last_only=True)
+        cached, cache = model(prompt, model.empty_cache(1, 8), last_only=True)
+    assert last.shape == (1, 1, model.config.vocab_size) and torch.equal(last, full[:, -1:])
+    assert torch.allclose(cached, full[:, -1:], atol=1e-6) and int(cache.length) == 5
