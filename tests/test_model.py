@@ -400,5 +400,6 @@ def test_last_only_gives_the_last_positions_logits_and_the_same_state(mode):
     full, state = model(prompt, mode, chunk)
     last, last_state = model(prompt, mode, chunk, last_only=True)
     assert last.shape == (prompt.shape[0], 1, model.config.vocab_size)
-    assert torch.equal(last, full[:, -1:])
+    # the head multiplies one row instead of T: another BLAS path, the same numbers up to rounding
+    assert torch.allclose(last, full[:, -1:], rtol=1e-12, atol=1e-12)
     assert all(torch.equal(a.S, b.S) and torch.equal(a.z, b.z) for a, b in zip(state.layers, last_state.layers))

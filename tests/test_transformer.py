@@ -438,5 +438,6 @@ def test_last_only_gives_the_last_positions_logits():
         full, _ = model(prompt)
         last, _ = model(prompt, last_only=True)
         cached, cache = model(prompt, model.empty_cache(1, 8), last_only=True)
-    assert last.shape == (1, 1, model.config.vocab_size) and torch.equal(last, full[:, -1:])
-    assert torch.allclose(cached, full[:, -1:], atol=1e-6) and int(cache.length) == 5
+    # the head multiplies one row instead of T: another BLAS path, the same numbers up to float32 rounding
+    assert last.shape == (1, 1, model.config.vocab_size) and torch.allclose(last, full[:, -1:], rtol=1e-5, atol=1e-6)
+    assert torch.allclose(cached, full[:, -1:], rtol=1e-5, atol=1e-6) and int(cache.length) == 5
