@@ -68,7 +68,7 @@ from .normalized import RetentionState, step_decay_factors
 from .retention import chunkwise_retention, parallel_retention, recurrent_retention
 from .transformer import Transformer, TransformerConfig
 
-SUITES = ("forms", "decode", "model")
+SUITES = ("forms", "decode", "model", "inference")
 PRESETS = ("tiny", "1.3B", "2.7B", "6.7B")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 MODELS = ("retnet", "transformer")
@@ -97,6 +97,11 @@ DEVICE_DEFAULTS = {
     "chunk_sizes": ([64, 128, 256, 512], [32, 64, 128]),
     "compile_chunk_sizes": ([128, 256], [32]),
     "triton_chunk_sizes": ([64, 128], [32]),
+    "presets": (["1.3B", "6.7B"], ["tiny"]),
+    "inference_lengths": ([1024, 2048, 4096, 8192, 16384, 32768], [32, 64, 128]),
+    "latency_batches": ([1, 2, 4, 8, 16, 32, 64], [1, 2, 4]),
+    "latency_length": (8192, 64),
+    "prefill_repeats": (3, 2),
     "batch": (8, 2),
     "decode_heads": (16, 4),
     "decode_head_dim": (128, 32),
@@ -134,6 +139,11 @@ class Options:
     compile: bool
     compile_chunk_sizes: tuple
     triton_chunk_sizes: tuple
+    presets: tuple
+    inference_lengths: tuple
+    latency_batches: tuple
+    latency_length: int
+    prefill_repeats: int
     out: str | None
 
     @property
@@ -208,6 +218,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     size("--triton-chunk-sizes", type=kernel_tile, nargs="+", metavar="C", help=_default_help(
         "triton_chunk_sizes", "forms: chunk sizes (tile heights: 16, 32, 64, 128) of the Triton kernels, "
         "timed on cuda when Triton imports"))
+    size("--presets", choices=PRESETS, nargs="+", help=_default_help(
+        "presets", "inference: the presets measured (both models of each)"))
+    size("--inference-lengths", type=positive_int, nargs="+", metavar="L", help=_default_help(
+        "inference_lengths", "inference: prompt lengths for memory, prefill and decode throughput at --batch"))
+    size("--latency-batches", type=positive_int, nargs="+", metavar="B", help=_default_help(
+        "latency_batches", "inference: batch sizes for the decode latency at --latency-length"))
+    size("--latency-length", type=positive_int, metavar="L", help=_default_help(
+        "latency_length", "inference: the context of the latency rows"))
+    size("--prefill-repeats", type=positive_int, metavar="N", help=_default_help(
+        "prefill_repeats", "inference: timed prefills (median, after one untimed)"))
     parser.add_argument("--out", default=None, metavar="PATH",
                         help="write the results as JSON to PATH (folders are created; default: no file)")
     parser.set_defaults(func=partial(run, parser=parser))
@@ -782,6 +802,118 @@ def model_suite(opts: Options, timer: Timer, bandwidth: float) -> tuple[list, di
     return rows, summary
 
 
+# ---------------------------------------------------------------- suite: inference (the paper's Fig. 6)
+
+
+def prefill_call(kind: str, model: nn.Module, tokens: torch.Tensor) -> Callable:
+    """The prompt read once, keeping only the last position's logits: RetNet chunkwise (its config's chunk
+    size), the Transformer with causal SDPA attention, building its KV cache."""
+    if kind == "retnet":
+        return lambda: model(tokens, "chunkwise", model.config.chunk_size, last_only=True)
+    return lambda: model(tokens, last_only=True)
+
+
+def prefill_memory_estimate(kind: str, length: int, opts: Options) -> int:
+    """Bytes a prefill of `length` tokens at --batch adds to the resident weights, roughly: what a decode
+    step holds (decode_memory_estimate) plus the widest activations, (B, T, ffn or 2 × value width)
+    four times in the dtype, and for RetNet the float32 chunk states (B, H, T/C, d_k, d_v) twice."""
+    config, B = model_config(kind, opts.preset), opts.batch
+    width = max(config.ffn_dim, 2 * config.value_dim) if kind == "retnet" else config.ffn_width
+    activations = 4 * B * length * width * opts.torch_dtype.itemsize
+    if kind == "retnet":
+        d_k, d_v = config.d_model // config.num_heads, config.value_dim // config.num_heads
+        activations += 2 * B * config.num_heads * -(-length // config.chunk_size) * d_k * (d_v + 1) * 4
+    return decode_memory_estimate(kind, length, opts) + activations
+
+
+def measure_prefill(kind: str, model: nn.Module, length: int, opts: Options) -> dict:
+    """Median seconds of a prefill at --batch, its tokens/s and the peak memory while it runs (all that is
+    allocated, the weights included, as for a decode step)."""
+    device = opts.torch_device
+    tokens = torch.randint(0, model.config.vocab_size, (opts.batch, length), device=device)
+    call = prefill_call(kind, model, tokens)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    seconds = Timer(device, 1, opts.prefill_repeats).median_seconds(call)
+    return {"status": OK, "seconds": seconds, "tokens_per_second": opts.batch * length / seconds,
+            "peak_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None}
+
+
+def inference_rows(kind: str, model: nn.Module, opts: Options, timer: Timer, bandwidth: float) -> list[dict]:
+    """For one built model: per prompt length (prefill, then a decode step at --batch) and per batch
+    size (a decode step at --latency-length)."""
+    rows = []
+    for L in opts.inference_lengths:
+        with torch.no_grad():
+            prefill = measure_if_it_fits(prefill_memory_estimate(kind, L, opts), opts.torch_device,
+                                         partial(measure_prefill, kind, model, L, opts))
+            release_memory(opts.torch_device)
+            step = measure_if_it_fits(decode_memory_estimate(kind, L, opts), opts.torch_device,
+                                      partial(measure_model_step, kind, model, L, opts, timer, bandwidth))
+        peaks = [e.get("peak_bytes") for e in (prefill, step) if e["status"] == OK and e.get("peak_bytes")]
+        rows.append({"table": "length", "context": L, "batch": opts.batch, "prefill": prefill, **step,
+                     "peak_bytes": max(peaks, default=None)})
+        release_memory(opts.torch_device)
+    for B in opts.latency_batches:
+        batch_opts = dataclasses.replace(opts, batch=B)
+        with torch.no_grad():
+            step = measure_if_it_fits(decode_memory_estimate(kind, opts.latency_length, batch_opts), opts.torch_device,
+                                      partial(measure_model_step, kind, model, opts.latency_length, batch_opts,
+                                              timer, bandwidth))
+        rows.append({"table": "batch", "context": opts.latency_length, "batch": B, **step})
+        release_memory(opts.torch_device)
+    return rows
+
+
+def inference_suite(opts: Options, timer: Timer, bandwidth: float) -> tuple[list, dict]:
+    """Both models of every preset: memory, prefill and decode throughput against the prompt length at
+    a fixed batch; decode latency against the batch size at one length; the largest batch that fits."""
+    rows = []
+    for preset in opts.presets:
+        preset_opts = dataclasses.replace(opts, preset=preset)
+        for kind in MODELS:
+            parameters = parameter_count(kind, preset)
+            meta = {"model": kind, "preset": preset, "dtype": opts.dtype, "parameters": parameters,
+                    "weights_bytes": parameters * opts.torch_dtype.itemsize}
+            built = measure_if_it_fits(4 * parameters, opts.torch_device, partial(build_model, kind, preset_opts))
+            if built["status"] != OK:
+                rows += [{**meta, "table": "length", "context": L, "batch": opts.batch, **built}
+                         for L in opts.inference_lengths]
+                continue
+            model = built.pop("model")
+            rows += [{**meta, **row} for row in inference_rows(kind, model, preset_opts, timer, bandwidth)]
+            del model
+            release_memory(opts.torch_device)
+    return rows, inference_summary(rows, opts)
+
+
+def inference_summary(rows: list[dict], opts: Options) -> dict:
+    """Per preset, RetNet against the Transformer: the largest batch each fits at --latency-length and the
+    tokens/s there, and at the longest prompt both fit at --batch the ratios of decode tokens/s, peak
+    memory and step time (Transformer over RetNet for memory and time, RetNet over Transformer for tokens/s)."""
+    summary = {}
+    for preset in opts.presets:
+        ok = lambda kind, table: [r for r in rows if r["preset"] == preset and r["model"] == kind
+                                  and r["table"] == table and r["status"] == OK]
+        largest = {kind: max(ok(kind, "batch"), key=lambda r: r["batch"], default=None) for kind in MODELS}
+        lengths = {kind: {r["context"]: r for r in ok(kind, "length")} for kind in MODELS}
+        shared = sorted(set(lengths["retnet"]) & set(lengths["transformer"]))
+        entry = {f"{kind}_largest_batch": None if largest[kind] is None else largest[kind]["batch"] for kind in MODELS}
+        entry.update({f"{kind}_tokens_per_second_at_largest_batch":
+                      None if largest[kind] is None else largest[kind]["tokens_per_second"] for kind in MODELS})
+        if shared:
+            L = shared[-1]
+            retnet, transformer = lengths["retnet"][L], lengths["transformer"][L]
+            entry.update({"compared_at_context": L,
+                          "throughput_retnet_over_transformer": ratio(retnet["tokens_per_second"],
+                                                                      transformer["tokens_per_second"]),
+                          "peak_memory_transformer_over_retnet": ratio(transformer["peak_bytes"], retnet["peak_bytes"]),
+                          "step_time_transformer_over_retnet": ratio(seconds_of(transformer["step"]),
+                                                                     seconds_of(retnet["step"]))})
+        summary[preset] = entry
+    return summary
+
+
 # ---------------------------------------------------------------- environment
 
 
@@ -835,6 +967,7 @@ def benchmark(opts: Options, command: str) -> dict:
         "forms": lambda: forms_suite(opts, timer, fla, fla_reason),
         "decode": lambda: decode_suite(opts, timer, bandwidth, fla, fla_reason),
         "model": lambda: model_suite(opts, timer, bandwidth),
+        "inference": lambda: inference_suite(opts, timer, bandwidth),
     }
     report = {"environment": environment(device, fla_loaded.version if fla_loaded else None, bandwidth, date,
                                          command),
@@ -968,10 +1101,38 @@ def model_table(rows: list[dict], summary: dict, opts: dict) -> str:
     return format_table(title, headers, cells, [*unmeasured_notes(unmeasured), *flat])
 
 
+def inference_table(rows: list[dict], summary: dict, opts: dict) -> str:
+    headers = ["model", "preset", "table", "context", "batch", "prefill ms", "prefill tok/s", "step ms", "tokens/s",
+               "peak MiB", "state/KV MiB", "step/floor"]
+    cells, unmeasured = [], []
+    for r in rows:
+        step, prefill = r.get("step", r), r.get("prefill")
+        value = lambda key, scale=1.0, digits=2: number_cell(r.get(key), scale, digits)
+        cells.append([r["model"], r["preset"], r["table"], str(r["context"]), str(r["batch"]),
+                      "-" if prefill is None else time_cell(prefill, 1e-3),
+                      "-" if prefill is None else number_cell(prefill.get("tokens_per_second"), 1.0, 0),
+                      time_cell(step, 1e-3), value("tokens_per_second", 1.0, 0), value("peak_bytes", MiB, 1),
+                      value("state_bytes", MiB, 1), value("step_over_floor")])
+        where = f"{r['preset']} L={r['context']} B={r['batch']}"
+        unmeasured.append((r["model"], where, step))
+        if prefill is not None:
+            unmeasured.append((f"{r['model']} prefill", where, prefill))
+    notes = [f"{preset}: largest batch at L={opts['latency_length']}: RetNet {s['retnet_largest_batch']}, "
+             f"Transformer {s['transformer_largest_batch']}"
+             + ("" if "compared_at_context" not in s else
+                f"; at L={s['compared_at_context']}, B={opts['batch']}: tokens/s RetNet/Transformer "
+                f"{number_cell(s['throughput_retnet_over_transformer'])}, peak memory Transformer/RetNet "
+                f"{number_cell(s['peak_memory_transformer_over_retnet'])}, step time Transformer/RetNet "
+                f"{number_cell(s['step_time_transformer_over_retnet'])}")
+             for preset, s in summary.items()]
+    title = f"inference: prefill and decode, {opts['dtype']}, {'CUDA graph' if opts['device'] == 'cuda' else 'eager'} steps"
+    return format_table(title, headers, cells, [*unmeasured_notes(unmeasured), *notes])
+
+
 def format_report(report: dict) -> str:
     env = report["environment"]
     head = (f"device {env['gpu'] or 'cpu'}, torch {env['torch']}, triton {env['triton']}, fla {env['fla']}; "
             f"copy bandwidth {env['copy_bandwidth_bytes_per_second'] / 1e9:.1f} GB/s (read + write)")
-    tables = {"forms": forms_table, "decode": decode_table, "model": model_table}
+    tables = {"forms": forms_table, "decode": decode_table, "model": model_table, "inference": inference_table}
     return "\n\n".join([head] + [tables[name](report[name], report["summary"][name], report["options"])
                                   for name in report["options"]["suites"]])

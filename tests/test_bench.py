@@ -201,3 +201,37 @@ def test_compile_is_off_on_the_cpu_unless_asked_and_adds_compiled_columns(tmp_pa
         assert row["times"]["compiled_8"]["status"] == "ok" and row["chunkwise_compiled"]["chunk_size"] == 8
         assert row["chunkwise_best"]["chunk_size"] in (8, 16)                # the best eager column stays eager
     assert "comp C=8" in out and "chunkwise compiled, time per token" in out
+
+
+INFERENCE = ["--presets", "tiny", "--batch", "2", "--inference-lengths", "8", "16", "--latency-batches", "1", "3",
+             "--latency-length", "12", "--steps", "2", "--prefill-repeats", "1"]
+
+
+def test_inference_suite(tmp_path, capsys):
+    report, out = run_bench(tmp_path, capsys, "--suite", "inference", *INFERENCE)
+    rows = report["inference"]
+    expected = [(kind, table, L, B) for kind in ("retnet", "transformer")
+                for table, L, B in (("length", 8, 2), ("length", 16, 2), ("batch", 12, 1), ("batch", 12, 3))]
+    assert [(r["model"], r["table"], r["context"], r["batch"]) for r in rows] == expected
+    for row in rows:
+        assert row["status"] == bench.OK and row["tokens_per_second"] > 0 and row["state_bytes"] > 0
+        if row["table"] == "length":
+            assert row["prefill"]["status"] == bench.OK and row["prefill"]["seconds"] > 0
+            assert row["prefill"]["tokens_per_second"] == pytest.approx(2 * row["context"] / row["prefill"]["seconds"])
+    retnet = {(r["table"], r["batch"], r["context"]): r for r in rows if r["model"] == "retnet"}
+    transformer = {(r["table"], r["batch"], r["context"]): r for r in rows if r["model"] == "transformer"}
+    assert retnet["length", 2, 8]["state_bytes"] == retnet["length", 2, 16]["state_bytes"]          # a fixed state
+    assert transformer["length", 2, 16]["state_bytes"] > transformer["length", 2, 8]["state_bytes"]  # a growing cache
+    # S and z grow with the batch; each layer's position counter does not
+    assert 2.99 < retnet["batch", 3, 12]["state_bytes"] / retnet["batch", 1, 12]["state_bytes"] <= 3
+    summary = report["summary"]["inference"]["tiny"]
+    assert summary["retnet_largest_batch"] == summary["transformer_largest_batch"] == 3
+    assert summary["compared_at_context"] == 16 and summary["throughput_retnet_over_transformer"] > 0
+    assert "inference: prefill and decode" in out and "largest batch at L=12" in out
+
+
+def test_inference_rows_that_do_not_fit_are_reported(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "available_bytes", lambda device: 0)
+    report, out = run_bench(tmp_path, capsys, "--suite", "inference", *INFERENCE)
+    assert report["inference"] and all(r["status"] == bench.DOES_NOT_FIT for r in report["inference"])
+    assert report["summary"]["inference"]["tiny"]["retnet_largest_batch"] is None and "does not fit" in out
