@@ -1,6 +1,6 @@
 """Measure RetNet's cost claims against plain PyTorch in one process: `python -m retnet_ref bench`.
 
-Three suites, each printed as a table with ratios and written to JSON (--out); every column of a
+Four suites, each printed as a table with ratios and written to JSON (--out); every column of a
 comparison is measured in the same run, on the same device, with the same inputs.
 
 forms   Retention over a fixed number of tokens B·T, for several lengths T (B = tokens // T), forward
@@ -21,6 +21,12 @@ model   One decode step of a whole language model with random weights: RetNet (a
         step, tokens/s, memory, and the memory floor (weights, plus the state read and written or
         the cache read and the new entry written, at the copy bandwidth). RetNet's step time should
         not depend on the context: the table says whether it is flat (max/min across contexts).
+inference  The paper's inference comparison (Fig. 6) for each of --presets, both models: a prefill of
+        each prompt length at --batch (RetNet chunkwise, the Transformer with causal SDPA; only the last
+        position's logits), then a decode step at that context: prefill time, decode tokens/s, peak
+        memory (all that is allocated, weights included) and the state or KV cache; then a decode step
+        at --latency-length for each of --latency-batches, which also gives the largest batch each
+        model fits. The summary gives RetNet/Transformer ratios at the longest length both fit.
 
 How a time is taken (Timer): the callable runs a few times untimed (warm-up), then each timed call
 runs alone and the median is reported. On CUDA, before each timed call the L2 cache is flushed (a
