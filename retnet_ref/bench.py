@@ -1,6 +1,6 @@
 """Measure RetNet's cost claims against plain PyTorch in one process: `python -m retnet_ref bench`.
 
-Four suites, each printed as a table with ratios and written to JSON (--out); every column of a
+Five suites, each printed as a table with ratios and written to JSON (--out); every column of a
 comparison is measured in the same run, on the same device, with the same inputs.
 
 forms   Retention over a fixed number of tokens B·T, for several lengths T (B = tokens // T), forward
@@ -27,6 +27,10 @@ inference  The paper's inference comparison (Fig. 6) for each of --presets, both
         memory (all that is allocated, weights included) and the state or KV cache; then a decode step
         at --latency-length for each of --latency-batches, which also gives the largest batch each
         model fits. The summary gives RetNet/Transformer ratios at the longest length both fit.
+training  The paper's training cost (Table 4) on one device: one step (forward, backward, AdamW) of
+        --train-preset at each of --train-lengths: RetNet chunkwise (its preset's chunk size, 512) and
+        on the Triton kernels, the Transformer with SDPA (flash attention on a GPU) and with SDPA's
+        math kernel; tokens/s and peak memory, and each over RetNet's.
 
 How a time is taken (Timer): the callable runs a few times untimed (warm-up), then each timed call
 runs alone and the median is reported. On CUDA, before each timed call the L2 cache is flushed (a
@@ -74,7 +78,8 @@ from .normalized import RetentionState, step_decay_factors
 from .retention import chunkwise_retention, parallel_retention, recurrent_retention
 from .transformer import Transformer, TransformerConfig
 
-SUITES = ("forms", "decode", "model", "inference")
+SUITES = ("forms", "decode", "model", "inference", "training")
+DEFAULT_SUITES = ("forms", "decode", "model")       # inference and training: long on a GPU, asked for by name
 PRESETS = ("tiny", "1.3B", "2.7B", "6.7B")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 MODELS = ("retnet", "transformer")
@@ -108,6 +113,9 @@ DEVICE_DEFAULTS = {
     "latency_batches": ([1, 2, 4, 8, 16, 32, 64], [1, 2, 4]),
     "latency_length": (8192, 64),
     "prefill_repeats": (3, 2),
+    "train_preset": ("1.3B", "tiny"),
+    "train_lengths": ([2048, 8192], [32, 64]),
+    "train_batch": (2, 2),
     "batch": (8, 2),
     "decode_heads": (16, 4),
     "decode_head_dim": (128, 32),
@@ -150,6 +158,9 @@ class Options:
     latency_batches: tuple
     latency_length: int
     prefill_repeats: int
+    train_preset: str
+    train_lengths: tuple
+    train_batch: int
     out: str | None
 
     @property
@@ -192,8 +203,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "bench", help="time the retention forms, decode steps and whole-model decoding against baselines",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     size = lambda *names, **kw: parser.add_argument(*names, default=None, **kw)
-    parser.add_argument("--suite", dest="suites", nargs="+", choices=SUITES, default=list(SUITES),
-                        help="suites to run, in this order (default: all three)")
+    parser.add_argument("--suite", dest="suites", nargs="+", choices=SUITES, default=list(DEFAULT_SUITES),
+                        help=f"suites to run, in this order (default: {' '.join(DEFAULT_SUITES)})")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None,
                         help="device to measure on (default: cuda when available, else cpu)")
     size("--dtype", choices=tuple(DTYPES), help=_default_help(
@@ -234,6 +245,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "latency_length", "inference: the context of the latency rows"))
     size("--prefill-repeats", type=positive_int, metavar="N", help=_default_help(
         "prefill_repeats", "inference: timed prefills (median, after one untimed)"))
+    size("--train-preset", choices=PRESETS, help=_default_help("train_preset", "training: the preset"))
+    size("--train-lengths", type=positive_int, nargs="+", metavar="T", help=_default_help(
+        "train_lengths", "training: sequence lengths of a training step"))
+    size("--train-batch", type=positive_int, metavar="B", help=_default_help(
+        "train_batch", "training: sequences per step"))
     parser.add_argument("--out", default=None, metavar="PATH",
                         help="write the results as JSON to PATH (folders are created; default: no file)")
     parser.set_defaults(func=partial(run, parser=parser))
@@ -920,6 +936,90 @@ def inference_summary(rows: list[dict], opts: Options) -> dict:
     return summary
 
 
+# ---------------------------------------------------------------- suite: training (the paper's Table 4)
+
+# column: (model, how it computes): RetNet chunkwise at its preset's chunk size (512, as in the paper's
+# Table 4) or on the Triton kernels (tile 64); the Transformer with SDPA's default kernel (flash attention
+# on a GPU) or its math kernel (scores materialised: the paper's plain "Transformer" column)
+TRAINING_COLUMNS = {"retnet": ("retnet", "torch"), "retnet_triton": ("retnet", "triton"),
+                    "transformer_sdpa": ("transformer", None), "transformer_math": ("transformer", "math")}
+
+
+def training_columns(opts: Options) -> list[str]:
+    return [name for name in TRAINING_COLUMNS if name != "retnet_triton" or not triton_reason(opts.torch_device)]
+
+
+def training_step(kind: str, model: nn.Module, tokens: torch.Tensor, optimizer) -> Callable:
+    """One step of next-token training: forward on tokens[:, :-1], cross-entropy against tokens[:, 1:]
+    (in float32), backward, AdamW."""
+    inputs, targets = tokens[:, :-1], tokens[:, 1:]
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        logits = model(inputs, "chunkwise", model.config.chunk_size)[0] if kind == "retnet" else model(inputs)[0]
+        F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten()).backward()
+        optimizer.step()
+    return step
+
+
+def measure_training(column: str, length: int, opts: Options) -> dict:
+    """Median seconds of a training step (after one untimed), tokens/s and the peak memory (all allocated)."""
+    kind, how = TRAINING_COLUMNS[column]
+    device = opts.torch_device
+    model = build_model(kind, dataclasses.replace(opts, preset=opts.train_preset))["model"].train()
+    if how == "triton":
+        model.set_backend("triton", chunk_size=64)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.98), fused=device.type == "cuda")
+    tokens = torch.randint(0, model.config.vocab_size, (opts.train_batch, length + 1), device=device)
+    step = training_step(kind, model, tokens, optimizer)
+    if how == "math":
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+        plain_step, step = step, lambda: _with_math_attention(plain_step, sdpa_kernel, SDPBackend)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    seconds = Timer(device, 1, opts.steps).median_seconds(step)
+    return {"status": OK, "seconds": seconds, "tokens_per_second": opts.train_batch * length / seconds,
+            "peak_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None}
+
+
+def _with_math_attention(step, sdpa_kernel, backend):
+    with sdpa_kernel(backend.MATH):
+        step()
+
+
+def training_memory_estimate(column: str, length: int, opts: Options) -> int:
+    """Weights, gradients and AdamW's two moments in the dtype (4 copies), plus activations of about
+    16 (B, T, d) tensors a layer (no check-pointing), plus (B, H, T, T) scores a layer for the math kernel."""
+    kind, how = TRAINING_COLUMNS[column]
+    config, B, size = model_config(kind, opts.train_preset), opts.train_batch, opts.torch_dtype.itemsize
+    held = 4 * parameter_count(kind, opts.train_preset) * size
+    activations = 16 * config.num_layers * B * length * config.d_model * size
+    if how == "math":
+        activations += 2 * config.num_layers * B * config.num_heads * length * length * size
+    return held + activations
+
+
+def training_suite(opts: Options) -> tuple[list, dict]:
+    """Each column at each length: tokens/s of a training step and peak memory; the summary gives each
+    column's tokens/s over RetNet's and its peak memory over RetNet's."""
+    rows = []
+    for length in opts.train_lengths:
+        for column in training_columns(opts):
+            result = measure_if_it_fits(training_memory_estimate(column, length, opts), opts.torch_device,
+                                        partial(measure_training, column, length, opts))
+            rows.append({"column": column, "preset": opts.train_preset, "length": length, "batch": opts.train_batch,
+                         "dtype": opts.dtype, **result})
+            release_memory(opts.torch_device)
+    by = {(r["column"], r["length"]): r for r in rows if r["status"] == OK}
+    summary = {f"{column}_at_{length}": {
+        "tokens_per_second_over_retnet": ratio(by[column, length]["tokens_per_second"],
+                                               by.get(("retnet", length), {}).get("tokens_per_second")),
+        "peak_memory_over_retnet": ratio(by[column, length]["peak_bytes"],
+                                         by.get(("retnet", length), {}).get("peak_bytes"))}
+        for column, length in by}
+    return rows, summary
+
+
 # ---------------------------------------------------------------- environment
 
 
@@ -974,6 +1074,7 @@ def benchmark(opts: Options, command: str) -> dict:
         "decode": lambda: decode_suite(opts, timer, bandwidth, fla, fla_reason),
         "model": lambda: model_suite(opts, timer, bandwidth),
         "inference": lambda: inference_suite(opts, timer, bandwidth),
+        "training": lambda: training_suite(opts),
     }
     report = {"environment": environment(device, fla_loaded.version if fla_loaded else None, bandwidth, date,
                                          command),
@@ -1135,10 +1236,25 @@ def inference_table(rows: list[dict], summary: dict, opts: dict) -> str:
     return format_table(title, headers, cells, [*unmeasured_notes(unmeasured), *notes])
 
 
+def training_table(rows: list[dict], summary: dict, opts: dict) -> str:
+    headers = ["column", "T", "B", "step ms", "tokens/s", "peak MiB", "tokens/s ÷ retnet", "memory ÷ retnet"]
+    cells, unmeasured = [], []
+    for r in rows:
+        ratios = summary.get(f"{r['column']}_at_{r['length']}", {})
+        cells.append([r["column"], str(r["length"]), str(r["batch"]), time_cell(r, 1e-3),
+                      number_cell(r.get("tokens_per_second"), 1.0, 0), number_cell(r.get("peak_bytes"), MiB, 1),
+                      number_cell(ratios.get("tokens_per_second_over_retnet")),
+                      number_cell(ratios.get("peak_memory_over_retnet"))])
+        unmeasured.append((r["column"], f"T={r['length']}", r))
+    title = f"training: one step (forward, backward, AdamW), preset {opts['train_preset']}, {opts['dtype']}"
+    return format_table(title, headers, cells, unmeasured_notes(unmeasured))
+
+
 def format_report(report: dict) -> str:
     env = report["environment"]
     head = (f"device {env['gpu'] or 'cpu'}, torch {env['torch']}, triton {env['triton']}, fla {env['fla']}; "
             f"copy bandwidth {env['copy_bandwidth_bytes_per_second'] / 1e9:.1f} GB/s (read + write)")
-    tables = {"forms": forms_table, "decode": decode_table, "model": model_table, "inference": inference_table}
+    tables = {"forms": forms_table, "decode": decode_table, "model": model_table, "inference": inference_table,
+              "training": training_table}
     return "\n\n".join([head] + [tables[name](report[name], report["summary"][name], report["options"])
                                   for name in report["options"]["suites"]])

@@ -53,7 +53,7 @@ def assert_measured_times_positive(report: dict):
     (["--chunk-sizes", "0"], "positive integer"),
     (["--triton-chunk-sizes", "48"], "must be one of (16, 32, 64, 128)"),
     (["--steps", "0"], "positive integer"),
-    (["--suite", "training"], "invalid choice"),
+    (["--suite", "pretraining"], "invalid choice"),
     (["--preset", "13B"], "invalid choice"),
     (["--dtype", "int8"], "invalid choice"),
     (["--tokens", "32", "--lengths", "64"], "--tokens"),
@@ -93,7 +93,7 @@ def test_cpu_defaults_are_the_small_ones():
     bench_parser = bench.add_parser(sub)
     opts = bench.resolve_options(parser.parse_args(["bench", "--device", "cpu"]), bench_parser)
     assert opts.preset == "tiny" and opts.dtype == "float32"
-    assert opts.suites == bench.SUITES
+    assert opts.suites == bench.DEFAULT_SUITES
     assert opts.tokens == bench.DEVICE_DEFAULTS["tokens"][1]
 
 
@@ -235,3 +235,30 @@ def test_inference_rows_that_do_not_fit_are_reported(tmp_path, capsys, monkeypat
     report, out = run_bench(tmp_path, capsys, "--suite", "inference", *INFERENCE)
     assert report["inference"] and all(r["status"] == bench.DOES_NOT_FIT for r in report["inference"])
     assert report["summary"]["inference"]["tiny"]["retnet_largest_batch"] is None and "does not fit" in out
+
+
+def test_training_suite(tmp_path, capsys):
+    report, out = run_bench(tmp_path, capsys, "--suite", "training", "--train-preset", "tiny", "--train-lengths", "16",
+                            "--train-batch", "2", "--steps", "1")
+    rows = report["training"]
+    assert [r["column"] for r in rows] == ["retnet", "transformer_sdpa", "transformer_math"]   # Triton: CUDA only
+    for row in rows:
+        assert row["status"] == bench.OK and row["tokens_per_second"] == pytest.approx(2 * 16 / row["seconds"])
+    assert report["summary"]["training"]["retnet_at_16"]["tokens_per_second_over_retnet"] == 1.0
+    assert "training: one step" in out
+
+
+def test_a_training_step_learns():
+    """The timed step is a real training step: a few of them lower the loss on a repeated batch."""
+    parser = argparse.ArgumentParser()
+    bench_parser = bench.add_parser(parser.add_subparsers())
+    opts = bench.resolve_options(parser.parse_args(["bench", "--device", "cpu"]), bench_parser)
+    model = bench.build_model("retnet", opts)["model"].train()
+    tokens = torch.randint(0, model.config.vocab_size, (2, 17), generator=torch.Generator().manual_seed(0))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    loss = lambda: torch.nn.functional.cross_entropy(model(tokens[:, :-1], "chunkwise", 8)[0].flatten(0, 1),
+                                                     tokens[:, 1:].flatten()).item()
+    before, step = loss(), bench.training_step("retnet", model, tokens, optimizer)
+    for _ in range(5):
+        step()
+    assert loss() < before - 0.1
