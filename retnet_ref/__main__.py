@@ -1,6 +1,7 @@
 """Command line: python -m retnet_ref {verify, notebooks, bench}.
 
     verify     the equivalence report of the three retention forms (exit status 1 on any failure)
+               (--impl PKG.MODULE:FUNCTION: the conformance report of your own retention function)
     notebooks  execute every notebook in notebooks/ into build/notebooks/ as executed .ipynb and
                HTML, saving their figures in figures/ (or --figures); --inplace rewrites the
                notebooks themselves instead. The folders are those of the checkout holding the
@@ -14,11 +15,14 @@ import argparse
 import importlib.util
 import os
 import sys
+import textwrap
 import time
 from pathlib import Path
 
 from . import __version__
 from .bench import add_parser as add_bench_parser, positive_int
+from .conformance import EXAMPLE as CONFORMANCE_EXAMPLE, add_arguments as add_conformance_arguments
+from .conformance import options_without_impl, run as run_conformance
 from .paths import FIGURES_ENV, figures_dir, project_root
 
 # what `notebooks` imports (nbformat, nbclient, nbconvert, jupyter_client), starts (ipykernel) or
@@ -28,9 +32,20 @@ NOTEBOOK_MODULES = ("nbformat", "nbclient", "nbconvert", "jupyter_client", "ipyk
 INSTALL_DEV = "install retnet_ref[dev] (in a checkout: pip install -c constraints.txt -e \".[dev]\")"
 
 
+VERIFY_LENGTHS = [64, 256, 1024]
+VERIFY_CHUNK_SIZE = 48
+
+
 def _verify(args) -> int:
+    if args.impl:
+        return run_conformance(args, args.parser)
+    misplaced = options_without_impl(args)
+    if misplaced:
+        args.parser.error(f"{', '.join(misplaced)}: only with --impl PKG.MODULE:FUNCTION")
     from .verify import HEADER, format_row, iter_rows
 
+    args.lengths = args.lengths or VERIFY_LENGTHS
+    args.chunk_size = args.chunk_size or VERIFY_CHUNK_SIZE
     skipped = [T for T in args.lengths if T > args.recurrent_max_length]
     if skipped:
         print(f"recurrent form skipped at T = {', '.join(map(str, skipped))} (a Python loop over tokens; "
@@ -131,23 +146,27 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     verify = sub.add_parser(
-        "verify", help="equivalence report: form pairs x dtypes x devices x lengths",
-        description="Run parallel, recurrent and chunkwise retention on seeded random inputs for each "
+        "verify", help="equivalence report: form pairs x dtypes x devices x lengths (--impl: of your own function)",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=CONFORMANCE_EXAMPLE,
+        description=textwrap.fill("Run parallel, recurrent and chunkwise retention on seeded random inputs for each "
                     "device (cpu, cuda when present), dtype (float64, float32, bfloat16) and length; print "
                     "the max relative error of each form against the float64 parallel form (itself checked "
                     "against the NumPy reference), of the forms against each other and of a chunked state "
                     "hand-off, with the tolerance and pass/fail. Exits 1 if any comparison fails. "
-                    "Tolerances and their reasons: retnet_ref/verify.py.")
-    verify.add_argument("--lengths", type=positive_int, nargs="+", default=[64, 256, 1024],
-                        help="sequence lengths T (default: 64 256 1024)")
-    verify.add_argument("--chunk-size", type=positive_int, default=48,
+                    "Tolerances and their reasons: retnet_ref/verify.py. With --impl, the conformance report of "
+                    "your own retention function against the float64 reference instead (example below).", 100))
+    verify.add_argument("--lengths", type=positive_int, nargs="+",
+                        help="sequence lengths T (default: 64 256 1024; with --impl: 1 4C 6C+C/4 18C+3C/4)")
+    verify.add_argument("--chunk-size", type=positive_int,
                         help="chunk size of the chunkwise form (default: 48, so that no default length is a "
-                             "whole number of chunks)")
+                             "whole number of chunks; with --impl: the chunk size the function always uses, "
+                             "else 16)")
     verify.add_argument("--recurrent-max-length", type=positive_int, default=1024, metavar="T",
                         help="longest T at which the recurrent form (a Python loop over tokens) runs (default: 1024)")
     verify.add_argument("--device", action="append", choices=["cpu", "cuda"],
                         help="restrict to a device (repeatable); default: cpu and cuda if present")
-    verify.set_defaults(func=_verify)
+    add_conformance_arguments(verify)
+    verify.set_defaults(func=_verify, parser=verify)
 
     nbs = sub.add_parser(
         "notebooks", help="execute the notebooks into build/notebooks/ (.ipynb and HTML)",
