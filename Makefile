@@ -19,7 +19,7 @@ PY         := $(VENV)/bin/python
 comma      := ,
 STAMP      := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: all run verify notebooks lab test test-fast test-cuda notebooks-inplace clean
+.PHONY: all run verify notebooks lab test test-fast test-cuda notebooks-inplace corpus clean
 
 all: run
 
@@ -60,6 +60,10 @@ test-cuda: $(STAMP)
 # regenerate the committed notebooks' outputs and figures/ (run after changing a notebook or the package)
 notebooks-inplace: $(STAMP)
 	$(PY) -m retnet_ref notebooks --inplace
+
+# the training corpus (Debian's python3.11-doc, via apt-get download and dpkg-deb) in build/corpus/
+corpus: $(STAMP)
+	$(PY) -m retnet_ref corpus
 
 clean:
 	rm -rf build .pytest_cache .hypothesis
