@@ -515,13 +515,16 @@ def iter_rows(impl: Implementation, lengths=None, devices=None, long=False, recu
     """The rows of the report, each as soon as it is computed; skipped checks appended to `skipped`."""
     conv = impl.conventions
     C = conv.chunk_size or DEFAULT_CHUNK
-    lengths = tuple(lengths or default_lengths(C)) + ((LONG_LENGTH + C // 2,) if long else ())
+    base = tuple(lengths or default_lengths(C))
+    mid = sorted(base)[len(base) // 2]                                # the length of the single-length rows
+    lengths = base + ((LONG_LENGTH + C // 2,) if long else ())
     devices = list(devices or available_devices())
     skipped = [] if skipped is None else skipped
     note = skipped.append
-    mid = sorted(lengths)[len(lengths) // 2]
     if "recurrent" in conv.forms and max(lengths) > recurrent_max_length:
         note(f"recurrent form at T > {recurrent_max_length} (a loop over tokens; raise recurrent_max_length)")
+    # the forms of the rows at T = mid (causality, γ, states, hand-off, gradients)
+    mid_forms = tuple(f for f in conv.forms if not (f == "recurrent" and mid > recurrent_max_length))
     if conv.gamma != "explicit":
         note(f"γ = 1 − 1e-6 and γ = 1 rows: the function takes γ from its {conv.gamma!r} schedule")
     states = conv.normalisation == "none"
@@ -533,7 +536,7 @@ def iter_rows(impl: Implementation, lengths=None, devices=None, long=False, recu
         note("hand-off rows: a rotation inside needs the position, which a state tensor does not carry")
     leaks = {}
     causal_device = "cpu" if "cpu" in devices else devices[0]
-    for form in conv.forms:
+    for form in mid_forms:
         row = causality_row(impl, form, causal_device, mid, C)
         measured_leak = row.error is not None and math.isfinite(row.error) and not row.passed
         leaks[form] = row.diagnosis if measured_leak else None
@@ -542,12 +545,12 @@ def iter_rows(impl: Implementation, lengths=None, devices=None, long=False, recu
         for dtype_name in conv.dtypes:
             dtype = DTYPES[dtype_name]
             for form in conv.forms:
-                yield from form_rows(impl, form, device, dtype, lengths, mid, C, recurrent_max_length,
-                                     leaks[form], states)
-            if states and conv.initial_state and conv.final_state and conv.rotation == "none":
-                yield from handoff_rows(impl, device, dtype, mid, C)
+                yield from form_rows(impl, form, device, dtype, lengths, mid if form in mid_forms else None, C,
+                                     recurrent_max_length, leaks.get(form), states)
+            if states and conv.initial_state and conv.final_state and conv.rotation == "none" and mid_forms:
+                yield from handoff_rows(impl, mid_forms, device, dtype, mid, C)
     if "float64" in conv.dtypes:
-        for form in conv.forms:
+        for form in mid_forms:
             row = gradient_row(impl, form, causal_device, mid, C)
             if row is None:
                 note(f"gradients of the {form} form: its output carries no autograd graph")
@@ -588,6 +591,8 @@ def form_rows(impl, form, device, dtype, lengths, mid, C, recurrent_max_length, 
         row = compared(got, t, impl, form, device, dtype, T, gamma, chunk, leaks, f"{form} vs float64 truth")
         passed_plain &= row.passed
         yield row
+    if mid is None:                                                   # the recurrent loop beyond its longest length
+        return
     if conv.gamma == "explicit":
         for label, value in (("γ = 1 − 1e-6", NEAR_ONE), ("γ = 1", 1.0)):
             g = torch.full((HEADS,), value, dtype=torch.float64, device=device)
@@ -666,8 +671,8 @@ def causality_row(impl, form, device, T, C) -> Row:
     return row
 
 
-def handoff_rows(impl, device, dtype, T, C):
-    """Each form's prefix (ending inside a chunk) handed to the next declared form for the rest."""
+def handoff_rows(impl, forms, device, dtype, T, C):
+    """Each form's prefix (ending inside a chunk) handed to the next of `forms` for the rest."""
     conv = impl.conventions
     name, tol = DTYPE_NAME[dtype], TOLERANCE[dtype]
     gamma = gammas_of(conv, device)
@@ -675,7 +680,7 @@ def handoff_rows(impl, device, dtype, T, C):
     t, _ = truth(conv, "parallel", q, k, v, gamma, None, S0)
     x = [y.to(device, dtype) for y in (q, k, v)]
     split = ragged_split(T, C)
-    for first, second in zip(conv.forms, conv.forms[1:] + conv.forms[:1]):
+    for first, second in zip(forms, forms[1:] + forms[:1]):
         check_name = f"hand-off {first} → {second}"
         try:
             o1, s1 = call(impl, first, *(y[:, :, :split] for y in x), gamma.to(device),

@@ -13,6 +13,7 @@ import torch
 from retnet_ref import __main__ as cli
 from retnet_ref import conformance
 from retnet_ref.retention import parallel_retention
+from retnet_ref.rotation import rotate, theta_schedule
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "conformance"
 
@@ -138,6 +139,27 @@ def test_declared_layouts_are_honoured_and_a_wrong_declaration_fails():
     with pytest.raises(conformance.ConformanceError, match=r"a state of shape \(2, 4, 16, 24\), expected \(2, 4, 24, 16\)"):
         conformance.check(ours.forms, state_layout="VK", **declared)
     assert not conformance.check(ours.stateful, layout="BTHD", **declared).passed
+
+
+def rotating(q, k, v, gamma, form, chunk_size=None, state=None):
+    """Our chunkwise form with the real-pair rotation applied inside, positions from 0."""
+    theta = theta_schedule(q.shape[-1])
+    return ours.stateful(rotate(q, theta), rotate(k, theta), v, gamma, "chunkwise", chunk_size, state)
+
+
+def test_a_rotation_inside_is_declared_and_checked():
+    declared = dict(devices=["cpu"], dtypes=("float64",), forms=("chunkwise",), lengths=(64, 100))
+    report = conformance.check(rotating, rotation="inside", **declared)
+    assert report.passed and not any("hand-off" in r.check for r in report.rows)
+    assert any("a rotation inside needs the position" in reason for reason in report.skipped)
+    assert not conformance.check(rotating, **declared).passed          # undeclared, the rotation is an error
+
+
+def test_long_adds_a_long_ragged_length_and_says_what_it_skips():
+    report = conformance.check(ours.forms, devices=["cpu"], dtypes=("float64",), lengths=(64,), long=True)
+    assert report.passed and {r.length for r in report.rows} == {64, 4104}
+    assert not any(r.length == 4104 and r.check == "recurrent vs float64 truth" for r in report.rows)
+    assert any(reason.startswith("recurrent form at T > 1024") for reason in report.skipped)
 
 
 def test_an_exception_inside_the_function_is_a_failing_row_with_its_message():
