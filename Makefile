@@ -7,16 +7,18 @@
 # TORCH selects the torch build installed into the virtual environment, TORCH_INDEX the index it comes
 # from (e.g. PyTorch's CPU-only wheels on Linux: see the README); keep a build you already have with
 #   make TORCH= VENV_FLAGS=--system-site-packages
-# EXTRAS the project's extras installed: make test EXTRAS=dev,browser adds the driver of the browser
-# test (which also needs a Chromium: Debian's chromium package, or RETNET_CHROMIUM=/path/to/chrome)
+# EXTRAS the project's extras installed: dev, plus browser (the Playwright driver of the browser test)
+# where a Chromium is installed (Debian's chromium package, or RETNET_CHROMIUM=/path/to/chrome), so
+# that make test runs the browser test there; EXTRAS=dev leaves the driver out
 PYTHON     ?= python3
 VENV       ?= .venv
 TORCH      ?= torch==2.13.0
 TORCH_INDEX ?=
 VENV_FLAGS ?=
-EXTRAS     ?= dev
-PY         := $(VENV)/bin/python
 comma      := ,
+CHROMIUM   := $(or $(RETNET_CHROMIUM),$(shell command -v chromium chromium-browser 2>/dev/null))
+EXTRAS     ?= dev$(if $(strip $(CHROMIUM)),$(comma)browser)
+PY         := $(VENV)/bin/python
 STAMP      := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 .PHONY: all run verify notebooks lab test test-fast test-cuda notebooks-inplace corpus clean
