@@ -6,8 +6,9 @@ to be installed for the user, so notebooks run against the package in this envir
 
 The HTML renders its maths offline: it loads MathJax (2.7, from the dev extra's package
 jupyter-server-mathjax, copied once into a `mathjax/` folder beside the HTML) by a relative address
-instead of from a CDN, and leaves out require.js, which only notebooks with widgets need. Keep that folder next
-to the .html files when you move them.
+instead of from a CDN, and leaves out require.js, which only notebooks with widgets need. Keep that
+folder next to the .html files when you move them. (nbconvert's Mermaid loader stays: it fetches
+from the network only for a notebook with a Mermaid diagram, and ours have none.)
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "nam
 # default CommonHTML
 MATHJAX_FOLDER = "mathjax"
 MATHJAX_URL = f"{MATHJAX_FOLDER}/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"
-# nbconvert's lab template less its require.js <script> (loaded from a CDN; only widgets use it), and
+# nbconvert's lab template less its require.js <script> (from a CDN; only widgets use it), and
 # MathJax told to use the web font that jupyter-server-mathjax ships (STIX-Web; its default, TeX, is
 # not shipped, and a glyph looked up in it fails as "[Math Processing Error]")
 HTML_TEMPLATE = """{%- extends 'index.html.j2' -%}
@@ -70,7 +71,7 @@ def install_mathjax(out_dir: Path) -> Path:
 
 
 def html_exporter():
-    """nbconvert's HTML exporter with MathJax at a relative address and no remote scripts."""
+    """nbconvert's HTML exporter with MathJax at a relative address and no script from a CDN."""
     from nbconvert import HTMLExporter
 
     return HTMLExporter(mathjax_url=MATHJAX_URL, raw_template=HTML_TEMPLATE)
