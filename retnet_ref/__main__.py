@@ -1,4 +1,4 @@
-"""Command line: python -m retnet_ref {verify, notebooks, bench, corpus}.
+"""Command line: python -m retnet_ref {verify, notebooks, bench, corpus, train}.
 
     verify     the equivalence report of the three retention forms (exit status 1 on any failure)
                (--impl PKG.MODULE:FUNCTION: the conformance report of your own retention function)
@@ -10,6 +10,8 @@
                baselines in one run; tables on stdout, JSON with --out (retnet_ref/bench.py)
     corpus     fetch Debian's python3.11-doc and prepare its text as byte tokens in build/corpus/
                (train/validation/test split by document; retnet_ref/corpus.py)
+    train      train RetNet or the Transformer on that corpus: JSON log, checkpoint, --resume,
+               torchrun for several processes (retnet_ref/train.py)
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from pathlib import Path
 from . import __version__
 from .bench import add_parser as add_bench_parser, positive_int
 from .corpus import add_parser as add_corpus_parser
+from .train import add_parser as add_train_parser
 from .conformance import EXAMPLE as CONFORMANCE_EXAMPLE, add_arguments as add_conformance_arguments
 from .conformance import options_without_impl, run as run_conformance
 from .paths import FIGURES_ENV, figures_dir, project_root
@@ -189,6 +192,7 @@ def main(argv=None) -> int:
 
     add_bench_parser(sub)
     add_corpus_parser(sub)
+    add_train_parser(sub)
 
     args = parser.parse_args(argv)
     if args.command == "verify" and "cuda" in (args.device or ()):
