@@ -120,6 +120,7 @@ def test_the_reference_is_causal_under_non_finite_inputs(case):
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")   # the interpreter's NumPy on NaN
 @pytest.mark.parametrize("device", [
     pytest.param("cpu", marks=pytest.mark.skipif(not INTERPRETED, reason="the interpreter is off (a GPU is present)")),
     pytest.param("cuda", marks=pytest.mark.cuda)])
