@@ -15,6 +15,7 @@ import torch
 from . import cost, decay, normalized, reference, rotation
 from .checking import check, claim, exercise, given, relative_error
 from .numerics import max_rounding_error, rounded_gamma_errors, sweep, unit_roundoff, worst_error
+from .retention import chunkwise_retention
 from .verify import random_inputs
 
 
@@ -322,3 +323,42 @@ def ex10_3(delta, predicted) -> None:
         measured = rounded_gamma_errors(q, k, v, [g], torch.float32)[0]
         claim("the measured drift is within a factor 2 of your prediction", 0.5 < measured / predicted < 2)
 
+
+# ---------------------------------------------------------------- 11 · Triton kernel
+
+def _state_gradient_after(q, k, v, do, dR, gamma, C, i):
+    """∂loss/∂R_i by autograd: the outputs after chunk i see R_i only as their initial state."""
+    start = (i + 1) * C
+    X = torch.zeros(1, 1, q.shape[1], v.shape[1], dtype=torch.float64, requires_grad=True)
+    tail = [torch.from_numpy(x[start:])[None, None] for x in (q, k, v)]
+    o, R = chunkwise_retention(*tail, [gamma], C, X)
+    loss = (o[0, 0] * torch.from_numpy(do[start:])).sum() + (R[0, 0] * torch.from_numpy(dR)).sum()
+    return torch.autograd.grad(loss, X)[0][0, 0].numpy()
+
+
+def ex11_1(reverse_chunk_states) -> None:
+    with exercise("Exercise 1", "start from dS = dR at the last chunk and walk back: store dS_i, then "
+                                "dS_(i-1) = γ^L dS_i + Q_[i]^T (dO_[i] ⊙ ξ) with ξ_r = γ^(r+1)"):
+        q, k, v = _qkv(11, T=29, d_k=4, d_v=3)
+        rng = _rng(12)
+        do, dR = rng.normal(size=(29, 3)), rng.normal(size=(4, 3))
+        states, d_init = reverse_chunk_states(q, do, dR, 0.9, 8)
+        states = np.asarray(states)
+        claim("one state gradient per chunk, (N, d_k, d_v) = (4, 4, 3)", states.shape == (4, 4, 3))
+        for i in range(4):
+            check(f"dS_{i} vs autograd", relative_error(states[i], _state_gradient_after(q, k, v, do, dR, 0.9, 8, i)))
+        S0 = torch.zeros(1, 1, 4, 3, dtype=torch.float64, requires_grad=True)
+        o, R = chunkwise_retention(*(torch.from_numpy(x)[None, None] for x in (q, k, v)), [0.9], 8, S0)
+        loss = (o[0, 0] * torch.from_numpy(do)).sum() + (R[0, 0] * torch.from_numpy(dR)).sum()
+        check("∂loss/∂S_0 vs autograd", relative_error(np.asarray(d_init), torch.autograd.grad(loss, S0)[0][0, 0]))
+
+
+def ex11_2(states_bytes, ratio_at_128) -> None:
+    with exercise("Exercise 2", "pass 1 stores one d_k × d_v state per chunk, per head and sequence; q, k, v "
+                                "and o are four (B, H, T, d) tensors; bfloat16 has 2 bytes"):
+        batch, heads, T, d = 4, 8, 16384, 128
+        qkvo = 4 * batch * heads * T * d * 2
+        expected = batch * heads * (T // 64) * d * d * 2
+        claim("states_bytes: the bytes of the chunk states pass 1 stores", given(states_bytes, "states_bytes") == expected)
+        check("your ratio at C = 128 vs states / (q, k, v, o)",
+              abs(given(ratio_at_128, "ratio_at_128") - expected / 2 / qkvo) / (expected / 2 / qkvo), tol=1e-3)

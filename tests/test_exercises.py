@@ -15,9 +15,9 @@ def unanswered(*args):
 
 
 VALUE_EXERCISES = {"ex01_1": 1, "ex01_2": 1, "ex02_1": 1, "ex02_2": 1, "ex04_1": 2, "ex05_2": 2, "ex06_1": 1,
-                   "ex06_3": 1, "ex07_1": 1, "ex10_1": 1, "ex10_2": 2, "ex10_3": 2}
+                   "ex06_3": 1, "ex07_1": 1, "ex10_1": 1, "ex10_2": 2, "ex10_3": 2, "ex11_2": 2}
 FUNCTION_EXERCISES = ["ex01_3", "ex02_3", "ex02_4", "ex03_1", "ex03_2", "ex03_3", "ex04_2", "ex04_3", "ex05_1",
-                      "ex05_3", "ex05_4", "ex06_2", "ex06_4", "ex07_2"]
+                      "ex05_3", "ex05_4", "ex06_2", "ex06_4", "ex07_2", "ex11_1"]
 
 
 def test_every_exercise_is_listed():
@@ -65,3 +65,23 @@ def test_a_wrong_chunkwise_loop_fails_with_its_hint():
 
     with pytest.raises(CheckFailed, match="C = 7, vs the parallel form(.|\n)*hint: per chunk"):
         exercises.ex05_4(no_zeta)
+
+
+def test_a_reverse_recursion_with_the_forward_weights_fails_with_its_hint():
+    def with_zeta(q, do, dR, gamma, C):                                # ζ (the forward's weights) instead of ξ
+        N = -(-len(q) // C)
+        dS, states = dR.copy(), [None] * N
+        for i in reversed(range(N)):
+            states[i] = dS
+            qc, doc = q[i * C:(i + 1) * C], do[i * C:(i + 1) * C]
+            zeta = gamma ** (len(qc) - 1 - np.arange(len(qc)))
+            dS = gamma ** len(qc) * dS + qc.T @ (doc * zeta[:, None])
+        return np.stack(states), dS
+
+    with pytest.raises(CheckFailed, match="(?s)dS_0 vs autograd.*hint: start from dS = dR"):
+        exercises.ex11_1(with_zeta)
+
+
+def test_states_bytes_of_float32_states_fail():
+    with pytest.raises(CheckFailed, match="(?s)states_bytes.*bfloat16 has 2 bytes"):
+        exercises.ex11_2(4 * 8 * 256 * 128 * 128 * 4, 0.25)
