@@ -77,8 +77,8 @@ class TrainConfig:
     gamma: str = "default"
     mode: str = "chunkwise"
     chunk_size: int | None = None
-    context: int = 256
-    batch: int = 16
+    context: int = 128
+    batch: int = 8
     steps: int = 200
     lr: float = 2e-3
     warmup: int = 20
