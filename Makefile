@@ -21,7 +21,7 @@ EXTRAS     ?= dev$(if $(strip $(CHROMIUM)),$(comma)browser)
 PY         := $(VENV)/bin/python
 STAMP      := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: all run verify notebooks lab test test-fast test-cuda notebooks-inplace corpus clean
+.PHONY: all run verify notebooks lab test test-fast test-cuda notebooks-inplace corpus peers clean
 
 all: run
 
@@ -46,6 +46,12 @@ notebooks: $(STAMP)
 # figures saved from it go to build/figures too
 lab: $(STAMP)
 	RETNET_FIGURES=$(CURDIR)/build/figures $(PY) -m jupyter lab notebooks/
+
+# peers the conformance tests check (tests/test_conformance.py; skipped where absent), installed without
+# their dependencies: the dev extra already brings torch and Triton; einops is the one they add
+PEERS ?= fla-core==0.6.0 yet-another-retnet==0.5.1 einops==0.8.2
+peers: $(STAMP)
+	$(PY) -m pip install --quiet --no-deps $(PEERS)
 
 test: $(STAMP)
 	TQDM_DISABLE=1 PYTHONHASHSEED=0 RETNET_FIGURES=$(CURDIR)/build/test-figures $(PY) -m pytest -p no:cacheprovider tests notebooks \
