@@ -73,9 +73,9 @@ def _run(command: list[str], cwd: Path | None = None) -> str:
     try:
         done = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
     except FileNotFoundError:
-        raise CorpusError(f"`{command[0]}` is not installed: the corpus comes from a Debian package "
-                          f"({PACKAGE}); on a system without apt-get and dpkg-deb, get the .deb elsewhere "
-                          "and pass it with --deb on a machine that has dpkg-deb") from None
+        raise CorpusError(f"`{command[0]}` is not installed here: the corpus is Debian's {PACKAGE} package, "
+                          "fetched with apt-get download and unpacked with dpkg-deb; without apt-get, download "
+                          "the .deb by hand and pass it with --deb (dpkg-deb is still needed)") from None
     if done.returncode != 0:
         raise CorpusError(f"`{' '.join(command)}` failed (exit status {done.returncode}):\n"
                           f"{(done.stderr or done.stdout).strip()}")
@@ -196,7 +196,8 @@ def load_split(folder: Path, split: str, manifest: dict | None = None) -> np.nda
     manifest = load_manifest(folder) if manifest is None else manifest
     entry = manifest["splits"][split]
     tokens = np.load(Path(folder) / entry["file"])
-    if tokens.dtype != np.uint8 or tokens.ndim != 1 or tokens.size != entry["tokens"] or sha256(tokens) != entry["sha256"]:
+    if tokens.dtype != np.uint8 or tokens.ndim != 1 or tokens.size != entry["tokens"] \
+            or sha256(tokens) != entry["sha256"]:
         raise CorpusError(f"{Path(folder) / entry['file']} does not match {MANIFEST} (changed or damaged): "
                           "rebuild the corpus with `python -m retnet_ref corpus`")
     return tokens

@@ -280,6 +280,8 @@ def world_size() -> int:
 def start_processes(device: torch.device) -> Processes:
     if world_size() == 1:
         return Processes()
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return Processes(dist.get_rank(), dist.get_world_size())
 
@@ -309,9 +311,9 @@ class Run:
 
     def checkpoint(self) -> dict:
         return {"format": CHECKPOINT_FORMAT, "config": dataclasses.asdict(self.config), "step": self.step,
-                "tokens_seen": self.tokens_seen, "elapsed": self.elapsed, "corpus_sha256": self.corpus_sha256, "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "data_rng": self.windows.generator.get_state(),
-                "torch_rng": torch.get_rng_state()}
+                "tokens_seen": self.tokens_seen, "elapsed": self.elapsed, "corpus_sha256": self.corpus_sha256,
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "data_rng": self.windows.generator.get_state(), "torch_rng": torch.get_rng_state()}
 
     def restore(self, saved: dict):
         self.model.load_state_dict(saved["model"])
@@ -351,7 +353,8 @@ def validation_loss(model, config, chunk_size, windows: torch.Tensor, processes:
     return float(processes.total(loss_sum)) / targets
 
 
-def train_step(run: Run, trained: nn.Module, batch: torch.Tensor, chunk_size, device) -> tuple[torch.Tensor, torch.Tensor]:
+def train_step(run: Run, trained: nn.Module, batch: torch.Tensor, chunk_size,
+               device) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step on this process's windows → (loss, gradient norm before clipping)."""
     lr = learning_rate(run.config, run.step)
     for group in run.optimizer.param_groups:
@@ -406,9 +409,9 @@ def train(run: Run, trained: nn.Module, validation: torch.Tensor, processes: Pro
 # ---------------------------------------------------------------- command line
 
 
-def _help(name: str, text: str) -> str:
-    default = getattr(DEFAULTS, name)
-    return f"{text} (default: {'none' if default is None else default})"
+def _help(name: str, text: str, default: str | None = None) -> str:
+    """text with TrainConfig's default (or `default`, where the field's None means something else)."""
+    return f"{text} (default: {getattr(DEFAULTS, name) if default is None else default})"
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -422,23 +425,25 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add("--model", choices=MODELS, help=_help("model", "which model"))
     add("--preset", choices=PRESETS, help=_help("preset", "the model's sizes, as RetNetConfig.preset and "
         "TransformerConfig.preset (equal presets, equal parameter budgets); the vocabulary is the corpus's"))
-    add("--d-model", type=positive_int, metavar="D", help=_help("d_model", "d_model instead of the preset's"))
-    add("--layers", type=positive_int, metavar="L", help=_help("layers", "layers instead of the preset's"))
-    add("--heads", type=positive_int, metavar="H", help=_help("heads", "heads instead of the preset's"))
-    add("--variant", choices=VARIANTS, help=_help("variant", "RetNet only: the paper's block or torchscale's later one"))
+    add("--d-model", type=positive_int, metavar="D", help=_help("d_model", "d_model", "the preset's"))
+    add("--layers", type=positive_int, metavar="L", help=_help("layers", "layers", "the preset's"))
+    add("--heads", type=positive_int, metavar="H", help=_help("heads", "heads", "the preset's"))
+    add("--variant", choices=VARIANTS, help=_help(
+        "variant", "RetNet only: the paper's block or torchscale's later one"))
     add("--gamma", type=gamma_option, metavar="G", help=_help(
         "gamma", "RetNet only: the heads' decays: " + ", ".join(GAMMA_SCHEDULES) + ", one number in (0, 1] "
         "for every head (1: no decay; one value: a single γ, two of the paper's ablations) or one per head, "
         "comma-separated"))
     add("--mode", choices=RETNET_MODES, help=_help("mode", "RetNet only: the form it trains in"))
     add("--chunk-size", type=positive_int, metavar="C", help=_help(
-        "chunk_size", "RetNet only: chunk length of the chunkwise form (none: the config's, 512)"))
+        "chunk_size", "RetNet only: chunk length of the chunkwise form", "the config's, 512"))
     add("--context", type=positive_int, metavar="T", help=_help("context", "tokens a window predicts"))
     add("--batch", type=positive_int, metavar="B", help=_help(
         "batch", "windows per step, over all processes (divisible by their number)"))
     add("--steps", type=positive_int, metavar="N", help=_help("steps", "optimizer steps"))
     add("--lr", type=positive_float, help=_help("lr", "peak learning rate"))
-    add("--warmup", type=non_negative_int, metavar="N", help=_help("warmup", "steps of linear warm-up (at most --steps)"))
+    add("--warmup", type=non_negative_int, metavar="N", help=_help(
+        "warmup", "steps of linear warm-up (at most --steps)"))
     add("--decay", choices=DECAYS, help=_help("decay", "learning-rate decay after the warm-up"))
     add("--final-lr-fraction", type=unit_fraction, metavar="F", help=_help(
         "final_lr_fraction", "learning rate of the last step, as a fraction of --lr"))
@@ -472,7 +477,7 @@ def check_config(config: TrainConfig, given: dict, parser: argparse.ArgumentPars
     if config.model == "transformer":
         misplaced = [f"--{name.replace('_', '-')}" for name in RETNET_ONLY if name in given]
         if misplaced:
-            parser.error(f"{', '.join(misplaced)}: RetNet options, not for --model transformer")
+            parser.error(f"{', '.join(misplaced)}: RetNet only, not for --model transformer")
     if config.mode == "parallel" and "chunk_size" in given:
         parser.error("--chunk-size: only with --mode chunkwise")
     if config.warmup > config.steps:
@@ -590,7 +595,8 @@ def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
             if processes.main:
                 cut_log(out / LOG, run.step)
         elif processes.main:
-            (out / LOG).write_text(json.dumps(run_header(config, model, manifest, validation, processes, device)) + "\n")
+            header = run_header(config, model, manifest, validation, processes, device)
+            (out / LOG).write_text(json.dumps(header) + "\n")
         trained = model
         if processes.world > 1:
             from torch.nn.parallel import DistributedDataParallel

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import random
+import shutil
 import subprocess
 import sys
 
@@ -121,6 +122,36 @@ def test_too_few_documents_for_three_splits(tmp_path):
         corpus.prepare(tmp_path, tmp_path / "out", source={})
 
 
+def test_without_apt_get_the_corpus_command_says_what_to_do(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path / "no-programs-here"))
+    assert main(["corpus", "--out", str(tmp_path / "c"), "--download-dir", str(tmp_path / "d")]) == 1
+    err = capsys.readouterr().err
+    assert "`apt-get` is not installed here" in err and "--deb" in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="dpkg-deb is not installed (not a Debian system)")
+def test_corpus_from_a_deb(tmp_path, capsys):
+    """A stand-in package (a test fixture with the real package's layout), built with dpkg-deb -b."""
+    package = tmp_path / "package"
+    write_fixture_documents(package / corpus.SOURCES_IN_PACKAGE)
+    (package / corpus.COPYRIGHT_IN_PACKAGE).parent.mkdir(parents=True)
+    (package / corpus.COPYRIGHT_IN_PACKAGE).write_text("test fixture licence text\n")
+    (package / "DEBIAN").mkdir()
+    (package / "DEBIAN" / "control").write_text(
+        f"Package: {corpus.PACKAGE}\nVersion: 0.0-fixture\nArchitecture: all\nMaintainer: tests <tests@invalid>\n"
+        "Description: test fixture\n")
+    deb = tmp_path / "fixture.deb"
+    subprocess.run(["dpkg-deb", "--root-owner-group", "-b", str(package), str(deb)], check=True, capture_output=True)
+    out = tmp_path / "corpus"
+    assert main(["corpus", "--deb", str(deb), "--out", str(out), "--download-dir", str(tmp_path / "d"),
+                 "--validation-fraction", "0.2", "--test-fraction", "0.2"]) == 0
+    manifest = corpus.load_manifest(out)
+    assert manifest["source"]["version"] == "0.0-fixture" and manifest["licence"]["spdx"] == "PSF-2.0"
+    assert (out / "LICENSE.txt").read_text() == "test fixture licence text\n"
+    assert manifest["documents"] == DOCUMENTS
+    assert "train" in capsys.readouterr().out
+
+
 def test_corpus_usage_errors(capsys):
     for args, expected in ((["--seed", "-1"], "--seed: expected an integer >= 0"),
                            (["--test-fraction", "0.7"], "--test-fraction: expected a number in [0, 0.5)"),
@@ -190,7 +221,7 @@ BAD_OPTIONS = [
     (["--lr", "fast"], "--lr: expected a number > 0, got 'fast'"),
     (["--final-lr-fraction", "2"], "--final-lr-fraction: expected a number in [0, 1]"),
     (["--warmup", "50", "--steps", "10"], "--warmup (50) must be at most --steps (10)"),
-    (["--model", "transformer", "--chunk-size", "8"], "--chunk-size: RetNet options, not for --model transformer"),
+    (["--model", "transformer", "--chunk-size", "8"], "--chunk-size: RetNet only, not for --model transformer"),
     (["--mode", "parallel", "--chunk-size", "8"], "--chunk-size: only with --mode chunkwise"),
     (["--gamma", "1.5"], "--gamma: every γ must lie in (0, 1]"),
     (["--gamma", "0.9,0.8,0.7"], "gamma must hold one value per head: expected length 2, got 3"),
