@@ -54,6 +54,7 @@ peers: $(STAMP)
 	$(PY) -m pip install --quiet --no-deps $(PEERS)
 
 test: $(STAMP)
+	$(PY) -m ruff check retnet_ref tests examples notebooks
 	TQDM_DISABLE=1 PYTHONHASHSEED=0 RETNET_FIGURES=$(CURDIR)/build/test-figures $(PY) -m pytest -p no:cacheprovider tests notebooks \
 	  --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 

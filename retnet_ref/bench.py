@@ -367,7 +367,7 @@ def copy_bandwidth(timer: Timer) -> float:
     nbytes = COPY_BYTES[timer.device.type]
     src = torch.ones(nbytes, dtype=torch.uint8, device=timer.device)
     dst = torch.empty_like(src)
-    seconds = timer.median_seconds(lambda: dst.copy_(src))
+    seconds = timer.median_seconds(partial(dst.copy_, src))
     del src, dst
     release_memory(timer.device)
     return 2 * nbytes / seconds
