@@ -605,5 +605,8 @@ def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
               getattr(args, "until_step", None))
     finally:
         if processes.world > 1:
+            # every process reaches the end before any leaves the group: a process that tore its group down
+            # while another was still saving the checkpoint has been seen to leave that one waiting forever
+            dist.barrier()
             dist.destroy_process_group()
     return 0
