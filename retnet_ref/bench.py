@@ -70,6 +70,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import kernels
+from .argtypes import positive_int
 from .decay import gamma_schedule
 from .generation import capture_cuda_graph
 from .memory import available_bytes
@@ -170,17 +171,6 @@ class Options:
     @property
     def torch_dtype(self) -> torch.dtype:
         return DTYPES[self.dtype]
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer ≥ 1 (anything else is a usage error)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def kernel_tile(text: str) -> int:

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .argtypes import non_negative_int
 from .paths import project_root
 
 PACKAGE = "python3.11-doc"
@@ -228,17 +229,6 @@ def fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number in [0, 0.5), got {text!r}") from None
     if not 0.0 <= value < 0.5:
         raise argparse.ArgumentTypeError(f"expected a number in [0, 0.5), got {value}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    """argparse type: an integer ≥ 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
     return value
 
 

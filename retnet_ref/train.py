@@ -48,8 +48,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .bench import positive_int
-from .corpus import CorpusError, load_manifest, load_split, non_negative_int
+from .argtypes import non_negative_float, non_negative_int, positive_float, positive_int
+from .corpus import CorpusError, load_manifest, load_split
 from .model import GAMMA_SCHEDULES, VARIANTS, RetNet, RetNetConfig
 from .paths import project_root
 from .transformer import Transformer, TransformerConfig
@@ -97,28 +97,6 @@ DEFAULTS = TrainConfig()
 
 
 # ---------------------------------------------------------------- argparse types
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {value}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    """argparse type: a finite number ≥ 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {value}")
-    return value
 
 
 def unit_fraction(text: str) -> float:
