@@ -879,49 +879,66 @@ def inference_rows(kind: str, model: nn.Module, opts: Options, timer: Timer, ban
 
 def inference_suite(opts: Options, timer: Timer, bandwidth: float) -> tuple[list, dict]:
     """Both models of every preset: memory, prefill and decode throughput against the prompt length at
-    a fixed batch; decode latency against the batch size at one length; the largest batch that fits."""
+    a fixed batch; decode latency against the batch size at one length; the largest batch that fits.
+    RetNet's weights are measured on each backend timed here (PyTorch, and the Triton kernels on CUDA:
+    prefill on the chunkwise kernel with tile 64, decode on the fused step)."""
     rows = []
     for preset in opts.presets:
         preset_opts = dataclasses.replace(opts, preset=preset)
         for kind in MODELS:
             parameters = parameter_count(kind, preset)
-            meta = {"model": kind, "preset": preset, "dtype": opts.dtype, "parameters": parameters,
-                    "weights_bytes": parameters * opts.torch_dtype.itemsize}
+            backends = retnet_backends(opts) if kind == "retnet" else (None,)
+            meta = lambda backend: {"model": model_label(kind, backend), "preset": preset, "backend": backend,
+                                    "dtype": opts.dtype, "parameters": parameters,
+                                    "weights_bytes": parameters * opts.torch_dtype.itemsize}
             built = measure_if_it_fits(4 * parameters, opts.torch_device, partial(build_model, kind, preset_opts))
             if built["status"] != OK:
-                rows += [{**meta, "table": "length", "context": L, "batch": opts.batch, **built}
-                         for L in opts.inference_lengths]
+                rows += [{**meta(backend), "table": "length", "context": L, "batch": opts.batch, **built}
+                         for backend in backends for L in opts.inference_lengths]
                 continue
             model = built.pop("model")
-            rows += [{**meta, **row} for row in inference_rows(kind, model, preset_opts, timer, bandwidth)]
+            for backend in backends:
+                if backend is not None:      # tile 64 for the kernels, the preset's chunk size (512) otherwise
+                    model.set_backend(backend, chunk_size=64 if backend == "triton" else preset_chunk_size(preset))
+                rows += [{**meta(backend), **row} for row in inference_rows(kind, model, preset_opts, timer, bandwidth)]
             del model
             release_memory(opts.torch_device)
     return rows, inference_summary(rows, opts)
 
 
+def preset_chunk_size(preset: str) -> int:
+    return model_config("retnet", preset).chunk_size
+
+
 def inference_summary(rows: list[dict], opts: Options) -> dict:
-    """Per preset, RetNet against the Transformer: the largest batch each fits at --latency-length and the
-    tokens/s there, and at the longest prompt both fit at --batch the ratios of decode tokens/s, peak
-    memory and step time (Transformer over RetNet for memory and time, RetNet over Transformer for tokens/s)."""
+    """Per preset: the largest batch each model fits at --latency-length and its tokens/s there; and for
+    each RetNet backend against the Transformer, at the longest prompt both fit at --batch, the ratios of
+    decode tokens/s (RetNet over Transformer), peak memory and step time (Transformer over RetNet)."""
     summary = {}
     for preset in opts.presets:
-        ok = lambda kind, table: [r for r in rows if r["preset"] == preset and r["model"] == kind
-                                  and r["table"] == table and r["status"] == OK]
-        largest = {kind: max(ok(kind, "batch"), key=lambda r: r["batch"], default=None) for kind in MODELS}
-        lengths = {kind: {r["context"]: r for r in ok(kind, "length")} for kind in MODELS}
-        shared = sorted(set(lengths["retnet"]) & set(lengths["transformer"]))
-        entry = {f"{kind}_largest_batch": None if largest[kind] is None else largest[kind]["batch"] for kind in MODELS}
-        entry.update({f"{kind}_tokens_per_second_at_largest_batch":
-                      None if largest[kind] is None else largest[kind]["tokens_per_second"] for kind in MODELS})
-        if shared:
-            L = shared[-1]
-            retnet, transformer = lengths["retnet"][L], lengths["transformer"][L]
-            entry.update({"compared_at_context": L,
-                          "throughput_retnet_over_transformer": ratio(retnet["tokens_per_second"],
-                                                                      transformer["tokens_per_second"]),
-                          "peak_memory_transformer_over_retnet": ratio(transformer["peak_bytes"], retnet["peak_bytes"]),
-                          "step_time_transformer_over_retnet": ratio(seconds_of(transformer["step"]),
-                                                                     seconds_of(retnet["step"]))})
+        ok = lambda label, table: [r for r in rows if r["preset"] == preset and r["model"] == label
+                                   and r["table"] == table and r["status"] == OK]
+        labels = list(dict.fromkeys(r["model"] for r in rows if r["preset"] == preset))
+        largest = {label: max(ok(label, "batch"), key=lambda r: r["batch"], default=None) for label in labels}
+        entry = {"largest_batch": {label: None if row is None else row["batch"] for label, row in largest.items()},
+                 "tokens_per_second_at_largest_batch": {label: None if row is None else row["tokens_per_second"]
+                                                        for label, row in largest.items()},
+                 "versus_transformer": {}}
+        transformer = {r["context"]: r for r in ok("transformer", "length")}
+        for label in labels:
+            if label == "transformer":
+                continue
+            retnet = {r["context"]: r for r in ok(label, "length")}
+            shared = sorted(set(retnet) & set(transformer))
+            if shared:
+                L = shared[-1]
+                entry["versus_transformer"][label] = {
+                    "context": L,
+                    "throughput_retnet_over_transformer": ratio(retnet[L]["tokens_per_second"],
+                                                                transformer[L]["tokens_per_second"]),
+                    "peak_memory_transformer_over_retnet": ratio(transformer[L]["peak_bytes"], retnet[L]["peak_bytes"]),
+                    "step_time_transformer_over_retnet": ratio(seconds_of(transformer[L]["step"]),
+                                                               seconds_of(retnet[L]["step"]))}
         summary[preset] = entry
     return summary
 
@@ -1214,16 +1231,19 @@ def inference_table(rows: list[dict], summary: dict, opts: dict) -> str:
         unmeasured.append((r["model"], where, step))
         if prefill is not None:
             unmeasured.append((f"{r['model']} prefill", where, prefill))
-    notes = [f"{preset}: largest batch at L={opts['latency_length']}: RetNet {s['retnet_largest_batch']}, "
-             f"Transformer {s['transformer_largest_batch']}"
-             + ("" if "compared_at_context" not in s else
-                f"; at L={s['compared_at_context']}, B={opts['batch']}: tokens/s RetNet/Transformer "
-                f"{number_cell(s['throughput_retnet_over_transformer'])}, peak memory Transformer/RetNet "
-                f"{number_cell(s['peak_memory_transformer_over_retnet'])}, step time Transformer/RetNet "
-                f"{number_cell(s['step_time_transformer_over_retnet'])}")
-             for preset, s in summary.items()]
+    notes = [inference_note(preset, s, opts) for preset, s in summary.items()]
     title = f"inference: prefill and decode, {opts['dtype']}, {'CUDA graph' if opts['device'] == 'cuda' else 'eager'} steps"
     return format_table(title, headers, cells, [*unmeasured_notes(unmeasured), *notes])
+
+
+def inference_note(preset: str, s: dict, opts: dict) -> str:
+    largest = ", ".join(f"{label} {batch}" for label, batch in s["largest_batch"].items())
+    versus = "".join(f"; {label} at L={v['context']}, B={opts['batch']}: tokens/s over the Transformer's "
+                     f"{number_cell(v['throughput_retnet_over_transformer'])}, the Transformer's peak memory over "
+                     f"its {number_cell(v['peak_memory_transformer_over_retnet'])}, step time "
+                     f"{number_cell(v['step_time_transformer_over_retnet'])}"
+                     for label, v in s["versus_transformer"].items())
+    return f"{preset}: largest batch at L={opts['latency_length']}: {largest}{versus}"
 
 
 def training_table(rows: list[dict], summary: dict, opts: dict) -> str:

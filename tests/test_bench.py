@@ -225,8 +225,11 @@ def test_inference_suite(tmp_path, capsys):
     # S and z grow with the batch; each layer's position counter does not
     assert 2.99 < retnet["batch", 3, 12]["state_bytes"] / retnet["batch", 1, 12]["state_bytes"] <= 3
     summary = report["summary"]["inference"]["tiny"]
-    assert summary["retnet_largest_batch"] == summary["transformer_largest_batch"] == 3
-    assert summary["compared_at_context"] == 16 and summary["throughput_retnet_over_transformer"] > 0
+    assert summary["largest_batch"] == {"retnet": 3, "transformer": 3}
+    versus = summary["versus_transformer"]["retnet"]
+    assert versus["context"] == 16 and versus["throughput_retnet_over_transformer"] > 0
+    assert versus["step_time_transformer_over_retnet"] == pytest.approx(
+        transformer["length", 2, 16]["step"]["seconds"] / retnet["length", 2, 16]["step"]["seconds"])
     assert "inference: prefill and decode" in out and "largest batch at L=12" in out
 
 
@@ -234,7 +237,9 @@ def test_inference_rows_that_do_not_fit_are_reported(tmp_path, capsys, monkeypat
     monkeypatch.setattr(bench, "available_bytes", lambda device: 0)
     report, out = run_bench(tmp_path, capsys, "--suite", "inference", *INFERENCE)
     assert report["inference"] and all(r["status"] == bench.DOES_NOT_FIT for r in report["inference"])
-    assert report["summary"]["inference"]["tiny"]["retnet_largest_batch"] is None and "does not fit" in out
+    summary = report["summary"]["inference"]["tiny"]
+    assert summary["largest_batch"] == {"retnet": None, "transformer": None} and not summary["versus_transformer"]
+    assert "does not fit" in out
 
 
 def test_training_suite(tmp_path, capsys):
