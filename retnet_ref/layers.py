@@ -11,6 +11,11 @@ Two variants share this code (RetNetConfig.variant in retnet_ref.model):
 - "official": torchscale 0.3.0's later block: RMSNorm everywhere (per-head without affine), gated FFN
   W_2 (act(X W_1) ⊙ X W_3), value and FFN widths ≈ 5/3 d.
 The scaling 1/√d_k is normalisation (1) inside retention; the official code puts it on k, the same number.
+
+Two of the paper's ablations (Table 6) switch parts of MSR off, in either variant:
+- "− swish gate" (swish_gate=False): MSR(X) = Y W_O, and no W_G at all (d · value_dim fewer weights a layer);
+- "− GroupNorm" (group_norm=False): Y = concat(head_1..h), the normalised retention heads as they are
+  (the per-head norm has no affine parameters, so the parameter count stays the same).
 Projections carry no bias (the paper's equations have none; neither has the official code).
 """
 from __future__ import annotations
@@ -34,6 +39,13 @@ from .rotation import rotate_by, rotation_factors, theta_schedule
 
 NORM_KINDS = ("layernorm", "rmsnorm")
 ACTIVATIONS = {"gelu": F.gelu, "swish": F.silu, "relu": F.relu}
+
+
+def check_switch(value, name) -> bool:
+    """A model option that is on or off: True or False itself (not 0, 1 or a string)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return value
 
 
 def positive_int(value, name):
@@ -90,11 +102,16 @@ class MultiScaleRetention(ExactBuffers):
     detach_normaliser stops gradients through normalisation (3)'s divisor (the official code does).
     backend "torch" (the PyTorch forms) or "triton" (retnet_ref.kernels: the chunkwise mode and the
     decode step on Triton kernels, chunk_size then a tile height; the other modes as with "torch").
+    swish_gate=False: Table 6's "− swish gate", MSR(X) = Y W_O without W_G (the output stage is then
+    _ungated_output); group_norm=False: Table 6's "− GroupNorm", Y = concat(heads) (head_norm the identity).
+    Neither touches retention itself, so every mode and backend (the fused Triton step computes the
+    heads only) runs with either switched off.
     """
 
     def __init__(self, d_model: int, num_heads: int, value_dim: int | None = None, gamma="default",
                  head_norm: str = "layernorm", eps: float = 1e-6, normalisation: str = "exact",
-                 detach_normaliser: bool = False, backend: str = "torch"):
+                 detach_normaliser: bool = False, backend: str = "torch", swish_gate: bool = True,
+                 group_norm: bool = True):
         super().__init__()
         d_model, num_heads = positive_int(d_model, "d_model"), positive_int(num_heads, "num_heads")
         value_dim = 2 * d_model if value_dim is None else positive_int(value_dim, "value_dim")
@@ -109,6 +126,8 @@ class MultiScaleRetention(ExactBuffers):
         self.d_model, self.num_heads, self.value_dim = d_model, num_heads, value_dim
         self.key_head_dim, self.value_head_dim = d_model // num_heads, value_dim // num_heads
         self.normalisation, self.detach_normaliser = normalisation, bool(detach_normaliser)
+        self.swish_gate = check_switch(swish_gate, "swish_gate")
+        self.group_norm = check_switch(group_norm, "group_norm")
         self.backend = check_backend(backend)
         self.gamma = self._gammas(gamma, num_heads)                   # (H,) float64 NumPy
         self.register_exact_buffer("log_gamma", np.log(self.gamma))   # (H,) float64, on the device
@@ -116,9 +135,12 @@ class MultiScaleRetention(ExactBuffers):
         self.q_proj = nn.Linear(d_model, d_model, bias=False)
         self.k_proj = nn.Linear(d_model, d_model, bias=False)
         self.v_proj = nn.Linear(d_model, value_dim, bias=False)
-        self.g_proj = nn.Linear(d_model, value_dim, bias=False)
+        self.g_proj = nn.Linear(d_model, value_dim, bias=False) if swish_gate else None
         self.out_proj = nn.Linear(value_dim, d_model, bias=False)
-        self.head_norm = make_norm(head_norm, self.value_head_dim, eps, affine=False)
+        self.head_norm = make_norm(head_norm, self.value_head_dim, eps, affine=False) if group_norm else nn.Identity()
+        if not swish_gate:
+            # − swish gate: the output stage is MSR(X) = Y W_O (chosen once here: _gated_output stays Eq. 8)
+            self._gated_output = self._ungated_output
         self.reset_parameters()
 
     @staticmethod
@@ -130,7 +152,8 @@ class MultiScaleRetention(ExactBuffers):
     def reset_parameters(self):
         """Xavier-uniform; gain 2^-2.5 on W_Q, W_K, W_V, W_G (small initial retention output)."""
         for proj in (self.q_proj, self.k_proj, self.v_proj, self.g_proj):
-            nn.init.xavier_uniform_(proj.weight, gain=2 ** -2.5)
+            if proj is not None:
+                nn.init.xavier_uniform_(proj.weight, gain=2 ** -2.5)
         nn.init.xavier_uniform_(self.out_proj.weight)
 
     def _heads(self, x, width):
@@ -206,6 +229,13 @@ class MultiScaleRetention(ExactBuffers):
         # MSR(X) = (swish(X W_G) ⊙ Y) W_O
         return self.out_proj(F.silu(self.g_proj(x)) * y)
 
+    def _ungated_output(self, x, heads):
+        """The output stage of Table 6's "− swish gate" (swish_gate=False): no W_G, x unused."""
+        # Y = GroupNorm_h(concat heads)
+        y = self.head_norm(heads).transpose(1, 2).flatten(2)            # (B, T, value_dim)
+        # MSR(X) = Y W_O
+        return self.out_proj(y)
+
 
 class FeedForward(nn.Module):
     """FFN(X) = act(X W_1) W_2 (the paper: gelu, width 2d), or gated: (act(X W_1) ⊙ X W_3) W_2."""
@@ -241,7 +271,8 @@ class RetNetBlock(nn.Module):
         self.retention = MultiScaleRetention(
             config.d_model, config.num_heads, config.value_dim, config.gamma, head_norm=norm,
             eps=config.norm_eps, normalisation=config.normalisation,
-            detach_normaliser=config.detach_normaliser, backend=config.backend)
+            detach_normaliser=config.detach_normaliser, backend=config.backend, swish_gate=config.swish_gate,
+            group_norm=config.group_norm)
         self.ffn_norm = make_norm(norm, config.d_model, config.norm_eps)
         self.ffn = FeedForward(config.d_model, config.ffn_dim, config.activation, gated=config.gated_ffn)
 

@@ -28,7 +28,7 @@ from torch import nn
 from ._checks import check_gammas, check_token_range, check_token_tensor
 from .generation import generate_tokens
 from .kernels import check_backend, check_tile_height
-from .layers import ACTIVATIONS, RetNetBlock, positive_int, make_norm
+from .layers import ACTIVATIONS, RetNetBlock, check_switch, positive_int, make_norm
 from .normalized import NORMALISATIONS, RetentionState, check_mode
 from .retention import accumulation_dtype
 
@@ -61,6 +61,8 @@ class RetNetConfig:
     chunk_size: the chunk length generate() prefills with.
     backend: "torch" (the PyTorch forms) or "triton" (the chunkwise mode and the decode step on the
     Triton kernels of retnet_ref.kernels; chunk_size must then be one of their tile heights).
+    swish_gate, group_norm: False for two of the paper's ablations (Table 6, "− swish gate" and
+    "− GroupNorm"; see retnet_ref.layers): MSR(X) = Y W_O without W_G, or Y without the per-head norm.
     """
 
     vocab_size: int = 256
@@ -78,12 +80,16 @@ class RetNetConfig:
     embed_scale: float = 1.0
     chunk_size: int = 512
     backend: str = "torch"
+    swish_gate: bool = True
+    group_norm: bool = True
     norm_kind: str = field(init=False)
     gated_ffn: bool = field(init=False)
 
     def __post_init__(self):
         for name in ("vocab_size", "d_model", "num_layers", "num_heads", "chunk_size"):
             positive_int(getattr(self, name), name)
+        for name in ("swish_gate", "group_norm"):
+            check_switch(getattr(self, name), name)
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
         if isinstance(self.gamma, str):

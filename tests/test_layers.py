@@ -8,12 +8,15 @@ import torch.nn.functional as F
 from retnet_ref.decay import gamma_schedule
 from retnet_ref.layers import FeedForward, MultiScaleRetention, RetNetBlock, RMSNorm
 from retnet_ref.model import RetNetConfig
-from retnet_ref.normalized import RetentionState
+from retnet_ref.normalized import RetentionState, normalized_retention
 from retnet_ref.retention import parallel_retention
 from retnet_ref.rotation import rotate, theta_schedule
 
 D, HEADS, T = 32, 4, 19
 TOL64 = 1e-12   # float64 forms: measured ≤ 2e-15
+# the paper's ablations of MSR (Table 6): the gate, the per-head norm, or both switched off
+ABLATIONS = [dict(swish_gate=False), dict(group_norm=False), dict(swish_gate=False, group_norm=False)]
+ABLATION_IDS = ["no-gate", "no-groupnorm", "neither"]
 
 
 def msr(seed=0, qk_gain=1.0, **kwargs):
@@ -57,6 +60,47 @@ def test_msr_is_equation_8_written_out(rel_err):
     Y = F.layer_norm(o, (2 * D // HEADS,), eps=0.0).transpose(1, 2).reshape(B, T, 2 * D)
     expected = (F.silu(x @ layer.g_proj.weight.T) * Y) @ layer.out_proj.weight.T
     assert rel_err(y, expected) < 1e-11
+
+
+@pytest.mark.parametrize("ablation", ABLATIONS, ids=ABLATION_IDS)
+def test_ablations_are_table_6_written_out(ablation, rel_err):
+    """− swish gate: MSR(X) = Y W_O; − GroupNorm: Y = concat(normalised heads)."""
+    layer = msr(qk_gain=4.0, **ablation)
+    x = x_input()
+    y, _ = layer(x)
+    B = x.shape[0]
+    heads = lambda w, d: (x @ w.T).view(B, T, HEADS, d).transpose(1, 2)      # (B, H, T, d)
+    theta = theta_schedule(D // HEADS)
+    q = rotate(heads(layer.q_proj.weight, D // HEADS), theta)
+    k = rotate(heads(layer.k_proj.weight, D // HEADS), theta)
+    v = heads(layer.v_proj.weight, 2 * D // HEADS)
+    o, _ = normalized_retention(q, k, v, layer.gamma)                          # (B, H, T, d_v)
+    if ablation.get("group_norm", True):
+        o = F.layer_norm(o, (2 * D // HEADS,), eps=1e-6)
+    Y = o.transpose(1, 2).reshape(B, T, 2 * D)
+    gated = F.silu(x @ layer.g_proj.weight.T) * Y if ablation.get("swish_gate", True) else Y
+    assert rel_err(y, gated @ layer.out_proj.weight.T) < 1e-12
+
+
+@pytest.mark.parametrize("ablation", ABLATIONS, ids=ABLATION_IDS)
+def test_ablations_keep_the_modes_equal_and_the_decode_step(ablation, rel_err):
+    layer = msr(qk_gain=4.0, **ablation)
+    x = x_input()
+    ys = run_modes(layer, x)
+    assert rel_err(ys["recurrent"], ys["parallel"]) < TOL64
+    assert rel_err(ys["chunkwise"], ys["parallel"]) < TOL64
+    _, state = layer(x[:, :-1], "chunkwise", 5)
+    assert rel_err(layer.step_(x[:, -1:], state), ys["parallel"][:, -1:]) < TOL64
+
+
+def test_ablations_remove_exactly_their_parameters():
+    """No gate: W_G (d × 2d) is gone; no GroupNorm: nothing to remove (the per-head norm has no affine)."""
+    count = lambda layer: sum(p.numel() for p in layer.parameters())
+    full = count(MultiScaleRetention(D, HEADS))
+    assert count(MultiScaleRetention(D, HEADS, swish_gate=False)) == full - D * 2 * D
+    assert count(MultiScaleRetention(D, HEADS, group_norm=False)) == full
+    assert MultiScaleRetention(D, HEADS, swish_gate=False).g_proj is None
+    assert isinstance(MultiScaleRetention(D, HEADS, group_norm=False).head_norm, torch.nn.Identity)
 
 
 @pytest.mark.parametrize("head_norm", ["layernorm", "rmsnorm"])
@@ -167,6 +211,10 @@ def test_bad_arguments_are_rejected():
         MultiScaleRetention(D, HEADS, gamma=[0.9, 0.8])
     with pytest.raises(ValueError, match="activation"):
         FeedForward(D, D, activation="tanh")
+    with pytest.raises(ValueError, match="swish_gate must be True or False, got 0"):
+        MultiScaleRetention(D, HEADS, swish_gate=0)
+    with pytest.raises(ValueError, match="group_norm must be True or False, got 'no'"):
+        MultiScaleRetention(D, HEADS, group_norm="no")
     layer = msr()
     with pytest.raises(ValueError, match="x must"):
         layer(torch.zeros(2, T, D + 1, dtype=torch.float64))

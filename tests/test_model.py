@@ -85,6 +85,41 @@ def test_modes_give_the_same_gradients_in_float64(variant, rel_err):
             assert rel_err(g, grads["parallel"][name]) < TOL64, name
 
 
+# the paper's ablations of MSR (Table 6), in both variants
+ABLATIONS = [pytest.param(variant, ablation, id=f"{variant}-{name}") for variant in VARIANTS
+             for name, ablation in (("no-gate", dict(swish_gate=False)), ("no-groupnorm", dict(group_norm=False)),
+                                    ("neither", dict(swish_gate=False, group_norm=False)))]
+
+
+@pytest.mark.parametrize("variant, ablation", ABLATIONS)
+def test_ablated_models_keep_the_three_forms_equal(variant, ablation, rel_err):
+    """Logits, loss gradients and the decode step agree in float64 with the gate or GroupNorm off."""
+    x = tokens(length=13)
+    logits, grads = {}, {}
+    for mode, chunk_size in MODES[:3]:
+        model = tiny(variant, **ablation)
+        logits[mode], state = model(x, mode, chunk_size)
+        torch.nn.functional.cross_entropy(logits[mode][:, :-1].flatten(0, 1), x[:, 1:].flatten()).backward()
+        grads[mode] = {name: p.grad for name, p in model.named_parameters()}
+    for mode in ("recurrent", "chunkwise"):
+        assert rel_err(logits[mode], logits["parallel"]) < TOL64
+        for name, g in grads[mode].items():
+            assert rel_err(g, grads["parallel"][name]) < TOL64, name
+    with torch.no_grad():
+        _, state = model(x[:, :-1], "chunkwise", 5)
+        assert rel_err(model.decode_step(x[:, -1], state), logits["parallel"][:, -1]) < TOL64
+
+
+@pytest.mark.parametrize("variant, ablation", ABLATIONS)
+def test_ablations_change_the_parameter_count_by_exactly_what_they_remove(variant, ablation):
+    """No gate: W_G (d × value_dim) in every layer; no GroupNorm: nothing (the per-head norm has no affine)."""
+    full, ablated = tiny(variant), tiny(variant, **ablation)
+    c = full.config
+    removed = 0 if ablation.get("swish_gate", True) else c.num_layers * c.d_model * c.value_dim
+    assert ablated.num_parameters() == full.num_parameters() - removed
+    assert all((block.retention.g_proj is None) == (removed > 0) for block in ablated.blocks)
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_prefill_chunkwise_then_recurrent_steps_equals_parallel(variant, rel_err):
     model = tiny(variant)
@@ -281,6 +316,10 @@ def test_bad_configs_are_rejected():
         RetNet(RetNetConfig(gamma=(0.9, 1.5)))
     with pytest.raises(TypeError, match="config"):
         RetNet({"d_model": 64})
+    with pytest.raises(ValueError, match="swish_gate must be True or False, got 'false'"):
+        RetNetConfig(swish_gate="false")
+    with pytest.raises(ValueError, match="group_norm must be True or False, got 1"):
+        RetNetConfig(group_norm=1)
 
 
 @pytest.mark.cuda
