@@ -6,6 +6,10 @@ vocabulary 256. Each step reads --batch random windows of --context + 1 tokens f
 (computed in float32). Validation reads fixed windows of the validation split: consecutive windows of
 --context + 1 tokens from its start (the last token of one is the first of the next), --eval-batches ×
 --batch of them or as many as the split holds, every --eval-interval steps and after the last step.
+--eval-lengths M... adds validation at M × --context tokens (length extrapolation): consecutive windows of
+M × --context + 1 tokens over the same stretch of the split (1/M as many of them, at least one), RetNet
+in its training form, the Transformer with its rotary positions, which take any length (positions
+beyond --context it has never trained on; it runs without error, whatever it has learnt there).
 
 The recipe is the paper's where it names one: AdamW with β = (0.9, 0.98), a linear warm-up over --warmup
 steps to --lr, then a cosine (or linear) decay to --final-lr-fraction × --lr at the last step, the
@@ -13,12 +17,18 @@ gradient norm clipped to --clip (2.0). Weight decay applies to the matrices (emb
 the norms' gains. No dropout: neither model has dropout layers. RetNet trains in its chunkwise form
 (--chunk-size, default its config's 512) or its parallel form; on CUDA under bfloat16 autocast.
 
+The paper's ablations (Table 6), RetNet only: --no-swish-gate (MSR(X) = Y W_O, no W_G), --no-group-norm
+(no per-head norm), --gamma 1 (no decay: γ = 1 in every head), --gamma G (one γ for all heads, e.g.
+0.98), and --variant official (torchscale's later block).
+
 Output, in --out (a folder):
   log.jsonl       one JSON object a line: first {"run": the configuration, parameter count, corpus,
                   world size, device}, then one per step: step, loss, lr, grad_norm, tokens (seen so far),
                   tokens_per_second (of that step), wall_seconds (since the run began, resumes included),
                   peak_memory_bytes (CUDA; null on the CPU), and at a validation step validation_loss
-                  (nats per byte) and validation_perplexity
+                  (nats per byte) and validation_perplexity at --context, and validation_loss_at and
+                  validation_perplexity_at: {"T": value} for T = --context and each M × --context
+                  of --eval-lengths (the header's validation_windows_at: the windows of each T)
   checkpoint.pt   every --checkpoint-interval steps and after the last: weights, optimizer state, step,
                   the data generator's and torch's RNG states, the configuration
 
@@ -89,14 +99,33 @@ class TrainConfig:
     seed: int = 0
     eval_interval: int = 50
     eval_batches: int = 4
+    eval_lengths: tuple[int, ...] = ()
     checkpoint_interval: int = 0
+    swish_gate: bool = True
+    group_norm: bool = True
 
 
-RETNET_ONLY = ("variant", "gamma", "mode", "chunk_size")
+RETNET_ONLY = ("variant", "gamma", "mode", "chunk_size", "swish_gate", "group_norm")
+# the options of the boolean fields, which switch a default True off
+SWITCH_OPTIONS = {"swish_gate": "--no-swish-gate", "group_norm": "--no-group-norm"}
 DEFAULTS = TrainConfig()
 
 
 # ---------------------------------------------------------------- argparse types
+
+
+def option_of(name: str) -> str:
+    """The command-line option of a TrainConfig field."""
+    return SWITCH_OPTIONS.get(name, f"--{name.replace('_', '-')}")
+
+
+def length_multiple(text: str) -> int:
+    """argparse type: a multiple of --context longer than it, an integer >= 2."""
+    value = positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 2 (a multiple of --context; 1 is --context "
+                                         f"itself, always validated), got {value}")
+    return value
 
 
 def unit_fraction(text: str) -> float:
@@ -140,7 +169,8 @@ def _size_overrides(config: TrainConfig, vocab_size: int) -> dict:
 
 def retnet_config(config: TrainConfig, vocab_size: int) -> RetNetConfig:
     chunk = {} if config.chunk_size is None else {"chunk_size": config.chunk_size}
-    base = RetNetConfig.preset(config.preset, variant=config.variant, **_size_overrides(config, vocab_size), **chunk)
+    base = RetNetConfig.preset(config.preset, variant=config.variant, swish_gate=config.swish_gate,
+                               group_norm=config.group_norm, **_size_overrides(config, vocab_size), **chunk)
     return dataclasses.replace(base, gamma=gamma_value(config.gamma, base.num_heads))
 
 
@@ -184,6 +214,22 @@ def validation_windows(tokens: torch.Tensor, context: int, count: int) -> torch.
     n = min(count, available)
     starts = torch.arange(n) * context
     return tokens[starts[:, None] + torch.arange(context + 1)].long()
+
+
+def validation_lengths(config: TrainConfig) -> list[int]:
+    """The window lengths validated: --context, then each --eval-lengths multiple of it."""
+    return [config.context * m for m in (1, *config.eval_lengths)]
+
+
+def validation_sets(tokens: torch.Tensor, config: TrainConfig) -> dict[int, torch.Tensor]:
+    """Length T → its validation windows (N_T, T + 1): N at --context, N // M (at least 1) at M × --context,
+    so that every length reads about the same stretch of the split."""
+    count = config.eval_batches * config.batch
+    windows = validation_windows(tokens, config.context, count)
+    sets = {config.context: windows}
+    for m in config.eval_lengths:
+        sets[config.context * m] = validation_windows(tokens, config.context * m, max(1, windows.shape[0] // m))
+    return sets
 
 
 def shard(rows: torch.Tensor, rank: int, world: int) -> torch.Tensor:
@@ -319,16 +365,28 @@ def autocast(device: torch.device):
 
 @torch.no_grad()
 def validation_loss(model, config, chunk_size, windows: torch.Tensor, processes: Processes, device) -> float:
-    """Mean cross-entropy (nats per token) over every target of the windows, shared between processes."""
+    """Mean cross-entropy (nats per token) over every target of the windows, shared between processes; the
+    windows go through the model about --batch × --context tokens at a time (fewer rows when longer)."""
     model.eval()
     mine = windows[processes.rank::processes.world]
+    rows = max(1, config.batch * config.context // (windows.shape[1] - 1))
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    for batch in mine.split(config.batch):
+    for batch in mine.split(rows):
         with autocast(device):
             loss_sum += next_token_loss(model, config, chunk_size, batch.to(device), "sum").double()
     model.train()
     targets = windows.shape[0] * (windows.shape[1] - 1)
     return float(processes.total(loss_sum)) / targets
+
+
+def validation_record(model, config, chunk_size, validation: dict, processes: Processes, device) -> dict:
+    """The log's validation entries: at --context, and at every validated length T."""
+    losses = {str(T): validation_loss(model, config, chunk_size, windows, processes, device)
+              for T, windows in validation.items()}
+    at_context = losses[str(config.context)]
+    return {"validation_loss": at_context, "validation_perplexity": math.exp(at_context),
+            "validation_loss_at": losses,
+            "validation_perplexity_at": {T: math.exp(loss) for T, loss in losses.items()}}
 
 
 def train_step(run: Run, trained: nn.Module, batch: torch.Tensor, chunk_size,
@@ -346,10 +404,10 @@ def train_step(run: Run, trained: nn.Module, batch: torch.Tensor, chunk_size,
     return loss.detach(), grad_norm.detach()
 
 
-def train(run: Run, trained: nn.Module, validation: torch.Tensor, processes: Processes, device: torch.device,
+def train(run: Run, trained: nn.Module, validation: dict[int, torch.Tensor], processes: Processes, device: torch.device,
           out: Path, progress, until_step: int | None = None) -> None:
     """Steps from run.step to config.steps (or to until_step, where a checkpoint is written): log,
-    validate, checkpoint."""
+    validate (validation: validation_sets), checkpoint."""
     last = run.config.steps if until_step is None else min(until_step, run.config.steps)
     config, chunk_size = run.config, chunk_size_of(run.model)
     log = (out / LOG).open("a") if processes.main else None
@@ -368,8 +426,7 @@ def train(run: Run, trained: nn.Module, validation: torch.Tensor, processes: Pro
                       "tokens_per_second": config.batch * config.context / seconds,
                       "peak_memory_bytes": peak_memory(device)}
             if run.step % config.eval_interval == 0 or run.step == config.steps:
-                value = validation_loss(run.model, config, chunk_size, validation, processes, device)
-                record.update(validation_loss=value, validation_perplexity=math.exp(value))
+                record.update(validation_record(run.model, config, chunk_size, validation, processes, device))
             run.elapsed = time.perf_counter() - started
             record["wall_seconds"] = run.elapsed
             if log is not None:
@@ -432,6 +489,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "eval_interval", "steps between validations (also after the last step)"))
     add("--eval-batches", type=positive_int, metavar="N", help=_help(
         "eval_batches", "validation windows = N x --batch (fewer if the split is shorter)"))
+    add("--eval-lengths", type=length_multiple, nargs="+", metavar="M", help=_help(
+        "eval_lengths", "length extrapolation: also validate at M x --context tokens for each M (e.g. 2 4; "
+        "RetNet in its training form, the Transformer's rotary positions past --context untrained)", "none"))
+    add("--no-swish-gate", dest="swish_gate", action="store_const", const=False, help=(
+        "RetNet only: the paper's \"- swish gate\" ablation (Table 6): MSR(X) = Y W_O, without W_G"))
+    add("--no-group-norm", dest="group_norm", action="store_const", const=False, help=(
+        "RetNet only: the paper's \"- GroupNorm\" ablation (Table 6): no per-head norm of the retention heads"))
     add("--checkpoint-interval", type=non_negative_int, metavar="N", help=_help(
         "checkpoint_interval", "steps between checkpoints (0: only after the last step)"))
     add("--out", metavar="DIR", help="folder of the run: log.jsonl and checkpoint.pt (default: build/train)")
@@ -446,14 +510,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def given_config(args: argparse.Namespace) -> dict:
-    """The TrainConfig fields given on the command line."""
-    return {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    """The TrainConfig fields given on the command line (--eval-lengths sorted, without repeats)."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    if "eval_lengths" in given:
+        given["eval_lengths"] = tuple(sorted(set(given["eval_lengths"])))
+    return given
 
 
 def check_config(config: TrainConfig, given: dict, parser: argparse.ArgumentParser):
     """What argparse cannot check alone (usage errors, exit status 2)."""
     if config.model == "transformer":
-        misplaced = [f"--{name.replace('_', '-')}" for name in RETNET_ONLY if name in given]
+        misplaced = [option_of(name) for name in RETNET_ONLY if name in given]
         if misplaced:
             parser.error(f"{', '.join(misplaced)}: RetNet only, not for --model transformer")
     if config.mode == "parallel" and "chunk_size" in given:
@@ -473,6 +540,13 @@ def check_model(config: TrainConfig, vocab_size: int, parser: argparse.ArgumentP
         parser.error(f"model sizes (--preset, --d-model, --layers, --heads, --gamma): {err}")
 
 
+def disagreement(name: str, given, saved) -> str:
+    """An option given with --resume that differs from the checkpoint's, e.g. "--lr 0.5 (the checkpoint has 0.002)"."""
+    if name in SWITCH_OPTIONS:
+        return f"{SWITCH_OPTIONS[name]} (the checkpoint has {name}={saved})"
+    return f"{option_of(name)} {given} (the checkpoint has {saved})"
+
+
 def resumed_config(out: Path, given: dict, parser: argparse.ArgumentParser) -> tuple[TrainConfig, dict]:
     path = out / CHECKPOINT
     if not path.is_file():
@@ -481,7 +555,7 @@ def resumed_config(out: Path, given: dict, parser: argparse.ArgumentParser) -> t
     if saved.get("format") != CHECKPOINT_FORMAT:
         parser.error(f"--resume: {path} has checkpoint format {saved.get('format')!r}, expected {CHECKPOINT_FORMAT}")
     config = TrainConfig(**saved["config"])
-    differ = [f"--{name.replace('_', '-')} {value} (the checkpoint has {getattr(config, name)})"
+    differ = [disagreement(name, value, getattr(config, name))
               for name, value in given.items() if getattr(config, name) != value]
     if differ:
         parser.error("--resume continues the checkpoint's configuration; these options differ: " + "; ".join(differ))
@@ -499,6 +573,10 @@ def read_corpus(folder: Path, config: TrainConfig, parser) -> tuple[dict, torch.
         if tokens.numel() < config.context + 2:
             parser.error(f"--context {config.context}: the {split} split holds only {tokens.numel()} tokens, "
                          "too few for one window of context + 1")
+    longest = max(validation_lengths(config))
+    if validation_tokens.numel() < longest + 1:
+        parser.error(f"--eval-lengths {max(config.eval_lengths)}: the validation split holds only "
+                     f"{validation_tokens.numel()} tokens, too few for one window of {longest} + 1")
     return manifest, train_tokens, validation_tokens
 
 
@@ -509,7 +587,7 @@ def cut_log(path: Path, step: int):
     path.write_text("".join(json.dumps(record) + "\n" for record in kept))
 
 
-def run_header(config: TrainConfig, model: nn.Module, manifest: dict, validation: torch.Tensor,
+def run_header(config: TrainConfig, model: nn.Module, manifest: dict, validation: dict[int, torch.Tensor],
                processes: Processes, device: torch.device) -> dict:
     return {"run": {"config": dataclasses.asdict(config), "model_config": dataclasses.asdict(model.config),
                     "parameters": sum(p.numel() for p in model.parameters()),
@@ -517,7 +595,9 @@ def run_header(config: TrainConfig, model: nn.Module, manifest: dict, validation
                                if manifest.get("licence") else None,
                                "train_tokens": manifest["splits"]["train"]["tokens"],
                                "validation_tokens": manifest["splits"]["validation"]["tokens"]},
-                    "validation_windows": validation.shape[0], "world_size": processes.world,
+                    "validation_windows": validation[config.context].shape[0],
+                    "validation_windows_at": {str(T): windows.shape[0] for T, windows in validation.items()},
+                    "world_size": processes.world,
                     "device": device.type, "torch": torch.__version__}}
 
 
@@ -532,6 +612,8 @@ def print_progress(record: dict):
             f"{record['tokens_per_second']:,.0f} tokens/s  {record['wall_seconds']:.1f} s")
     if "validation_loss" in record:
         line += f"  validation {record['validation_loss']:.4f} (perplexity {record['validation_perplexity']:.2f})"
+        longer = list(record["validation_loss_at"].items())[1:]
+        line += "".join(f"  at {T}: {loss:.4f}" for T, loss in longer)
     print(line, file=sys.stderr, flush=True)
 
 
@@ -565,7 +647,7 @@ def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         model = build_model(config, manifest["vocab_size"]).to(device)
         run = Run(config, model, make_optimizer(model, config), TrainWindows(train_tokens, config.context, config.seed),
                   corpus_sha256)
-        validation = validation_windows(validation_tokens, config.context, config.eval_batches * config.batch)
+        validation = validation_sets(validation_tokens, config)
         if processes.main:
             out.mkdir(parents=True, exist_ok=True)
         if saved is not None:

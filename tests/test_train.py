@@ -20,6 +20,7 @@ import torch
 
 from retnet_ref import corpus
 from retnet_ref.__main__ import main
+from retnet_ref.train import TrainConfig, build_model
 
 PARAGRAPHS = [
     "A retentive network keeps a state of fixed size and folds every new token into it, so that the cost "
@@ -215,6 +216,58 @@ def test_resume_equals_an_unbroken_run(tmp_path, fixture_corpus):
     assert torch.equal(a["data_rng"], b["data_rng"])
 
 
+def test_the_ablation_options_reach_the_model_and_its_parameter_count(tmp_path, fixture_corpus):
+    """--no-swish-gate, --no-group-norm, --gamma 1 and one γ for all heads (Table 6)."""
+    common = ("--steps", "2", "--eval-interval", "2")
+    full = train(tmp_path, fixture_corpus, "full", *common)[0]["run"]
+    ablated = train(tmp_path, fixture_corpus, "ablated", *common, "--no-swish-gate", "--no-group-norm")[0]["run"]
+    assert (ablated["config"]["swish_gate"], ablated["config"]["group_norm"]) == (False, False)
+    assert (ablated["model_config"]["swish_gate"], ablated["model_config"]["group_norm"]) == (False, False)
+    c = full["model_config"]
+    assert ablated["parameters"] == full["parameters"] - c["num_layers"] * c["d_model"] * c["value_dim"]
+    for gamma, expected in (("1", [1.0, 1.0]), ("0.98", [0.98, 0.98])):
+        header = train(tmp_path, fixture_corpus, f"gamma{gamma}", *common, "--gamma", gamma)[0]["run"]
+        assert header["model_config"]["gamma"] == expected
+
+
+def test_resume_names_a_switched_off_part_the_checkpoint_has(tmp_path, fixture_corpus, capsys):
+    train(tmp_path, fixture_corpus, "run", "--steps", "2", "--eval-interval", "2")
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--corpus", str(fixture_corpus[0]), "--out", str(tmp_path / "run"), "--resume",
+              "--no-swish-gate"])
+    assert exit_.value.code == 2
+    assert "--no-swish-gate (the checkpoint has swish_gate=True)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model", ["retnet", "transformer"])
+def test_validation_at_longer_lengths_is_the_loss_of_those_windows(tmp_path, fixture_corpus, model):
+    """--eval-lengths 2 4: the log's loss at 64 and 128 tokens equals the cross-entropy of consecutive
+    windows of 65 and 129 tokens of the validation split, recomputed here from the saved weights."""
+    records = train(tmp_path, fixture_corpus, "run", "--model", model, "--steps", "4", "--eval-interval", "2",
+                    "--eval-lengths", "4", "2", "4")
+    header, steps = records[0]["run"], steps_of(records)
+    assert header["config"]["eval_lengths"] == [2, 4]
+    assert header["validation_windows_at"] == {"32": 8, "64": 4, "128": 2}       # 8 windows at --context
+    validated = [r for r in steps if "validation_loss" in r]
+    assert [r["step"] for r in validated] == [2, 4]
+    for r in validated:
+        assert list(r["validation_loss_at"]) == ["32", "64", "128"]
+        assert r["validation_loss_at"]["32"] == r["validation_loss"]
+        assert all(r["validation_perplexity_at"][T] == pytest.approx(math.exp(loss))
+                   for T, loss in r["validation_loss_at"].items())
+    config = TrainConfig(**{**header["config"], "eval_lengths": tuple(header["config"]["eval_lengths"])})
+    trained = build_model(config, 256)
+    trained.load_state_dict(weights(tmp_path / "run"))
+    tokens = torch.from_numpy(corpus.load_split(fixture_corpus[0], "validation")).long()
+    for T, count in header["validation_windows_at"].items():
+        T = int(T)
+        windows = torch.stack([tokens[i * T:(i + 1) * T + 1] for i in range(count)])    # (count, T + 1)
+        with torch.no_grad():
+            logits = trained(windows[:, :-1])[0]                                       # (count, T, V)
+        expected = torch.nn.functional.cross_entropy(logits.flatten(0, 1), windows[:, 1:].flatten())
+        assert validated[-1]["validation_loss_at"][str(T)] == pytest.approx(float(expected), rel=1e-5), T
+
+
 BAD_OPTIONS = [
     (["--steps", "0"], "--steps: expected a positive integer, got 0"),
     (["--lr", "-1"], "--lr: expected a finite number > 0"),
@@ -227,6 +280,11 @@ BAD_OPTIONS = [
     (["--gamma", "0.9,0.8,0.7"], "gamma must hold one value per head: expected length 2, got 3"),
     (["--heads", "3"], "must be multiples of num_heads (3)"),
     (["--model", "rwkv"], "--model: invalid choice: 'rwkv'"),
+    (["--model", "transformer", "--no-swish-gate", "--no-group-norm"],
+     "--no-swish-gate, --no-group-norm: RetNet only, not for --model transformer"),
+    (["--eval-lengths", "1"], "--eval-lengths: expected an integer >= 2 (a multiple of --context"),
+    (["--eval-lengths", "2", "x"], "--eval-lengths: expected a positive integer, got 'x'"),
+    (["--context", "32", "--eval-lengths", "100"], "--eval-lengths 100: the validation split holds only"),
     (["--context", "100000"], "--context 100000: the train split holds only"),
 ]
 
@@ -265,10 +323,11 @@ def test_help_explains_every_option(capsys):
     for option in ("--model", "--preset", "--d-model", "--layers", "--heads", "--variant", "--gamma", "--mode",
                    "--chunk-size", "--context", "--batch", "--steps", "--lr", "--warmup", "--decay",
                    "--final-lr-fraction", "--weight-decay", "--clip", "--seed", "--eval-interval",
-                   "--eval-batches", "--checkpoint-interval", "--out", "--corpus", "--device", "--resume",
-                   "--until-step", "--quiet"):
+                   "--eval-batches", "--eval-lengths", "--no-swish-gate", "--no-group-norm", "--checkpoint-interval",
+                   "--out", "--corpus", "--device", "--resume", "--until-step", "--quiet"):
         assert f"  {option} " in text or f"  {option}\n" in text, option
     assert "β = (0.9, 0.98)" in text and "torchrun" in text
+    assert "Table 6" in text and "--gamma 1 (no decay" in text
 
 
 # ---------------------------------------------------------------- two processes
