@@ -1,4 +1,4 @@
-"""Command line: python -m retnet_ref {verify, notebooks, bench, corpus, train}.
+"""Command line: python -m retnet_ref {verify, notebooks, bench, corpus, train, compare}.
 
     verify     the equivalence report of the three retention forms (exit status 1 on any failure)
                (--impl PKG.MODULE:FUNCTION: the conformance report of your own retention function)
@@ -12,6 +12,8 @@
                (train/validation/test split by document; retnet_ref/corpus.py)
     train      train RetNet or the Transformer on that corpus: JSON log, checkpoint, --resume,
                torchrun for several processes (retnet_ref/train.py)
+    compare    RetNet vs the Transformer: a learning-rate sweep, the main pair over seeds and sizes,
+               the paper's ablations, as train processes in parallel; summary.json (retnet_ref/comparison.py)
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from pathlib import Path
 
 from . import __version__
 from .bench import add_parser as add_bench_parser, positive_int
+from .comparison import add_parser as add_compare_parser
 from .corpus import add_parser as add_corpus_parser
 from .train import add_parser as add_train_parser
 from .conformance import EXAMPLE as CONFORMANCE_EXAMPLE, add_arguments as add_conformance_arguments
@@ -193,6 +196,7 @@ def main(argv=None) -> int:
     add_bench_parser(sub)
     add_corpus_parser(sub)
     add_train_parser(sub)
+    add_compare_parser(sub)
 
     args = parser.parse_args(argv)
     if args.command == "verify" and "cuda" in (args.device or ()):
