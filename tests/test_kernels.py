@@ -196,3 +196,22 @@ def test_fused_step_in_a_cuda_graph_at_the_largest_preset_shape():
     assert relative_error(out, expected) < TOLERANCE[torch.bfloat16]
     assert relative_error(ours.S, theirs.S) < TOLERANCE[torch.float32]
     assert relative_error(ours.z, theirs.z) < TOLERANCE[torch.float32]
+
+
+@pytest.mark.cuda
+def test_chunkwise_with_more_than_two_to_the_31_state_elements():
+    """A 1.3B layer's heads (d_k = 256, d_v = 512) over 65,600 tokens at B·H = 16: the per-chunk states
+    (B·H, T/C, d_k, d_v) hold 2.2e9 elements, past what a 32-bit offset reaches (a prefill of 8 × 32k
+    tokens crashed with an illegal memory access before the offsets were 64-bit)."""
+    B, H, T, d_k, d_v, C = 2, 8, 65600, 256, 512, 64
+    assert B * H * -(-T // C) * d_k * d_v > 2 ** 31
+    gen = torch.Generator(device="cuda").manual_seed(6)
+    q, k = (torch.randn(B, H, T, d_k, device="cuda", generator=gen).div_(16).bfloat16() for _ in range(2))
+    v = torch.randn(B, H, T, d_v, device="cuda", generator=gen).bfloat16()
+    gammas = gamma_schedule(H).tolist()
+    o, R = kernels.chunkwise_retention(q, k, v, gammas, C)
+    o_ref, R_ref = chunkwise_retention(q.float(), k.float(), v.float(), gammas, 512)
+    # the last batch·head holds the offsets past 2^31; compare it alone and everything together
+    assert relative_error(o[-1, -1], o_ref[-1, -1]) < TOLERANCE[torch.bfloat16]
+    assert relative_error(o, o_ref) < TOLERANCE[torch.bfloat16]
+    assert relative_error(R, R_ref) < TOLERANCE[torch.bfloat16]      # v ⊙ ζ enters the products in bfloat16

@@ -77,7 +77,7 @@ def _states_kernel(a_ptr, b_ptr, init_ptr, states_ptr, final_ptr, log_g_ptr, gap
 
     X ← X - (1 - γ^{L_i}) X + A_[i]^T (B_[i] ⊙ w);  states[bh, i] = X before chunk i's term is added.
     """
-    bh, ja, jb = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    bh, ja, jb = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)     # int64: offsets pass 2^31
     log_g = tl.load(log_g_ptr + bh % H)
     ptrs, ok = _state_block(init_ptr, bh * DA * DB, ja * BA, jb * BB, DA, DB, BA, BB)
     if HAS_INIT:
@@ -106,7 +106,7 @@ def _output_kernel(q_ptr, k_ptr, v_ptr, states_ptr, o_ptr, log_g_ptr, T, N, H, C
                    DK: tl.constexpr, DV: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
                    PRECISION: tl.constexpr):
     """O_[i][:, block] = (Q_[i] K_[i]^T ⊙ D) V_[i][:, block] + (Q_[i] R_{i-1}[:, block]) ⊙ ξ."""
-    i, bh, jv = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i, bh, jv = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2)
     log_g = tl.load(log_g_ptr + bh % H)
     t, t_ok, L = _chunk_range(i, T, C)
     scores = tl.zeros([C, C], dtype=tl.float32)
@@ -141,7 +141,7 @@ def _dq_dk_kernel(q_ptr, k_ptr, v_ptr, do_ptr, states_ptr, dstates_ptr, dq_ptr, 
                   C: tl.constexpr, DK: tl.constexpr, DV: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
                   PRECISION: tl.constexpr):
     """dQ_[i] and dK_[i] for one block of d_k columns (module docstring)."""
-    i, bh, jk = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i, bh, jk = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2)
     log_g = tl.load(log_g_ptr + bh % H)
     t, t_ok, L = _chunk_range(i, T, C)
     dscores = tl.zeros([C, C], dtype=tl.float32)                             # dO V^T
@@ -177,7 +177,7 @@ def _dq_dk_kernel(q_ptr, k_ptr, v_ptr, do_ptr, states_ptr, dstates_ptr, dq_ptr, 
 def _dv_kernel(q_ptr, k_ptr, do_ptr, dstates_ptr, dv_ptr, log_g_ptr, T, N, H, C: tl.constexpr,
                DK: tl.constexpr, DV: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PRECISION: tl.constexpr):
     """dV_[i][:, block] = (Q_[i] K_[i]^T ⊙ D)^T dO_[i][:, block] + (K_[i] dS_i[:, block]) ⊙ ζ."""
-    i, bh, jv = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i, bh, jv = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2)
     log_g = tl.load(log_g_ptr + bh % H)
     t, t_ok, L = _chunk_range(i, T, C)
     scores = tl.zeros([C, C], dtype=tl.float32)
