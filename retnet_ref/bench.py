@@ -76,6 +76,7 @@ from .generation import capture_cuda_graph
 from .memory import available_bytes
 from .model import RetNet, RetNetConfig
 from .normalized import RetentionState, step_decay_factors
+from .results import seconds_of
 from .retention import chunkwise_retention, parallel_retention, recurrent_retention
 from .transformer import Transformer, TransformerConfig
 
@@ -367,10 +368,6 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
     if numerator is None or denominator is None or denominator <= 0:
         return None
     return numerator / denominator
-
-
-def seconds_of(entry: dict | None) -> float | None:
-    return entry["seconds"] if entry is not None and entry["status"] == OK else None
 
 
 def flatness(values: list) -> dict:
