@@ -8,8 +8,8 @@ the same data order and validation windows, and the same recipe (the train defau
 β = (0.9, 0.98), warm-up, cosine decay, gradient clip 2.0); RetNet trains chunkwise.
 
 The plan (PLAN; --plan small keeps size S only, --smoke shrinks everything to run on a CPU in seconds):
-  sizes       S ≈ 10M and M ≈ 63M parameters, the two models of one size within 0.1% of each other
-              (equal d_model, layers, heads: both spend 12 d² + 4 d a layer), context 512, byte tokens
+  sizes       S and M: 9,581,056 and 63,218,688 parameters, the same for both models (equal d_model,
+              layers, heads: both spend 12 d² + 4 d a layer), context 512, byte tokens
   sweep       size S, each model at each of LEARNING_RATES, seed 0
   main        both models at every size, seeds 0 and 1, at the sweep's learning rates (per model the one
               of lowest final validation loss at the training length, read from the sweep's logs), or
@@ -23,10 +23,12 @@ that <out> already holds finished, with the same command, is not run again (the 
 runs at size S are the sweep's runs at the chosen rates); a different or unfinished one is an error.
 
 Output, in --out (default build/comparison):
-  <name>/log.jsonl, checkpoint.pt   the run (train's output); <name>/stderr.txt its messages
+  <name>/log.jsonl                  the run's log (train's output; its checkpoint.pt is deleted once the
+                                    run has finished, unless --keep-checkpoints); <name>/stderr.txt its messages
   <name>/driver.json                the command, its exit status and its seconds (start-up included)
   summary.json                      {"plan", "learning_rates": per model the rate and where it came
-                                    from, "parameters": per size and model, "runs": per run its stage,
+                                    from, "parameters": per size and model, "runs": per run its stages
+                                    (the sweep's seed-0 runs at the chosen rates are main runs too),
                                     size, model, ablation, seed, lr, command, parameters, tokens,
                                     validation_loss and validation_perplexity {"T": final value} at each
                                     validated length T, wall_seconds (the log's), process_seconds,
@@ -53,7 +55,7 @@ import torch
 from .argtypes import positive_float, positive_int
 from .decay import log_gamma_schedule
 from .paths import project_root
-from .train import LOG, TrainConfig, add_parser as add_train_parser, build_model, given_config
+from .train import CHECKPOINT, LOG, TrainConfig, add_parser as add_train_parser, build_model, given_config
 
 MODELS = ("retnet", "transformer")
 STAGES = ("sweep", "main", "ablations")
@@ -105,7 +107,9 @@ SMOKE_PLAN = Plan(sizes={"S": Size(d_model=32, layers=1, heads=2, batch=4, steps
 
 
 def single_gamma(heads: int) -> float:
-    """One γ for all heads: the geometric mean of the default schedule, exp(mean_h log γ_h), rounded to 6 places."""
+    """One γ for all heads: the geometric mean of the default schedule, rounded to 6 places (the single γ
+    whose decay γ^n over any n tokens is the mean of the heads' log-decays)."""
+    # γ̄ = exp(mean_h log γ_h)
     return round(float(np.exp(log_gamma_schedule(heads).mean())), 6)
 
 
@@ -122,6 +126,8 @@ def ablation_options(plan: Plan) -> dict[str, tuple[str, ...]]:
 
 @dataclass(frozen=True)
 class PlannedRun:
+    """One run of a plan: where it belongs and its train options."""
+
     name: str
     stage: str
     size: str
@@ -228,7 +234,7 @@ def child_environment(parallel: int, gpu: int | None) -> dict:
 
 
 def execute(runs: list[PlannedRun], out: Path, corpus: str | None, device: str | None, parallel: int,
-            gpus: int) -> list[str]:
+            gpus: int, keep_checkpoints: bool) -> list[str]:
     """Run the runs not yet in `out`, `parallel` at a time, each on the least busy of `gpus` GPUs → names
     that failed. A folder holding another or an unfinished run is an error (RunFolderError)."""
     states = {run.name: run_state(out / run.name, recorded_command(run, out, corpus, device)) for run in runs}
@@ -258,6 +264,8 @@ def execute(runs: list[PlannedRun], out: Path, corpus: str | None, device: str |
             print(f"{'finished' if process.returncode == 0 else 'FAILED  '} {run.name}  {seconds:.1f} s", flush=True)
             if process.returncode:
                 failed.append(run.name)
+            elif not keep_checkpoints:
+                (out / run.name / CHECKPOINT).unlink()
     return failed
 
 
@@ -363,6 +371,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add("--out", metavar="DIR", help="folder of the runs and summary.json (default: build/comparison)")
     add("--corpus", metavar="DIR", help="the prepared corpus, passed to train (default: train's, build/corpus)")
     add("--device", choices=("cpu", "cuda"), help="passed to train (default: train's, cuda when available)")
+    add("--keep-checkpoints", action="store_true", help="keep each run's checkpoint.pt (default: deleted "
+        "once the run has finished; the comparison needs the logs only)")
     add("--dry-run", action="store_true", help="print the stage's runs, their commands and parameter "
         "counts; run nothing")
     parser.set_defaults(func=lambda args: run_command(args, parser))
@@ -417,7 +427,8 @@ def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
             if args.dry_run:
                 print_dry_run(runs, out, args.corpus, args.device)
             else:
-                failed += execute(runs, out, args.corpus, args.device, args.parallel, args.gpus)
+                failed += execute(runs, out, args.corpus, args.device, args.parallel, args.gpus,
+                                  args.keep_checkpoints)
     except RunFolderError as err:
         parser.error(str(err))
     if args.dry_run:

@@ -37,7 +37,7 @@ def test_every_run_of_the_plan_is_logged_and_summarised(compared):
     assert len(names) == 6 + 2 + 4 + 5        # sweep; main: seed 1 at S (seed 0 is the sweep's) and M; ablations
     assert set(summary["runs"]) == names
     for name in names:
-        assert (out / name / "log.jsonl").is_file()
+        assert (out / name / "log.jsonl").is_file() and not (out / name / "checkpoint.pt").exists()
         run = summary["runs"][name]
         assert list(run["validation_perplexity"]) == LENGTHS
         assert all(math.isfinite(p) and p > 1 for p in run["validation_perplexity"].values()), name
