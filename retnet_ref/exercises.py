@@ -288,6 +288,32 @@ def ex07_2(greedy_continuation) -> None:
                   torch.equal(answer, model.generate(prompt, 6, chunk_size=chunk_size)))
 
 
+# ---------------------------------------------------------------- 08 · cost on a GPU
+
+def _paper_6_7b_bytes(batch: int, length: int) -> tuple[int, int]:
+    """Bytes one decode step of the 6.7B preset moves (chapter 08, section 1): RetNet, Transformer."""
+    weights = 2 * 6_705_127_424                                           # bf16, both models' parameter count
+    state = cost.retention_state_bytes(cost.RETNET_6_7B, batch, dtype="float32")
+    return weights + 2 * state, weights + cost.kv_cache_bytes(length, cost.RETNET_6_7B, batch)
+
+
+def ex08_1(crossover_length) -> None:
+    with exercise("Exercise 1", "one token adds 2·d_model·layers bf16 numbers to the cache; the state is "
+                                "layers·heads·d_k·d_v float32 numbers: divide and round up"):
+        L = given(crossover_length, "crossover_length")
+        state = cost.retention_state_bytes(cost.RETNET_6_7B, 1, dtype="float32")
+        claim("at your L the cache holds at least the state's bytes", cost.kv_cache_bytes(L, cost.RETNET_6_7B) >= state)
+        claim("and at L - 1 it holds fewer", L == 1 or cost.kv_cache_bytes(L - 1, cost.RETNET_6_7B) < state)
+
+
+def ex08_2(bound_at_16) -> None:
+    with exercise("Exercise 2", "RetNet: weights + 2 × the float32 state at batch 16; Transformer: weights + "
+                                "the KV cache of 16 sequences of 8192 tokens; divide"):
+        retnet, transformer = _paper_6_7b_bytes(16, 8192)
+        check("your bound vs the bytes model's", abs(given(bound_at_16, "bound_at_16") - transformer / retnet)
+              / (transformer / retnet), tol=1e-3)
+
+
 # ---------------------------------------------------------------- 10 · numerics
 
 def ex10_1(u_fp16) -> None:

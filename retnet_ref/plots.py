@@ -7,6 +7,7 @@ metadata, so that regenerating them with the same library versions gives the sam
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from .paths import figures_dir
 
@@ -44,3 +45,14 @@ def save(fig, name: str) -> str:
         fig.tight_layout()
         fig.savefig(figures_dir() / f"{name}.png", metadata={"Software": None})
     return f"{name}.png"
+
+
+def legend_beside(ax, fontsize: float = 7, **kwargs):
+    """The legend to the right of ax, outside it, so that it hides no data point."""
+    return ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=fontsize, **kwargs)
+
+
+def plain_log_ticks(ax):
+    """Tick labels of a log-scaled y axis as plain numbers (30, not 3 × 10^1), major ticks only."""
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(NullFormatter())

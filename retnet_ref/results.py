@@ -1,6 +1,7 @@
 """The GPU measurements committed in results/: load a `bench` report and pick its rows.
 
     report = load("bench-h200-inference")     # {"environment", "options", <suite>: rows, "summary"}
+    mine = load_path("my-gpu.json")           # a report of your own run (bench --out my-gpu.json)
     rows(report, "inference", model="retnet_triton", table="batch")     # the rows whose fields match
     seconds_of(row["step"])                   # a time entry's seconds, None if it was not measured
 
@@ -31,7 +32,12 @@ def load(name: str) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"no report {name!r} in {results_dir()}: the committed ones are {available()} "
                                 "(run from a checkout of the repository)")
-    return json.loads(path.read_text())
+    return load_path(path)
+
+
+def load_path(path) -> dict:
+    """The report in the JSON file at path (any file `bench --out` wrote)."""
+    return json.loads(Path(path).read_text())
 
 
 def rows(report: dict, suite: str, **where) -> list[dict]:

@@ -15,7 +15,7 @@ def unanswered(*args):
 
 
 VALUE_EXERCISES = {"ex01_1": 1, "ex01_2": 1, "ex02_1": 1, "ex02_2": 1, "ex04_1": 2, "ex05_2": 2, "ex06_1": 1,
-                   "ex06_3": 1, "ex07_1": 1, "ex10_1": 1, "ex10_2": 2, "ex10_3": 2, "ex11_2": 2}
+                   "ex06_3": 1, "ex07_1": 1, "ex08_1": 1, "ex08_2": 1, "ex10_1": 1, "ex10_2": 2, "ex10_3": 2, "ex11_2": 2}
 FUNCTION_EXERCISES = ["ex01_3", "ex02_3", "ex02_4", "ex03_1", "ex03_2", "ex03_3", "ex04_2", "ex04_3", "ex05_1",
                       "ex05_3", "ex05_4", "ex06_2", "ex06_4", "ex07_2", "ex11_1"]
 
@@ -45,6 +45,8 @@ def flipped_phase(q, k, distance, theta):
     (exercises.ex05_2, (0.8 ** (3 - np.arange(4)), 0.8 ** 2), "own length L = 2"),             # ζ of a full chunk
     (exercises.ex05_3, (lambda d_k, d_v: 64,), "derivative"),
     (exercises.ex06_1, (8,), "numbered from 0"),
+    (exercises.ex08_1, (256,), "divide and round up"),                                         # a bf16 state
+    (exercises.ex08_2, (47.77 / 17.71,), "batch 16"),                                          # batch 8's bound
     (exercises.ex10_2, (1e-3, 10 * 2.0 ** -11), "smallest whole multiple"),                   # no measurement
 ])
 def test_wrong_answers_fail_with_the_hint(check, answer, hint):
