@@ -23,6 +23,7 @@ import os
 import sys
 import textwrap
 import time
+from itertools import chain
 from pathlib import Path
 
 from . import __version__
@@ -47,11 +48,13 @@ VERIFY_CHUNK_SIZE = 48
 
 def _verify(args) -> int:
     if args.impl:
+        if args.long_lengths is not None:
+            args.parser.error("--long-lengths: the report of the package's own forms; with --impl, --long")
         return run_conformance(args, args.parser)
     misplaced = options_without_impl(args)
     if misplaced:
         args.parser.error(f"{', '.join(misplaced)}: only with --impl PKG.MODULE:FUNCTION")
-    from .verify import HEADER, format_row, iter_rows
+    from .verify import HEADER, LONG_LENGTHS, format_row, iter_rows, long_rows
 
     args.lengths = args.lengths or VERIFY_LENGTHS
     args.chunk_size = args.chunk_size or VERIFY_CHUNK_SIZE
@@ -61,8 +64,10 @@ def _verify(args) -> int:
               f"--recurrent-max-length {max(skipped)} keeps it)\n")
     print(HEADER, "-" * len(HEADER), sep="\n", flush=True)
     rows = []
-    for row in iter_rows(lengths=tuple(args.lengths), chunk_size=args.chunk_size, devices=args.device or None,
-                         recurrent_max_length=args.recurrent_max_length):
+    long = () if args.long_lengths is None else tuple(args.long_lengths or LONG_LENGTHS)
+    for row in chain(iter_rows(lengths=tuple(args.lengths), chunk_size=args.chunk_size, devices=args.device or None,
+                               recurrent_max_length=args.recurrent_max_length),
+                     long_rows(lengths=long, chunk_size=args.chunk_size, devices=args.device or None)):
         print(format_row(row), flush=True)
         rows.append(row)
     failed = [r for r in rows if not r.passed]
@@ -172,6 +177,10 @@ def main(argv=None) -> int:
                              "else 16)")
     verify.add_argument("--recurrent-max-length", type=positive_int, default=1024, metavar="T",
                         help="longest T at which the recurrent form (a Python loop over tokens) runs (default: 1024)")
+    verify.add_argument("--long-lengths", type=positive_int, nargs="*", metavar="T",
+                        help="also check float32 chunkwise and recurrent against the float64 truth at these long "
+                             "lengths (default: 65536), head by head for the slowest default heads and γ = 1 "
+                             "(seconds per length on a CPU)")
     verify.add_argument("--device", action="append", choices=["cpu", "cuda"],
                         help="restrict to a device (repeatable); default: cpu and cuda if present")
     add_conformance_arguments(verify)

@@ -6,7 +6,9 @@ with the project's error measure `verify.relative_error` (max |a - b| / max |b|)
 seeded inputs `verify.random_inputs` (`sweep`). Counterexamples show what the package's precision rules
 prevent: a state kept in the input dtype (`recurrent_with_state_in`) and decays γ stored in a low precision
 (`rounded_gamma_errors`); `predicted_decay_drift` models the drift that a rounded γ causes in the
-recurrent form. Notebook 10 uses them to justify `verify.TOLERANCE`.
+recurrent form. `recurrent_sum_errors` measures the float32 recurrent form at long lengths with its
+compensated state sum and with the plain sum it replaced (`plain_sum_recurrent`). Notebook 10 uses them
+to justify `verify.TOLERANCE`.
 
 Unit roundoff u = 2^-p for a format with p significant bits (the implicit bit included): rounding to
 nearest changes a number by at most u relative, away from underflow and overflow.
@@ -20,8 +22,9 @@ import torch
 
 from ._checks import check_gammas
 from .decay import gamma_schedule
-from .retention import accumulation_dtype, chunkwise_retention, parallel_retention, recurrent_retention
-from .verify import random_inputs, relative_error
+from .retention import (_initial_state, _recurrent, accumulation_dtype, chunkwise_retention, log_gamma_per_head,
+                        parallel_retention, recurrent_retention)
+from .verify import float64_truth, random_inputs, relative_error
 
 
 def unit_roundoff(dtype: torch.dtype) -> float:
@@ -48,13 +51,15 @@ def rounded_through(values, dtype: torch.dtype) -> list[float]:
 
 @dataclass(frozen=True)
 class Measurement:
-    """One measured error: form (e.g. "chunkwise C=64") against reference ("float64 truth" or a form)."""
+    """One measured error: form (e.g. "chunkwise C=64") against reference ("float64 truth" or a form);
+    gamma the head's γ where the error is of one head (recurrent_sum_errors), else None."""
     device: str
     dtype: str
     length: int
     form: str
     reference: str
     error: float
+    gamma: float | None = None
 
 
 def form_outputs(q, k, v, gamma, chunk_sizes, recurrent: bool) -> dict[str, torch.Tensor]:
@@ -173,3 +178,38 @@ def predicted_decay_drift(gamma, dtype: torch.dtype) -> list[float]:
     values = check_gammas(gamma, len(gamma))
     rounded = rounded_through(values, dtype)
     return [abs(r - g) / g / (2 ** 0.5 * (1 - g)) if g < 1 else 0.0 for g, r in zip(values, rounded)]
+
+
+PLAIN_SUM = "recurrent, plain sum"
+
+
+def plain_sum_recurrent(q, k, v, gamma) -> torch.Tensor:
+    """The recurrent form (Eq. 6) with the plain state sum (retention.decay_and_add): o (B, H, T, d_v).
+
+    The package's form before its float32 sum was compensated (retention.compensated_decay_and_add), kept
+    to measure what the compensation removes; in float64 it is the package's form.
+    """
+    acc = accumulation_dtype(q.dtype)
+    return _recurrent(q, k, v, log_gamma_per_head(gamma, q), _initial_state(None, q, v, acc), compensated=False)[0]
+
+
+def recurrent_sum_errors(lengths, gamma, seeds=(0,), d: int = 32) -> list[Measurement]:
+    """Per head and length: the float32 recurrent form's error with its compensated sum ("recurrent") and
+    with the plain sum (PLAIN_SUM), against the float64 truth; the worst over the seeds.
+
+    Inputs: verify.random_inputs(1, H, T, d, d, seed) as in `sweep` (the same draws), rounded to float32 on
+    the CPU. The truth is verify.float64_truth (the float64 chunkwise form, any length) on the unrounded
+    inputs; the error is verify.relative_error of each head (per_head_errors). Measurement.gamma is the head's γ.
+    """
+    gamma = list(gamma)
+    worst: dict[tuple, float] = {}
+    for T in lengths:
+        for seed in seeds:
+            q, k, v, _ = random_inputs(1, len(gamma), T, d, d, seed=seed * 100_003 + T)
+            truth = float64_truth(q, k, v, gamma)                                 # (1, H, T, d)
+            x = [t.to(torch.float32) for t in (q, k, v)]
+            outputs = {"recurrent": recurrent_retention(*x, gamma)[0], PLAIN_SUM: plain_sum_recurrent(*x, gamma)}
+            for form, o in outputs.items():
+                for g, error in zip(gamma, per_head_errors(o, truth)):
+                    _keep_worst(worst, (T, form, g), error)
+    return [Measurement("cpu", "float32", T, form, "float64 truth", error, g) for (T, form, g), error in worst.items()]

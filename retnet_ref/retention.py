@@ -11,7 +11,7 @@ bf16/fp16 inputs, the input dtype otherwise) for states and sums, the input dtyp
 tensors (never a rounded γ multiplied again and again; same-dtype products also run at memory speed
 on a GPU, mixed ones several times slower). Every matrix product takes operands in the input dtype
 (tensor cores on a GPU; they accumulate in float32 inside). States are carried and summed in the
-accumulation dtype. The output has the input dtype.
+accumulation dtype (the recurrent form's float32 sums compensated). The output has the input dtype.
 
 Each public function checks its arguments once and hands them to a private body (`_parallel`,
 `_recurrent`, `_chunkwise`) that checks nothing and reads no tensor value on the host, so that the
@@ -128,7 +128,8 @@ def _parallel(q, k, v, log_g):
 def recurrent_retention(q, k, v, gamma, state=None):
     """Recurrent form (Eq. 6): S_{n+1} = γ S_n + k_n^T v_n, o_n = q_n S_{n+1}.  O(1) state per token.
 
-    Returns (o, S_T); S_T has the accumulation dtype.
+    Returns (o, S_T); S_T has the accumulation dtype. A float32 state is summed with compensation
+    (compensated_decay_and_add), so that its rounding error does not grow with T.
     """
     check_torch_qkv(q, k, v)
     acc = accumulation_dtype(q.dtype)
@@ -158,13 +159,56 @@ def decay_and_add(S, k_n, v_n, gap, inplace: bool = False):
     return S                                                          # (B, H, d_k, d_v)
 
 
-def _recurrent(q, k, v, log_g, S):
+def compensated_decay_and_add(S, e, k_n, v_n, gap):
+    """S_{n+1} = γ S_n + k_n^T v_n as a compensated (Kahan) sum: (S_{n+1}, e_{n+1}), S + e the state.
+
+    S, e (B, H, d_k, d_v), k_n (B, H, d_k), v_n (B, H, d_v), gap (H, 1, 1) as decay_and_add. A plain
+    float32 sum rounds the state at every step (twice in decay_and_add: the decay, then the outer product),
+    an error of u |S| each time at random signs: a random walk, about √N u after N remembered steps.
+    Here the step's change x_n is formed from small numbers (its roundings are u |x_n|, not u |S|), the
+    one rounding of S_n + x_n is recovered by Fast2Sum (exactly where |S_n| ≥ |x_n|; Higham, "Accuracy
+    and Stability of Numerical Algorithms", §4.3) and carried in e into the next step's change. The exact
+    step would also decay e by (1 - γ) e_n; that term is left out: it is at most u (1 - γ) |S|, the size
+    of the rounding of (1 - γ) S_n, which the step commits anyway. notebooks/10_numerics.ipynb, §4c.
+    """
+    B, H, d_k, d_v = S.shape
+    # x_n = k_n^T v_n - (1 - γ) S_n + e_n: the step's change, with what the last rounding lost
+    x = torch.addcmul(e, gap, S, value=-1.0)
+    x.view(B * H, d_k, d_v).baddbmm_(k_n.reshape(B * H, d_k, 1).to(S.dtype), v_n.reshape(B * H, 1, d_v).to(S.dtype))
+    # S_{n+1} = fl(S_n + x_n)
+    S_next = S + x
+    # e_{n+1} = x_n - (S_{n+1} - S_n): the rounding error of S_n + x_n, exactly (Fast2Sum)
+    return S_next, x - (S_next - S)                                   # (B, H, d_k, d_v) each
+
+
+def compensates(dtype: torch.dtype) -> bool:
+    """Whether the recurrent form sums a state of this dtype with compensation: below float64 only.
+
+    A plain float32 sum crosses the float32 tolerance by T = 16,384 on the slowest default heads; float64's
+    plain sum errs 2^29 times less (1.6e-14 at T = 65,536, one seed; tolerance 1e-12): it keeps the plain sum.
+    """
+    return dtype != torch.float64
+
+
+def _recurrent(q, k, v, log_g, S, compensated: bool | None = None):
+    """The loop of Eq. 6 over the T tokens, the state summed with compensation where compensates(S.dtype)
+    and T > 1, or as `compensated` asks (False: the plain sum, which notebooks/10_numerics.ipynb measures).
+
+    One token (a decode step from a given state) keeps the plain step: there is no sum over time to
+    compensate, and the compensated step costs two thirds more time there (measured on the CPU).
+    """
     acc = S.dtype
     gap = decay_gap(log_g, acc)                                       # (H, 1, 1)
     qa = q.to(acc)                                                    # k and v enter S's sums as they are
+    if compensated is None:
+        compensated = compensates(acc) and q.shape[2] > 1
+    e = torch.zeros_like(S) if compensated else None                  # what the state's roundings lost
     out = []
     for n in range(q.shape[2]):
-        S = decay_and_add(S, k[:, :, n], v[:, :, n], gap)             # (B, H, d_k, d_v)
+        if e is None:
+            S = decay_and_add(S, k[:, :, n], v[:, :, n], gap)         # (B, H, d_k, d_v)
+        else:
+            S, e = compensated_decay_and_add(S, e, k[:, :, n], v[:, :, n], gap)
         # o_n = q_n S_{n+1}
         out.append((qa[:, :, n, None, :] @ S).squeeze(-2))            # (B, H, d_v)
     if not out:                                                       # T = 0: a copy, never the caller's state

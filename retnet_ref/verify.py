@@ -12,6 +12,10 @@ Tolerances (why each number):
 - float32: 5e-6 against float64 (measured up to T = 4096, γ = 0.999 included: ≤ 1.1e-6 on the CPU,
   ≤ 2.2e-6 on an H200, whose long matrix products round more; the error grows slowly with T, so the
   margin of about 2 on the GPU at T = 4096 shrinks at longer lengths — notebooks/10_numerics.ipynb).
+  At long T (`long_rows`, verify --long-lengths) on SLOW_HEADS, 4 seeds, CPU: the recurrent form, whose float32
+  state sum is compensated, ≤ 3.5e-7 at T = 65,536 and ≤ 2.9e-7 at T = 262,144 (one seed), flat in T, so 5e-6
+  stays; the plain sum it replaced measured 4.7e-6 to 9.4e-5 at T = 65,536 (2.1e-4 at 262,144) and would have
+  needed a tolerance growing with T.
 The report's heads are the default schedule plus one head with γ = 0.999, which float32 cannot hold
 exactly (the default γ = 1 - 2^(-5-h) are dyadic and exact), so a decay that drifts would show.
 - bfloat16: 2e-2 against float64 (8 significant bits: unit roundoff u = 2^-8 ≈ 3.9e-3 per entry; inputs,
@@ -137,6 +141,45 @@ def handed_off(x, gamma, chunk_size, s0, recurrent_rest: bool):
     o2, _ = recurrent_retention(*rest, gamma, state=s1) if recurrent_rest else \
         chunkwise_retention(*rest, gamma, chunk_size, state=s1)
     return torch.cat([o1, o2], dim=2)
+
+
+# ---------------------------------------------------------------- long sequences, float32 (verify --long-lengths)
+
+LONG_LENGTHS = (65536,)
+# heads 11, 13 and 15 of the default schedule at the 6.7B preset's 16 heads, γ_h = 1 - 2^(-5-h): memories of
+# 2^16, 2^18 and 2^20 tokens, the slowest a preset has; and γ = 1, their limit (nothing decays, every token counts)
+SLOW_HEADS = {"γ=1-2^-16": 1 - 2 ** -16, "γ=1-2^-18": 1 - 2 ** -18, "γ=1-2^-20": 1 - 2 ** -20, "γ=1": 1.0}
+TRUTH_CHUNK_SIZE = 256
+
+
+def float64_truth(q, k, v, gamma) -> torch.Tensor:
+    """o in float64 at any length: the float64 chunkwise form with chunks of 256 (memory linear in T).
+
+    The float64 parallel form is the truth of `report`, but its (B, H, T, T) scores do not fit at long T;
+    the chunkwise form equals it to ~1e-15 (tests/test_verify.py measures it at T = 4096).
+    """
+    q, k, v = (t.to("cpu", torch.float64) for t in (q, k, v))
+    return chunkwise_retention(q, k, v, gamma, TRUTH_CHUNK_SIZE)[0]       # (B, H, T, d_v)
+
+
+def long_rows(lengths=LONG_LENGTHS, chunk_size=48, d_k=32, d_v=32, devices=None):
+    """float32 at long T: the chunkwise and recurrent forms against float64_truth, one row per slow head.
+
+    The heads are SLOW_HEADS, whose memory reaches T, so that every rounding along the sequence counts;
+    the tolerance is the float32 one (notebooks/10_numerics.ipynb measures these errors against T).
+    """
+    gamma = list(SLOW_HEADS.values())
+    for device in devices or available_devices():
+        for T in lengths:
+            q, k, v, _ = random_inputs(1, len(gamma), T, d_k, d_v, seed=T)
+            truth = float64_truth(q, k, v, gamma)
+            x = [t.to(device, torch.float32) for t in (q, k, v)]
+            outs = {"chunkwise": chunkwise_retention(*x, gamma, chunk_size)[0],
+                    "recurrent": recurrent_retention(*x, gamma)[0]}
+            for form, o in outs.items():
+                for h, label in enumerate(SLOW_HEADS):
+                    yield Row(device, "float32", T, f"{form} vs float64 truth, {label}",
+                              relative_error(o[:, h], truth[:, h]), TOLERANCE[torch.float32])
 
 
 HEADER = f"{'device':<6} {'dtype':<9} {'T':>7}  {'comparison':<38} {'max rel err':>11} {'tolerance':>9}  result"
