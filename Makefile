@@ -50,8 +50,12 @@ lab: $(STAMP)
 # peers the conformance tests check (tests/test_conformance.py; skipped where absent), installed without
 # their dependencies: the dev extra already brings torch and Triton; einops is the one they add
 PEERS ?= fla-core==0.6.0 yet-another-retnet==0.5.1 einops==0.8.2
+# the official implementation, the oracle of tests/test_torchscale.py (skipped where absent), also without
+# dependencies: fairscale is imported for its wrappers only, and timm (for drop-path, unused at rate 0) is
+# stood in for by the test while it imports torchscale
+ORACLES ?= torchscale==0.3.0 fairscale==0.4.0
 peers: $(STAMP)
-	$(PY) -m pip install --quiet --no-deps $(PEERS)
+	$(PY) -m pip install --quiet --no-deps $(PEERS) $(ORACLES)
 
 test: $(STAMP)
 	$(PY) -m ruff check retnet_ref tests examples notebooks

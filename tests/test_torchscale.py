@@ -1,8 +1,10 @@
 """Parity with the official implementation, torchscale 0.3.0 (an optional test oracle).
 
-Run with torchscale installed: `pip install --no-deps torchscale==0.3.0 fairscale==0.4.0`. torchscale
-imports timm only for drop-path; where timm is missing a stand-in with an identity drop_path (it is
-used with drop_path_rate 0 here) is put in sys.modules for the import and removed afterwards.
+Run with torchscale installed: `make peers` installs it (CI does), or
+`pip install --no-deps torchscale==0.3.0 fairscale==0.4.0`. Both come without their dependencies:
+fairscale is imported for its wrappers only (checkpoint_wrapper, wrap), and torchscale imports timm only
+for drop-path, used here at drop_path_rate 0; where timm is missing, a stand-in with an identity
+drop_path is put in sys.modules for the import and removed afterwards (_stand_in_timm).
 
 Tolerance for converted-vs-torchscale (float64 models, max |a - b| / max |b| over the logits): 1e-6.
 torchscale computes its RMSNorm and its GLU activation in float32 even inside a float64 model, so its
@@ -27,23 +29,29 @@ VOCAB, CHUNK = 97, 8
 RAGGED, WHOLE = 30, 32   # lengths with and without a last partial chunk (torchscale pads it with zeros)
 
 
+def _stand_in_timm() -> dict:
+    """The modules torchscale imports from timm, as stand-ins: only timm.models.layers.drop_path, which
+    RetNetDecoder calls with drop_path_rate 0 (the identity); a nonzero rate in training is refused."""
+    def drop_path(x, drop_prob=0.0, training=False):
+        if training and drop_prob:
+            raise NotImplementedError("stand-in timm: drop-path is not available")
+        return x
+    layers = types.ModuleType("timm.models.layers")
+    layers.drop_path = drop_path
+    models = types.ModuleType("timm.models")
+    models.layers = layers
+    timm = types.ModuleType("timm")
+    timm.models = models
+    return {"timm": timm, "timm.models": models, "timm.models.layers": layers}
+
+
 def _import_torchscale():
     """RetNetConfig and RetNetDecoder of torchscale, with a stand-in timm only while importing."""
-    stubs = {}
     try:
         import timm  # noqa: F401
+        stubs = {}
     except ImportError:
-        def drop_path(x, drop_prob=0.0, training=False):
-            if training and drop_prob:
-                raise NotImplementedError("stand-in timm: drop-path is not available")
-            return x
-        layers = types.ModuleType("timm.models.layers")
-        layers.drop_path = drop_path
-        models = types.ModuleType("timm.models")
-        models.layers = layers
-        timm = types.ModuleType("timm")
-        timm.models = models
-        stubs = {"timm": timm, "timm.models": models, "timm.models.layers": layers}
+        stubs = _stand_in_timm()
         sys.modules.update(stubs)
     try:
         import torchscale
@@ -53,7 +61,6 @@ def _import_torchscale():
         for name in stubs:
             sys.modules.pop(name, None)
     return torchscale, RetNetConfig, RetNetDecoder
-
 
 torchscale, TSConfig, RetNetDecoder = _import_torchscale()
 if getattr(torchscale, "__version__", "0.3.0") != "0.3.0":
