@@ -34,7 +34,8 @@ def test_every_run_of_the_plan_is_logged_and_summarised(compared):
     rates = {model: summary["learning_rates"][model]["lr"] for model in comparison.MODELS}
     planned = comparison.every_run(PLAN, summary["learning_rates"])
     names = {run.name for run in planned}
-    assert len(names) == 6 + 2 + 4 + 5        # sweep; main: seed 1 at S (seed 0 is the sweep's) and M; ablations
+    sweep = len(comparison.MODELS) * len(PLAN.learning_rates)
+    assert len(names) == sweep + 2 + 4 + 5    # sweep; main: seed 1 at S (seed 0 is the sweep's) and M; ablations
     assert set(summary["runs"]) == names
     for name in names:
         assert (out / name / "log.jsonl").is_file() and not (out / name / "checkpoint.pt").exists()
