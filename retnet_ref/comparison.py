@@ -96,9 +96,9 @@ class Plan:
         return next(iter(self.sizes))
 
 
-# Steps and batches from an estimate to calibrate on the GPU: RetNet chunkwise in eager PyTorch under
-# bf16 on one H200 at ≈ 250k tokens/s for S and ≈ 120k for M gives S ≈ 13.1M tokens in ≈ 50 s and
-# M ≈ 16.4M tokens in ≈ 2.3 min per run (the corpus's training split: 9.8M tokens).
+# Steps and batches: S sees 13.1M tokens a run, M 16.4M (the corpus's training split: 9.8M tokens). Measured
+# on one H200 with six S runs sharing it (bf16, eager PyTorch): RetNet ≈ 105k tokens/s a run (≈ 170 s),
+# the Transformer ≈ 162k (≈ 86 s); M is not yet measured.
 PLAN = Plan(sizes={"S": Size(d_model=256, layers=12, heads=4, batch=32, steps=800, warmup=80, eval_interval=200),
                    "M": Size(d_model=512, layers=20, heads=8, batch=32, steps=1000, warmup=100, eval_interval=250)})
 # the same plan in miniature: every run, a few steps of tiny models (a CPU test of the whole driver)

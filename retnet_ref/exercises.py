@@ -314,6 +314,38 @@ def ex08_2(bound_at_16) -> None:
               / (transformer / retnet), tol=1e-3)
 
 
+# ---------------------------------------------------------------- 09 · training comparison
+
+def _committed_summary() -> dict:
+    import json
+
+    from .comparison import SUMMARY
+    from .results import results_dir
+    return json.loads((results_dir() / "training" / SUMMARY).read_text())
+
+
+def ex09_1(bits_per_byte) -> None:
+    with exercise("Exercise 1", "a nat is 1/ln 2 bits: divide the loss in nats by ln 2; the best RetNet run is the "
+                                "one at the learning rate the summary chose"):
+        summary = _committed_summary()
+        lr = summary["learning_rates"]["retnet"]["lr"]
+        run = next(r for r in summary["runs"].values() if r["model"] == "retnet" and r["lr"] == lr
+                   and r["seed"] == 0 and r["ablation"] is None and r["size"] == "S")
+        expected = run["validation_loss"]["512"] / math.log(2)
+        check("your bits per byte vs the log's loss / ln 2", abs(given(bits_per_byte, "bits_per_byte") - expected)
+              / expected, tol=1e-6)
+
+
+def ex09_2(tokens_per_parameter) -> None:
+    from .comparison import PLAN
+
+    with exercise("Exercise 2", "tokens = batch × context × steps of size S; parameters from the summary"):
+        s = PLAN.sizes["S"]
+        expected = s.batch * PLAN.context * s.steps / _committed_summary()["parameters"]["S"]["retnet"]
+        check("your tokens per parameter", abs(given(tokens_per_parameter, "tokens_per_parameter") - expected)
+              / expected, tol=1e-6)
+
+
 # ---------------------------------------------------------------- 10 · numerics
 
 def ex10_1(u_fp16) -> None:

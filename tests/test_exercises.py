@@ -15,7 +15,7 @@ def unanswered(*args):
 
 
 VALUE_EXERCISES = {"ex01_1": 1, "ex01_2": 1, "ex02_1": 1, "ex02_2": 1, "ex04_1": 2, "ex05_2": 2, "ex06_1": 1,
-                   "ex06_3": 1, "ex07_1": 1, "ex08_1": 1, "ex08_2": 1, "ex10_1": 1, "ex10_2": 2, "ex10_3": 2, "ex11_2": 2}
+                   "ex06_3": 1, "ex07_1": 1, "ex08_1": 1, "ex08_2": 1, "ex09_1": 1, "ex09_2": 1, "ex10_1": 1, "ex10_2": 2, "ex10_3": 2, "ex11_2": 2}
 FUNCTION_EXERCISES = ["ex01_3", "ex02_3", "ex02_4", "ex03_1", "ex03_2", "ex03_3", "ex04_2", "ex04_3", "ex05_1",
                       "ex05_3", "ex05_4", "ex06_2", "ex06_4", "ex07_2", "ex11_1"]
 
@@ -47,6 +47,8 @@ def flipped_phase(q, k, distance, theta):
     (exercises.ex06_1, (8,), "numbered from 0"),
     (exercises.ex08_1, (256,), "divide and round up"),                                         # a bf16 state
     (exercises.ex08_2, (47.77 / 17.71,), "batch 16"),                                          # batch 8's bound
+    (exercises.ex09_1, (0.9080,), "divide the loss in nats by ln 2"),                          # nats, not bits
+    (exercises.ex09_2, (1 / 1.368,), "batch × context × steps"),                               # upside down
     (exercises.ex10_2, (1e-3, 10 * 2.0 ** -11), "smallest whole multiple"),                   # no measurement
 ])
 def test_wrong_answers_fail_with_the_hint(check, answer, hint):
