@@ -1,4 +1,5 @@
-"""Measure RetNet's cost claims against plain PyTorch in one process: `python -m retnet_ref bench`.
+"""Measure RetNet's cost claims against plain PyTorch: `python -m retnet_ref bench` (one process; the
+training suite also on several GPUs under torchrun).
 
 Five suites, each printed as a table with ratios and written to JSON (--out); every column of a
 comparison is measured in the same run, on the same device, with the same inputs.
@@ -27,10 +28,22 @@ inference  The paper's inference comparison (Fig. 6) for each of --presets, both
         memory (all that is allocated, weights included) and the state or KV cache; then a decode step
         at --latency-length for each of --latency-batches, which also gives the largest batch each
         model fits. The summary gives RetNet/Transformer ratios at the longest length both fit.
-training  The paper's training cost (Table 4) on one device: one step (forward, backward, AdamW) of
+training  The paper's training cost (Table 4): one step (forward, backward, AdamW) of
         --train-preset at each of --train-lengths: RetNet chunkwise (its preset's chunk size, 512) and
         on the Triton kernels, the Transformer with SDPA (flash attention on a GPU) and with SDPA's
         math kernel; tokens/s and peak memory, and each over RetNet's.
+        Under torchrun (`torchrun --nproc_per_node=N -m retnet_ref bench --suite training ...`; gloo on
+        the CPU, NCCL on CUDA, each process on its GPU cuda:<LOCAL_RANK>) every process steps on its own
+        --train-batch sequences, each column's model in PyTorch's DistributedDataParallel (--train-parallel
+        ddp, the default: every GPU holds the whole model) or sharded by FSDP (fsdp: fully_shard on each
+        block and on the whole model; weights, gradients and AdamW's moments 1/N a GPU, for a model that
+        does not fit one). tokens/s are those of the global batch, N x --train-batch x T, in the step
+        time, which is the largest of the processes' median steps; peak memory is the largest process's.
+        The processes agree on every column: each checks its own memory and all measure it or none, and
+        an out-of-memory in one is reported by all (an all_reduce after the column). An out-of-memory
+        that strikes one process inside a collective the others are waiting in (a gradient all-reduce)
+        leaves them waiting until the process group's timeout ends the run. Only the first process
+        prints the table and writes the JSON; its environment gives world_size, parallel and gpu_count.
 
 How a time is taken (Timer): the callable runs a few times untimed (warm-up), then each timed call
 runs alone and the median is reported. On CUDA, before each timed call the L2 cache is flushed (a
@@ -42,8 +55,8 @@ A configuration whose memory estimate exceeds the free memory (less a margin), o
 memory anyway, is reported as "does not fit" and the run continues. Sizes default to the GPU sizes
 on CUDA and to a small smoke run on the CPU.
 
-JSON (--out): {"environment": versions, device, driver, copy bandwidth, date, command line;
-"options": every setting; "forms" / "decode" / "model": one list of rows per suite run, the table's
+JSON (--out): {"environment": versions, device, driver, copy bandwidth, date, command line, processes;
+"options": every setting; "forms" / "decode" / "model" / ...: one list of rows per suite run, the table's
 rows with every entry as {"status", "seconds" or "reason"}; "summary": the flatness verdicts}.
 Times are in seconds, sizes in bytes.
 """
@@ -76,6 +89,7 @@ from .generation import capture_cuda_graph
 from .memory import available_bytes
 from .model import RetNet, RetNetConfig
 from .normalized import RetentionState, step_decay_factors
+from .processes import Processes, end_processes, process_device, start_processes, under_torchrun, world_size
 from .results import seconds_of
 from .retention import chunkwise_retention, parallel_retention, recurrent_retention
 from .transformer import Transformer, TransformerConfig
@@ -86,6 +100,8 @@ PRESETS = ("tiny", "1.3B", "2.7B", "6.7B")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 MODELS = ("retnet", "transformer")
 FORWARD, FORWARD_BACKWARD = "fwd", "fwd+bwd"
+NO_PARALLEL, DDP, FSDP = "none", "ddp", "fsdp"
+TRAIN_PARALLEL = (DDP, FSDP, NO_PARALLEL)
 
 MiB, GiB = 2 ** 20, 2 ** 30
 FLUSH_BYTES = 256 * MiB                     # larger than any GPU's L2 cache
@@ -163,6 +179,7 @@ class Options:
     train_preset: str
     train_lengths: tuple
     train_batch: int
+    train_parallel: str
     out: str | None
 
     @property
@@ -240,7 +257,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     size("--train-lengths", type=positive_int, nargs="+", metavar="T", help=_default_help(
         "train_lengths", "training: sequence lengths of a training step"))
     size("--train-batch", type=positive_int, metavar="B", help=_default_help(
-        "train_batch", "training: sequences per step"))
+        "train_batch", "training: sequences per step and process (under torchrun with N processes the global "
+        "batch is N times this)"))
+    parser.add_argument("--train-parallel", choices=TRAIN_PARALLEL, default=None, help=(
+        "training, under torchrun: each process's model in PyTorch's DistributedDataParallel (ddp: every process "
+        "holds the whole model) or sharded by FSDP (fsdp: fully_shard, for a model whose weights, gradients and "
+        "AdamW state do not fit one device); none: one process, no group (default: ddp under torchrun, else none)"))
     parser.add_argument("--out", default=None, metavar="PATH",
                         help="write the results as JSON to PATH (folders are created; default: no file)")
     parser.set_defaults(func=partial(run, parser=parser))
@@ -260,7 +282,26 @@ def resolve_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -
                      f"({max(values['lengths'])}): the batch is tokens // T")
     values = {name: tuple(v) if isinstance(v, list) else v for name, v in values.items()}
     values["compile"] = device == "cuda" if args.compile is None else args.compile
-    return Options(suites=tuple(dict.fromkeys(args.suites)), device=device, out=args.out, **values)
+    suites = tuple(dict.fromkeys(args.suites))
+    return Options(suites=suites, device=device, out=args.out,
+                   train_parallel=resolve_train_parallel(args.train_parallel, suites, parser), **values)
+
+
+def resolve_train_parallel(given: str | None, suites: tuple, parser: argparse.ArgumentParser) -> str:
+    """--train-parallel, checked against the suites and torchrun's processes (usage errors, exit 2)."""
+    if given is not None and "training" not in suites:
+        parser.error(f"--train-parallel: only with --suite training (the suites asked for: {' '.join(suites)})")
+    if world_size() > 1 and suites != ("training",):
+        parser.error(f"--suite {' '.join(suites)}: under torchrun with {world_size()} processes only the training "
+                     "suite runs (the others time one device: run them without torchrun)")
+    parallel = given or (DDP if under_torchrun() and "training" in suites else NO_PARALLEL)
+    if parallel != NO_PARALLEL and not under_torchrun():
+        parser.error(f"--train-parallel {parallel}: needs processes started by torchrun "
+                     "(torchrun --nproc_per_node=N -m retnet_ref bench --suite training ...)")
+    if parallel == NO_PARALLEL and world_size() > 1:
+        parser.error(f"--train-parallel none: under torchrun with {world_size()} processes, each would time its "
+                     "own model alone; use ddp or fsdp")
+    return parallel
 
 
 # ---------------------------------------------------------------- timing and memory
@@ -337,20 +378,44 @@ def release_memory(device: torch.device):
         torch.cuda.empty_cache()
 
 
-def measure_if_it_fits(required_bytes: int, device: torch.device, measure: Callable[[], dict]) -> dict:
-    """measure() → a dict with a "status", or a "does not fit" entry: when required_bytes (an
-    estimate, times a slack, plus a margin) exceed the available memory, or when measuring runs out
-    of memory (then the memory is released before returning)."""
+def too_large(required_bytes: int, device: torch.device) -> dict | None:
+    """A "does not fit" entry when required_bytes (an estimate, times a slack, plus a margin) exceed the
+    available memory, else None."""
     free = available_bytes(device)
     if free is not None and MEMORY_ESTIMATE_SLACK * required_bytes + MEMORY_MARGIN_BYTES > free:
         return not_measured(DOES_NOT_FIT, f"needs about {required_bytes / GiB:.2f} GiB, "
                                           f"{free / GiB:.2f} GiB available")
+    return None
+
+
+def measure_if_it_fits(required_bytes: int, device: torch.device, measure: Callable[[], dict],
+                       processes: Processes = Processes()) -> dict:
+    """measure() → a dict with a "status", or a "does not fit" entry: when required_bytes (an
+    estimate, times a slack, plus a margin) exceed the available memory, or when measuring runs out
+    of memory (then the memory is released before returning).
+
+    With several processes, each checks its own memory and they agree: all measure, or none (an
+    all_reduce of the verdict before, and of an out-of-memory flag after). measure() must therefore not
+    reduce across processes itself. An out-of-memory inside a collective that only some processes
+    reach (one process failing in a step's gradient all-reduce) leaves the others waiting in it until
+    the process group's timeout ends the run.
+    """
+    verdict = too_large(required_bytes, device)
+    if processes.any(verdict is not None):
+        return verdict or not_measured(DOES_NOT_FIT, "does not fit on another process")
+    result = None
     try:
-        return measure()
+        result = measure()
     except torch.OutOfMemoryError:
         pass
-    release_memory(device)   # after the handler: the traceback no longer holds the tensors
-    return not_measured(DOES_NOT_FIT, "out of memory")
+    if result is None:
+        release_memory(device)   # after the handler: the traceback no longer holds the tensors
+    failed_somewhere = processes.any(result is None)
+    if result is None:
+        return not_measured(DOES_NOT_FIT, "out of memory")
+    if failed_somewhere:
+        return not_measured(DOES_NOT_FIT, "out of memory on another process")
+    return result
 
 
 def copy_bandwidth(timer: Timer) -> float:
@@ -635,11 +700,15 @@ def model_class(kind: str):
     return RetNet if kind == "retnet" else Transformer
 
 
-def parameter_count(kind: str, preset: str) -> int:
-    """Weights of the model, counted on the meta device (nothing is allocated)."""
+def meta_model(kind: str, preset: str) -> nn.Module:
+    """The model on the meta device (nothing is allocated), for counting its weights."""
     with torch.device("meta"):
-        model = model_class(kind)(model_config(kind, preset))
-    return sum(p.numel() for p in model.parameters())
+        return model_class(kind)(model_config(kind, preset))
+
+
+def parameter_count(kind: str, preset: str) -> int:
+    """Weights of the model, counted on the meta device."""
+    return sum(p.numel() for p in meta_model(kind, preset).parameters())
 
 
 def build_model(kind: str, opts: Options) -> dict:
@@ -953,37 +1022,94 @@ def training_columns(opts: Options) -> list[str]:
     return [name for name in TRAINING_COLUMNS if name != "retnet_triton" or not triton_reason(opts.torch_device)]
 
 
-def training_step(kind: str, model: nn.Module, tokens: torch.Tensor, optimizer) -> Callable:
+def training_step(kind: str, model: nn.Module, tokens: torch.Tensor, optimizer,
+                  trained: nn.Module | None = None) -> Callable:
     """One step of next-token training: forward on tokens[:, :-1], cross-entropy against tokens[:, 1:]
-    (in float32), backward, AdamW."""
+    (in float32), backward, AdamW. trained: the module the forward runs, when it is not model itself (its
+    DistributedDataParallel wrapper)."""
     inputs, targets = tokens[:, :-1], tokens[:, 1:]
+    trained = model if trained is None else trained
+    chunk_size = model.config.chunk_size if kind == "retnet" else None
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        logits = model(inputs, "chunkwise", model.config.chunk_size)[0] if kind == "retnet" else model(inputs)[0]
+        logits = trained(inputs, "chunkwise", chunk_size)[0] if kind == "retnet" else trained(inputs)[0]
         F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten()).backward()
         optimizer.step()
     return step
 
 
-def measure_training(column: str, length: int, opts: Options) -> dict:
-    """Median seconds of a training step (after one untimed), tokens/s and the peak memory (all allocated)."""
+def model_blocks(model: nn.Module) -> nn.ModuleList:
+    return model.blocks if isinstance(model, RetNet) else model.layers
+
+
+def parallel_model(model: nn.Module, opts: Options, processes: Processes) -> nn.Module:
+    """The module a training step runs: the model (one process), its DistributedDataParallel wrapper (ddp),
+    or the model itself sharded in place by FSDP (fsdp: fully_shard on each block, then on the whole: the
+    embedding and the head are the root's; torch >= 2.6 has it as torch.distributed.fsdp.fully_shard)."""
+    if opts.train_parallel == DDP:
+        from torch.nn.parallel import DistributedDataParallel
+        device_ids = [processes.device.index] if processes.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=device_ids, gradient_as_bucket_view=True)
+    if opts.train_parallel == FSDP:
+        from torch.distributed.fsdp import fully_shard
+        for block in model_blocks(model):
+            fully_shard(block)
+        return fully_shard(model)
+    return model
+
+
+def training_tokens(vocab_size: int, length: int, opts: Options, rank: int) -> torch.Tensor:
+    """(--train-batch, length + 1) random tokens of this process, drawn by a generator seeded with its rank
+    (every process its own batch; the global generator, which draws the weights, is left alone)."""
+    generator = torch.Generator().manual_seed(rank)
+    return torch.randint(0, vocab_size, (opts.train_batch, length + 1), generator=generator).to(opts.torch_device)
+
+
+TRAINING_LR = 1e-4
+
+
+def training_optimizer(model: nn.Module, device: torch.device) -> torch.optim.AdamW:
+    return torch.optim.AdamW(model.parameters(), lr=TRAINING_LR, betas=(0.9, 0.98), fused=device.type == "cuda")
+
+
+def training_setup(column: str, length: int, opts: Options, processes: Processes) -> tuple[nn.Module, Callable]:
+    """(the model, one training step of this process) of a column: the model built from torch's global
+    generator (the same weights in every process), wrapped as --train-parallel says, AdamW over its
+    (for fsdp: sharded) parameters, this process's tokens."""
     kind, how = TRAINING_COLUMNS[column]
-    device = opts.torch_device
     model = build_model(kind, dataclasses.replace(opts, preset=opts.train_preset))["model"].train()
     if how == "triton":
         model.set_backend("triton", chunk_size=64)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.98), fused=device.type == "cuda")
-    tokens = torch.randint(0, model.config.vocab_size, (opts.train_batch, length + 1), device=device)
-    step = training_step(kind, model, tokens, optimizer)
+    trained = parallel_model(model, opts, processes)
+    tokens = training_tokens(model.config.vocab_size, length, opts, processes.rank)
+    step = training_step(kind, model, tokens, training_optimizer(model, opts.torch_device), trained)
     if how == "math":
         from torch.nn.attention import SDPBackend, sdpa_kernel
         plain_step, step = step, lambda: _with_math_attention(plain_step, sdpa_kernel, SDPBackend)
+    return model, step
+
+
+def measure_training(column: str, length: int, opts: Options, processes: Processes) -> dict:
+    """This process's median seconds of a training step (after one untimed) and its peak memory (all
+    allocated); nothing reduced across processes (over_processes does that)."""
+    device = opts.torch_device
+    step = training_setup(column, length, opts, processes)[1]
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     seconds = Timer(device, 1, opts.steps).median_seconds(step)
-    return {"status": OK, "seconds": seconds, "tokens_per_second": opts.train_batch * length / seconds,
+    return {"status": OK, "seconds": seconds,
             "peak_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None}
+
+
+def over_processes(local: dict, length: int, opts: Options, processes: Processes) -> dict:
+    """A measured column over all processes: the step time is the largest of the processes' medians,
+    tokens/s those of the global batch (processes × --train-batch × T) in that time, the peak memory the
+    largest process's."""
+    seconds = processes.maximum(local["seconds"])
+    peak = None if local["peak_bytes"] is None else int(processes.maximum(local["peak_bytes"]))
+    return {"status": OK, "seconds": seconds,
+            "tokens_per_second": processes.world * opts.train_batch * length / seconds, "peak_bytes": peak}
 
 
 def _with_math_attention(step, sdpa_kernel, backend):
@@ -991,26 +1117,37 @@ def _with_math_attention(step, sdpa_kernel, backend):
         step()
 
 
-def training_memory_estimate(column: str, length: int, opts: Options) -> int:
-    """Weights, gradients and AdamW's two moments in the dtype (4 copies), plus activations of about
-    16 (B, T, d) tensors a layer (no check-pointing), plus (B, H, T, T) scores a layer for the math kernel."""
+def training_memory_estimate(column: str, length: int, opts: Options, world: int = 1) -> int:
+    """Memory of one process: weights, gradients and AdamW's two moments in the dtype (4 copies; with
+    fsdp a 1/world shard of each, plus the whole weights of two blocks, one computing and one prefetched,
+    and of what lies outside the blocks), plus activations of about 16 (B, T, d) tensors a layer (no
+    check-pointing), plus (B, H, T, T) scores a layer for the math kernel; B is --train-batch."""
     kind, how = TRAINING_COLUMNS[column]
     config, B, size = model_config(kind, opts.train_preset), opts.train_batch, opts.torch_dtype.itemsize
-    held = 4 * parameter_count(kind, opts.train_preset) * size
+    parameters = parameter_count(kind, opts.train_preset)
+    held = 4 * parameters * size
+    if opts.train_parallel == FSDP:
+        block = max(sum(p.numel() for p in b.parameters()) for b in model_blocks(meta_model(kind, opts.train_preset)))
+        outside = parameters - config.num_layers * block
+        held = held // world + (2 * block + outside) * size
     activations = 16 * config.num_layers * B * length * config.d_model * size
     if how == "math":
         activations += 2 * config.num_layers * B * config.num_heads * length * length * size
     return held + activations
 
 
-def training_suite(opts: Options) -> tuple[list, dict]:
-    """Each column at each length: tokens/s of a training step and peak memory; the summary gives each
-    column's tokens/s over RetNet's and its peak memory over RetNet's."""
+def training_suite(opts: Options, processes: Processes = Processes()) -> tuple[list, dict]:
+    """Each column at each length: tokens/s of a training step (over all processes) and peak memory (of
+    the largest process); the summary gives each column's tokens/s over RetNet's and its peak memory over
+    RetNet's."""
     rows = []
     for length in opts.train_lengths:
         for column in training_columns(opts):
-            result = measure_if_it_fits(training_memory_estimate(column, length, opts), opts.torch_device,
-                                        partial(measure_training, column, length, opts))
+            result = measure_if_it_fits(training_memory_estimate(column, length, opts, processes.world),
+                                        opts.torch_device, partial(measure_training, column, length, opts, processes),
+                                        processes)
+            if result["status"] == OK:
+                result = over_processes(result, length, opts, processes)
             rows.append({"column": column, "preset": opts.train_preset, "length": length, "batch": opts.train_batch,
                          "dtype": opts.dtype, **result})
             release_memory(opts.torch_device)
@@ -1047,13 +1184,16 @@ def _nvidia_driver_version() -> str | None:
 
 
 def environment(device: torch.device, fla_version: str | None, bandwidth: float, date: str,
-                command: str) -> dict:
-    """Versions, the device and the command line (no host name)."""
+                command: str, processes: Processes, parallel: str) -> dict:
+    """Versions, the device, the processes (world_size; parallel: --train-parallel; gpu_count: one GPU a
+    process on CUDA) and the command line (no host name)."""
     env = {"date": date, "command": command, "python": platform.python_version(),
            "platform": platform.platform(), "torch": torch.__version__, "cuda_runtime": torch.version.cuda,
            "triton": _triton_version(), "fla": fla_version, "device": device.type,
            "cpu_threads": torch.get_num_threads(), "gpu": None, "gpu_memory_bytes": None,
-           "compute_capability": None, "driver": None, "copy_bandwidth_bytes_per_second": bandwidth}
+           "compute_capability": None, "driver": None, "copy_bandwidth_bytes_per_second": bandwidth,
+           "world_size": processes.world, "parallel": parallel,
+           "gpu_count": processes.world if device.type == "cuda" else 0}
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         env.update(gpu=props.name, gpu_memory_bytes=props.total_memory,
@@ -1064,8 +1204,9 @@ def environment(device: torch.device, fla_version: str | None, bandwidth: float,
 # ---------------------------------------------------------------- the run
 
 
-def benchmark(opts: Options, command: str) -> dict:
-    """Every requested suite, in one process: {"environment", "options", <suite>: rows, "summary"}."""
+def benchmark(opts: Options, command: str, processes: Processes = Processes()) -> dict:
+    """Every requested suite: {"environment", "options", <suite>: rows, "summary"}. With several processes
+    (torchrun) only the training suite, each process measuring on its own device."""
     date = datetime.now(timezone.utc).isoformat(timespec="seconds")
     device = opts.torch_device
     torch.manual_seed(0)
@@ -1078,10 +1219,10 @@ def benchmark(opts: Options, command: str) -> dict:
         "decode": lambda: decode_suite(opts, timer, bandwidth, fla, fla_reason),
         "model": lambda: model_suite(opts, timer, bandwidth),
         "inference": lambda: inference_suite(opts, timer, bandwidth),
-        "training": lambda: training_suite(opts),
+        "training": lambda: training_suite(opts, processes),
     }
     report = {"environment": environment(device, fla_loaded.version if fla_loaded else None, bandwidth, date,
-                                         command),
+                                         command, processes, opts.train_parallel),
               "options": dataclasses.asdict(opts), "summary": {}}
     for name in opts.suites:
         report[name], report["summary"][name] = suites[name]()
@@ -1089,9 +1230,16 @@ def benchmark(opts: Options, command: str) -> dict:
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """The `bench` subcommand: options, the run, the tables on stdout, the JSON file."""
+    """The `bench` subcommand: options, the run, the tables on stdout, the JSON file (the first process's
+    under torchrun)."""
     opts = resolve_options(args, parser)
-    report = benchmark(opts, "python -m retnet_ref " + shlex.join(args.argv))
+    processes = start_processes(process_device(opts.device), group_of_one=opts.train_parallel != NO_PARALLEL)
+    try:
+        report = benchmark(opts, "python -m retnet_ref " + shlex.join(args.argv), processes)
+    finally:
+        end_processes(processes)
+    if not processes.main:
+        return 0
     print(format_report(report))
     if opts.out:
         path = Path(opts.out)
@@ -1254,7 +1402,12 @@ def training_table(rows: list[dict], summary: dict, opts: dict) -> str:
                       number_cell(ratios.get("peak_memory_over_retnet"))])
         unmeasured.append((r["column"], f"T={r['length']}", r))
     title = f"training: one step (forward, backward, AdamW), preset {opts['train_preset']}, {opts['dtype']}"
-    return format_table(title, headers, cells, unmeasured_notes(unmeasured))
+    notes = unmeasured_notes(unmeasured)
+    if opts.get("train_parallel", NO_PARALLEL) != NO_PARALLEL:   # reports before it have none
+        title += f", {opts['train_parallel']}"
+        notes.append("B per process; tokens/s over all processes (the slowest process's median step), "
+                     "peak memory the largest process's")
+    return format_table(title, headers, cells, notes)
 
 
 def format_report(report: dict) -> str:

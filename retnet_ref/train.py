@@ -54,7 +54,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -62,6 +61,7 @@ from .argtypes import non_negative_float, non_negative_int, positive_float, posi
 from .corpus import CorpusError, load_manifest, load_split
 from .model import GAMMA_SCHEDULES, VARIANTS, RetNet, RetNetConfig
 from .paths import project_root
+from .processes import Processes, end_processes, process_device, start_processes, world_size
 from .transformer import Transformer, TransformerConfig
 
 MODELS = ("retnet", "transformer")
@@ -266,55 +266,6 @@ def next_token_loss(model, config, chunk_size, windows: torch.Tensor, reduction:
     """Cross-entropy of windows[:, 1:] given windows[:, :-1], in float32."""
     logits = logits_of(model, config, chunk_size, windows[:, :-1])
     return F.cross_entropy(logits.float().flatten(0, 1), windows[:, 1:].flatten(), reduction=reduction)
-
-
-# ---------------------------------------------------------------- processes
-
-
-@dataclass
-class Processes:
-    """This process's place among the training processes (one, or torchrun's)."""
-
-    rank: int = 0
-    world: int = 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def mean(self, value: torch.Tensor) -> torch.Tensor:
-        if self.world > 1:
-            value = value.clone()
-            dist.all_reduce(value)
-            value /= self.world
-        return value
-
-    def total(self, value: torch.Tensor) -> torch.Tensor:
-        if self.world > 1:
-            value = value.clone()
-            dist.all_reduce(value)
-        return value
-
-
-def world_size() -> int:
-    """WORLD_SIZE as torchrun sets it (1 without torchrun)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def start_processes(device: torch.device) -> Processes:
-    if world_size() == 1:
-        return Processes()
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Processes(dist.get_rank(), dist.get_world_size())
-
-
-def process_device(name: str) -> torch.device:
-    """The device of this process: cpu, or the CUDA device of its local rank."""
-    if name == "cuda":
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")
 
 
 # ---------------------------------------------------------------- one run
@@ -664,9 +615,5 @@ def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         train(run, trained, validation, processes, device, out, (lambda record: None) if quiet else print_progress,
               getattr(args, "until_step", None))
     finally:
-        if processes.world > 1:
-            # every process reaches the end before any leaves the group: a process that tore its group down
-            # while another was still saving the checkpoint has been seen to leave that one waiting forever
-            dist.barrier()
-            dist.destroy_process_group()
+        end_processes(processes)
     return 0

@@ -250,7 +250,9 @@ def test_training_suite(tmp_path, capsys):
     for row in rows:
         assert row["status"] == bench.OK and row["tokens_per_second"] == pytest.approx(2 * 16 / row["seconds"])
     assert report["summary"]["training"]["retnet_at_16"]["tokens_per_second_over_retnet"] == 1.0
-    assert "training: one step" in out
+    env = report["environment"]
+    assert (env["world_size"], env["parallel"], env["gpu_count"]) == (1, bench.NO_PARALLEL, 0)   # one process
+    assert "training: one step" in out and "B per process" not in out
 
 
 def test_a_training_step_learns():
