@@ -27,7 +27,8 @@ from itertools import chain
 from pathlib import Path
 
 from . import __version__
-from .bench import add_parser as add_bench_parser, positive_int
+from .argtypes import positive_int
+from .bench import add_parser as add_bench_parser
 from .comparison import add_parser as add_compare_parser
 from .corpus import add_parser as add_corpus_parser
 from .train import add_parser as add_train_parser

@@ -100,13 +100,15 @@ def check_gamma_tensor(gamma: torch.Tensor, num_heads: int, name: str = "gamma")
         check_gammas(gamma, num_heads, name)
 
 
-def check_chunk_size(chunk_size, name: str = "chunk_size") -> int:
-    """A chunk length: a positive integer (bool is not an integer here)."""
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral):
-        raise TypeError(f"{name} must be a positive integer, got {type(chunk_size).__name__} {chunk_size!r}")
-    if chunk_size < 1:
-        raise ValueError(f"{name} must be a positive integer, got {chunk_size}")
-    return int(chunk_size)
+def check_positive_int(value, name: str) -> int:
+    """A size or count: an integer ≥ 1 (Python or NumPy; bool is not an integer here) → int.
+
+    TypeError for anything that is not an integer (2.0, True, "8"), ValueError for one below 1."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be a positive integer, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
 
 
 def as_numpy_array(x, name: str) -> np.ndarray:
@@ -206,9 +208,15 @@ def check_token_tensor(tokens, dims: int = 2, name: str = "tokens") -> None:
                          f"{tuple(tokens.shape)}")
 
 
-def check_token_range(tokens: torch.Tensor, vocab_size: int, name: str = "tokens") -> None:
-    """Every id in [0, vocab_size): reads one number on the host (a synchronisation on a GPU)."""
-    outside = int(((tokens < 0) | (tokens >= vocab_size)).sum())
+def count_outside(tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """How many ids lie outside [0, vocab_size): a 0-d tensor on the tokens' device (nothing read yet)."""
+    return ((tokens < 0) | (tokens >= vocab_size)).sum()
+
+
+def check_token_range(tokens: torch.Tensor, vocab_size: int, name: str = "tokens", outside=None) -> None:
+    """Every id in [0, vocab_size): reads one number on the host (a synchronisation on a GPU), or none
+    when the caller has already read `outside` (count_outside) together with something else."""
+    outside = int(count_outside(tokens, vocab_size)) if outside is None else outside
     if outside:
         raise ValueError(f"{name} must be token ids in [0, vocab_size={vocab_size}), got {outside} outside "
                          f"(min {int(tokens.min())}, max {int(tokens.max())})")

@@ -12,7 +12,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ._checks import check_gamma_value
+from ._checks import check_gamma_value, check_positive_int
+
+GAMMA_SCHEDULES = ("default", "linspace")   # the kinds of gamma_gap_schedule
 
 # ---------------------------------------------------------------- schedules (paper §2.2, §3.1)
 
@@ -23,13 +25,12 @@ def gamma_gap_schedule(num_heads: int, kind: str = "default") -> np.ndarray:
     kind="default":  1 - γ_h = 2^(-5-h)                     (the paper's Eq. 8 setting)
     kind="linspace": 1 - γ_h = exp(linspace(log 1/32, log 1/512, H))  (the paper's experiments)
     """
-    if isinstance(num_heads, bool) or not isinstance(num_heads, (int, np.integer)) or num_heads < 1:
-        raise ValueError(f"num_heads must be a positive integer, got {num_heads!r}")
+    check_positive_int(num_heads, "num_heads")
     if kind == "default":
         return np.exp2(-5.0 - np.arange(num_heads, dtype=np.float64))
     if kind == "linspace":
         return np.exp(np.linspace(np.log(1 / 32), np.log(1 / 512), num_heads))
-    raise ValueError(f"kind must be 'default' or 'linspace', got {kind!r}")
+    raise ValueError(f"kind must be one of {GAMMA_SCHEDULES}, got {kind!r}")
 
 
 def log_gamma_schedule(num_heads: int, kind: str = "default") -> np.ndarray:

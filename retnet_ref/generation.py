@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import torch
 
-from ._checks import check_seed, check_token_tensor
+from ._checks import check_positive_int, check_seed, check_token_tensor
 
 Prefill = Callable[[torch.Tensor], tuple[torch.Tensor, Any]]
 Step = Callable[[torch.Tensor, Any], tuple[torch.Tensor, Any]]
@@ -35,13 +35,7 @@ def check_sampling(temperature, top_k) -> tuple[float, int | None]:
         raise TypeError(f"temperature must be a real number >= 0, got {type(temperature).__name__}")
     if not float(temperature) >= 0.0:  # also rejects NaN
         raise ValueError(f"temperature must be >= 0, got {temperature!r}")
-    if top_k is not None:
-        if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral):
-            raise TypeError(f"top_k must be None or a positive integer, got {type(top_k).__name__}")
-        if top_k < 1:
-            raise ValueError(f"top_k must be a positive integer, got {top_k}")
-        top_k = int(top_k)
-    return float(temperature), top_k
+    return float(temperature), None if top_k is None else check_positive_int(top_k, "top_k")
 
 
 def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_k: int | None = None,

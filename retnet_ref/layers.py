@@ -20,7 +20,6 @@ Projections carry no bias (the paper's equations have none; neither has the offi
 """
 from __future__ import annotations
 
-import numbers
 from typing import NamedTuple
 
 import numpy as np
@@ -28,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import check_gammas
+from ._checks import check_gammas, check_positive_int
 from .decay import gamma_schedule
 from .exact_buffers import ExactBuffers
 from .kernels import check_backend, check_tile_height, triton_normalized_step_
@@ -46,12 +45,6 @@ def check_switch(value, name) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"{name} must be True or False, got {value!r}")
     return value
-
-
-def positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 class RMSNorm(nn.Module):
@@ -113,8 +106,8 @@ class MultiScaleRetention(ExactBuffers):
                  detach_normaliser: bool = False, backend: str = "torch", swish_gate: bool = True,
                  group_norm: bool = True):
         super().__init__()
-        d_model, num_heads = positive_int(d_model, "d_model"), positive_int(num_heads, "num_heads")
-        value_dim = 2 * d_model if value_dim is None else positive_int(value_dim, "value_dim")
+        d_model, num_heads = check_positive_int(d_model, "d_model"), check_positive_int(num_heads, "num_heads")
+        value_dim = 2 * d_model if value_dim is None else check_positive_int(value_dim, "value_dim")
         if d_model % num_heads or value_dim % num_heads:
             raise ValueError(f"d_model ({d_model}) and value_dim ({value_dim}) must be multiples of "
                              f"num_heads ({num_heads})")
@@ -244,7 +237,7 @@ class FeedForward(nn.Module):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {activation!r}")
-        d_model, ffn_dim = positive_int(d_model, "d_model"), positive_int(ffn_dim, "ffn_dim")
+        d_model, ffn_dim = check_positive_int(d_model, "d_model"), check_positive_int(ffn_dim, "ffn_dim")
         self.activation = ACTIVATIONS[activation]
         self.fc1 = nn.Linear(d_model, ffn_dim, bias=False)
         self.gate = nn.Linear(d_model, ffn_dim, bias=False) if gated else None

@@ -7,10 +7,9 @@ RetNetState (one RetentionState per layer: S, z and the tokens seen). A state fr
 in any other: prefill a prompt chunkwise, then decode one token at a time recurrently; with the exact
 normalisation the logits equal one parallel pass over the whole sequence.
 
-Presets (RetNetConfig.preset): "tiny" for tests and notebooks, and the paper's 1.3B, 2.7B and 6.7B
-(Sun et al. 2023, Table "model sizes": d_model, layers, heads; FFN width 2d; value width 2d). The paper
-does not fix a vocabulary; we use 32,000 (a common sentencepiece size) with separate input embedding
-and output head, which puts every paper preset within 3.1% of its nominal size (tests/test_model.py).
+Presets (RetNetConfig.preset): the sizes of retnet_ref.presets ("tiny" and the paper's 1.3B, 2.7B and
+6.7B) with FFN width 2d and value width 2d, which puts every paper preset within 3.1% of its nominal size
+(tests/test_model.py).
 
 The "official" variant is torchscale 0.3.0's later block (see retnet_ref.layers); RetNet.from_torchscale
 converts a torchscale RetNetDecoder with its weights.
@@ -25,24 +24,16 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ._checks import check_gammas, check_token_range, check_token_tensor
+from ._checks import check_gammas, check_positive_int, check_token_range, check_token_tensor
 from .generation import generate_tokens
 from .kernels import check_backend, check_tile_height
-from .layers import ACTIVATIONS, RetNetBlock, check_switch, positive_int, make_norm
+from .decay import GAMMA_SCHEDULES
+from .layers import ACTIVATIONS, RetNetBlock, check_switch, make_norm
 from .normalized import NORMALISATIONS, RetentionState, check_mode
+from .presets import preset_sizes
 from .retention import accumulation_dtype
 
 VARIANTS = ("paper", "official")
-GAMMA_SCHEDULES = ("default", "linspace")
-PAPER_VOCAB_SIZE = 32000
-
-_PRESETS = {
-    "tiny": dict(vocab_size=256, d_model=64, num_layers=2, num_heads=2),
-    "1.3B": dict(vocab_size=PAPER_VOCAB_SIZE, d_model=2048, num_layers=24, num_heads=8),
-    "2.7B": dict(vocab_size=PAPER_VOCAB_SIZE, d_model=2560, num_layers=32, num_heads=10),
-    "6.7B": dict(vocab_size=PAPER_VOCAB_SIZE, d_model=4096, num_layers=32, num_heads=16),
-}
-NOMINAL_PARAMETERS = {"1.3B": 1.3e9, "2.7B": 2.7e9, "6.7B": 6.7e9}
 # value and FFN widths of torchscale's own configurations of these sizes (retnet_xl, retnet_3b, retnet_7b)
 _OFFICIAL_WIDTHS = {"1.3B": 3456, "2.7B": 4280, "6.7B": 6912}
 
@@ -87,7 +78,7 @@ class RetNetConfig:
 
     def __post_init__(self):
         for name in ("vocab_size", "d_model", "num_layers", "num_heads", "chunk_size"):
-            positive_int(getattr(self, name), name)
+            check_positive_int(getattr(self, name), name)
         for name in ("swish_gate", "group_norm"):
             check_switch(getattr(self, name), name)
         if self.variant not in VARIANTS:
@@ -107,8 +98,8 @@ class RetNetConfig:
         official = self.variant == "official"
         default_width = self._official_width() if official else 2 * self.d_model
         resolved = dict(
-            value_dim=default_width if self.value_dim is None else positive_int(self.value_dim, "value_dim"),
-            ffn_dim=default_width if self.ffn_dim is None else positive_int(self.ffn_dim, "ffn_dim"),
+            value_dim=default_width if self.value_dim is None else check_positive_int(self.value_dim, "value_dim"),
+            ffn_dim=default_width if self.ffn_dim is None else check_positive_int(self.ffn_dim, "ffn_dim"),
             activation=self.activation or ("swish" if official else "gelu"),
             detach_normaliser=official if self.detach_normaliser is None else bool(self.detach_normaliser),
             gamma=self.gamma if isinstance(self.gamma, str) else tuple(float(g) for g in self.gamma),
@@ -130,9 +121,7 @@ class RetNetConfig:
     @classmethod
     def preset(cls, name: str, **overrides) -> "RetNetConfig":
         """"tiny", "1.3B", "2.7B" or "6.7B", with any field overridden (e.g. variant="official")."""
-        if name not in _PRESETS:
-            raise ValueError(f"preset name must be one of {tuple(_PRESETS)}, got {name!r}")
-        sizes = dict(_PRESETS[name])
+        sizes = preset_sizes(name)
         if overrides.get("variant") == "official" and name in _OFFICIAL_WIDTHS:
             sizes.update(value_dim=_OFFICIAL_WIDTHS[name], ffn_dim=_OFFICIAL_WIDTHS[name])
         sizes.update(overrides)
@@ -242,7 +231,7 @@ class RetNet(nn.Module):
 
         A decode benchmark can start here at any position: the cost of a step does not depend on it.
         """
-        batch_size = positive_int(batch_size, "batch_size")
+        batch_size = check_positive_int(batch_size, "batch_size")
         weight = self.head.weight
         cfg = self.config
         return RetNetState([RetentionState.zeros(batch_size, cfg.num_heads, cfg.d_model // cfg.num_heads,

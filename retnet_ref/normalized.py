@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._checks import check_chunk_size, check_torch_qkv
+from ._checks import check_positive_int, check_torch_qkv
 from .decay import chunk_decay, decay_matrix, decay_row_sum, xi, zeta
 from .retention import (_chunkwise, _parallel, _recurrent, accumulation_dtype, decay_and_add, decay_gap,
                         log_gamma_per_head)
@@ -106,7 +106,7 @@ def check_mode(mode, chunk_size):
     if mode == "chunkwise":
         if chunk_size is None:
             raise ValueError("chunk_size is required for mode='chunkwise'")
-        return check_chunk_size(chunk_size)
+        return check_positive_int(chunk_size, "chunk_size")
     if chunk_size is not None:
         raise ValueError(f"chunk_size is used by mode='chunkwise' only, got chunk_size={chunk_size!r} "
                          f"with mode={mode!r}")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import check_chunk_size, check_gamma_value, check_numpy_qkv, check_numpy_state
+from ._checks import check_positive_int, check_gamma_value, check_numpy_qkv, check_numpy_state
 from .decay import chunk_decay, decay_matrix, log_gamma, xi, zeta
 
 
@@ -117,7 +117,7 @@ def chunkwise(q, k, v, gamma, chunk_size, state=None):
     """
     q, k, v, R = _as_inputs(q, k, v, state)
     lg = log_gamma(gamma)
-    chunk_size = check_chunk_size(chunk_size)
+    chunk_size = check_positive_int(chunk_size, "chunk_size")
     out = []
     for start in range(0, q.shape[0], chunk_size):
         qc, kc, vc = (x[start:start + chunk_size] for x in (q, k, v))   # (L, d) each

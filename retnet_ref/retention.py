@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import check_chunk_size, check_gamma_tensor, check_gammas, check_torch_qkv, check_torch_state
+from ._checks import check_positive_int, check_gamma_tensor, check_gammas, check_torch_qkv, check_torch_state
 from .decay import causal_decay, decay_matrix_columns_reversed, xi, zeta
 from .memory import available_bytes
 
@@ -229,7 +229,7 @@ def chunkwise_retention(q, k, v, gamma, chunk_size, state=None):
     Returns (o, R_last).
     """
     check_torch_qkv(q, k, v)
-    chunk_size = check_chunk_size(chunk_size)
+    chunk_size = check_positive_int(chunk_size, "chunk_size")
     state = check_torch_state(state, q, v)
     S = None if state is None else state.to(accumulation_dtype(q.dtype))
     return _chunkwise(q, k, v, log_gamma_per_head(gamma, q), chunk_size, S)

@@ -13,13 +13,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ._checks import check_positive_int
+
 
 def theta_schedule(head_dim: int, base: float = 10000.0) -> np.ndarray:
     """θ_j = base^(-j / (d/2 - 1)), j = 0..d/2-1, in float64 (the official code's linspace exponent).
 
     The fastest pair turns by 1 radian per token, the slowest by 1/base.
     """
-    if isinstance(head_dim, bool) or not isinstance(head_dim, (int, np.integer)) or head_dim < 2 or head_dim % 2:
+    if check_positive_int(head_dim, "head_dim") % 2:
         raise ValueError(f"head_dim must be a positive even integer (pairs of features), got {head_dim!r}")
     if isinstance(base, bool) or not isinstance(base, (int, float, np.integer, np.floating)) or not base > 1:
         raise ValueError(f"base must be a real number > 1 (the slowest pair turns by 1/base per token), got {base!r}")

@@ -36,7 +36,6 @@ one full forward.
 """
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -44,21 +43,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import check_token_range, check_token_tensor
+from ._checks import check_positive_int, check_token_range, check_token_tensor, count_outside
 from .exact_buffers import ExactBuffers
 from .generation import generate_tokens
+from .presets import preset_sizes
 from .rotation import theta_schedule, rotate
 
 # ---------------------------------------------------------------- configuration
-
-# the same sizes as RetNetConfig.preset (retnet_ref.model): the paper's (Table "model sizes", §3.1), with the
-# same 32,000-token vocabulary, and a tiny one for tests and notebooks; equal names pair equal budgets
-_PRESETS = {
-    "tiny": dict(vocab_size=256, d_model=64, num_layers=2, num_heads=2),
-    "1.3B": dict(vocab_size=32000, d_model=2048, num_layers=24, num_heads=8),
-    "2.7B": dict(vocab_size=32000, d_model=2560, num_layers=32, num_heads=10),
-    "6.7B": dict(vocab_size=32000, d_model=4096, num_layers=32, num_heads=16),
-}
 
 
 @dataclass(frozen=True)
@@ -76,9 +67,7 @@ class TransformerConfig:
 
     def __post_init__(self):
         for name in ("vocab_size", "d_model", "num_layers", "num_heads") + (() if self.ffn_dim is None else ("ffn_dim",)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            check_positive_int(getattr(self, name), name)
         if self.d_model % self.num_heads:
             raise ValueError(f"d_model ({self.d_model}) must be a multiple of num_heads ({self.num_heads})")
         if (self.d_model // self.num_heads) % 2:
@@ -92,10 +81,8 @@ class TransformerConfig:
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "TransformerConfig":
-        """"tiny", "1.3B", "2.7B" or "6.7B" (the paper's d_model, layers, heads), with overrides."""
-        if name not in _PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(_PRESETS)}")
-        return replace(cls(), **{**_PRESETS[name], **overrides})
+        """"tiny", "1.3B", "2.7B" or "6.7B" (retnet_ref.presets, as RetNetConfig.preset), with overrides."""
+        return replace(cls(), **{**preset_sizes(name), **overrides})
 
     def layer_parameters(self) -> int:
         """Weights of one layer: 4 d² attention + 2 d·ffn_width FFN + two LayerNorms (4 d)."""
@@ -167,20 +154,6 @@ def _check_cache(cache, config: TransformerConfig, batch_size: int, device: torc
 def _check_room(cache: KVCache, length: int, new_tokens: int):
     if length + new_tokens > cache.capacity:
         raise ValueError(f"cache capacity {cache.capacity} cannot hold {length} + {new_tokens} tokens")
-
-
-# ---------------------------------------------------------------- token checks
-
-
-def _count_outside(tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """How many ids lie outside [0, vocab_size): a 0-d tensor on the tokens' device (nothing read yet)."""
-    return ((tokens < 0) | (tokens >= vocab_size)).sum()
-
-
-def _check_token_ids(tokens: torch.Tensor, vocab_size: int, outside: int):
-    if outside:
-        raise ValueError(f"tokens must be token ids in [0, vocab_size={vocab_size}), got {outside} outside "
-                         f"(min {int(tokens.min())}, max {int(tokens.max())})")
 
 
 # ---------------------------------------------------------------- how a call reads the cache
@@ -323,9 +296,7 @@ class Transformer(nn.Module):
         device and dtype default to the weights'. The slots are zeros, not torch.empty: the masked slots
         still enter attention's weighted sum with weight 0, and 0 · NaN (uninitialised memory) is NaN.
         """
-        for name, value in (("batch_size", batch_size), ("capacity", capacity)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_positive_int(batch_size, "batch_size"), check_positive_int(capacity, "capacity")
         weight = self.lm_head.weight
         device = weight.device if device is None else torch.device(device)
         dtype = weight.dtype if dtype is None else dtype
@@ -351,8 +322,8 @@ class Transformer(nn.Module):
             return self._forward_without_cache(tokens, last_only)
         _check_cache(cache, self.config, tokens.shape[0], tokens.device)
         # the one synchronisation: the number of out-of-range ids and the cached length, read together
-        outside, length = torch.stack((_count_outside(tokens, self.config.vocab_size), cache.length)).tolist()
-        _check_token_ids(tokens, self.config.vocab_size, outside)
+        outside, length = torch.stack((count_outside(tokens, self.config.vocab_size), cache.length)).tolist()
+        check_token_range(tokens, self.config.vocab_size, outside=outside)
         _check_room(cache, length, tokens.shape[1])
         return self._forward_with_cache(tokens, cache, _read_valid_prefix(cache, length, tokens.shape[1]),
                                         last_only), cache

@@ -55,9 +55,9 @@ def test_kv_cache_and_state_of_the_6_7b_shape():
     assert cost.kv_cache_bytes(256, shape) >= cost.retention_state_bytes(shape) > cost.kv_cache_bytes(255, shape)
 
 
-@pytest.mark.parametrize("bad", [0, -1, 2.0, True])
-def test_rejects_non_positive_integer_sizes(bad):
-    with pytest.raises(ValueError, match="positive integer"):
+@pytest.mark.parametrize("bad, error", [(0, ValueError), (-1, ValueError), (2.0, TypeError), (True, TypeError)])
+def test_rejects_non_positive_integer_sizes(bad, error):
+    with pytest.raises(error, match="positive integer"):
         cost.parallel_cost(bad, 4, 4)
-    with pytest.raises(ValueError, match="positive integer"):
+    with pytest.raises(error, match="positive integer"):
         cost.chunkwise_cost(8, bad, 4, 4)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from retnet_ref.decay import gamma_schedule
+from helpers import run_form
 from retnet_ref.retention import chunkwise_retention, parallel_retention, recurrent_retention
 from retnet_ref.verify import TOLERANCE, random_inputs
 
@@ -21,14 +22,6 @@ DTYPES = [torch.float64, torch.float32, torch.bfloat16]
 
 def cuda(*tensors, dtype=None):
     return tuple(t.to("cuda", dtype) for t in tensors)
-
-
-def run_form(form, q, k, v, gamma, state=None, chunk_size=16):
-    if form == "parallel":
-        return parallel_retention(q, k, v, gamma), None
-    if form == "recurrent":
-        return recurrent_retention(q, k, v, gamma, state=state)
-    return chunkwise_retention(q, k, v, gamma, chunk_size, state=state)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -78,8 +71,8 @@ def test_state_hand_off_on_gpu(first, second, dtype, rel_err):
     whole, S_whole = chunkwise_retention(q, k, v, GAMMAS, 16, state=S0)       # float64 on the GPU
     x = [t.to(dtype) for t in (q, k, v)]
     S0 = S0.to(torch.promote_types(dtype, torch.float32))
-    o1, S1 = run_form(first, *(t[:, :, :21] for t in x), GAMMAS, S0)
-    o2, S2 = run_form(second, *(t[:, :, 21:] for t in x), GAMMAS, S1)
+    o1, S1 = run_form(first, *(t[:, :, :21] for t in x), GAMMAS, S0, chunk_size=16)
+    o2, S2 = run_form(second, *(t[:, :, 21:] for t in x), GAMMAS, S1, chunk_size=16)
     assert rel_err(torch.cat([o1, o2], dim=2), whole) <= TOLERANCE[dtype]
     assert rel_err(S2, S_whole) <= TOLERANCE[dtype]
 
@@ -118,7 +111,7 @@ def test_gradcheck_on_gpu(form):
 def test_bfloat16_on_gpu_keeps_a_float32_state():
     q, k, v, _ = cuda(*random_inputs(1, 2, 10, 4, 4, seed=7), dtype=torch.bfloat16)
     for form in ("recurrent", "chunkwise"):
-        o, S = run_form(form, q, k, v, [0.9, 0.99])
+        o, S = run_form(form, q, k, v, [0.9, 0.99], chunk_size=16)
         assert o.dtype == torch.bfloat16 and S.dtype == torch.float32 and S.device.type == "cuda"
 
 
@@ -134,7 +127,7 @@ def test_empty_sequence_on_gpu():
     q, k, v, S0 = cuda(*random_inputs(1, 2, 0, 3, 4, seed=9))
     assert parallel_retention(q, k, v, [0.9, 0.5]).shape == (1, 2, 0, 4)
     for form in ("recurrent", "chunkwise"):
-        o, S = run_form(form, q, k, v, [0.9, 0.5], S0)
+        o, S = run_form(form, q, k, v, [0.9, 0.5], S0, chunk_size=16)
         assert o.shape == (1, 2, 0, 4) and o.device.type == "cuda" and torch.equal(S, S0)
 
 
@@ -143,7 +136,7 @@ def test_empty_sequence_on_gpu():
 def test_state_on_another_device(form, state_device, input_device):
     q, k, v, S0 = random_inputs(1, 2, 5, 3, 2, seed=10)
     with pytest.raises(ValueError, match="^state must be on the inputs' device"):
-        run_form(form, *(x.to(input_device) for x in (q, k, v)), [0.9, 0.5], S0.to(state_device))
+        run_form(form, *(x.to(input_device) for x in (q, k, v)), [0.9, 0.5], S0.to(state_device), chunk_size=16)
 
 
 @pytest.mark.parametrize("name", ["q", "k", "v"])
@@ -152,7 +145,7 @@ def test_q_k_v_on_different_devices(form, name):
     args = dict(zip("qkv", random_inputs(1, 2, 5, 3, 2, seed=11)))
     args[name] = args[name].cuda()
     with pytest.raises(ValueError, match="^q, k and v must be on one device"):
-        run_form(form, args["q"], args["k"], args["v"], [0.9, 0.5])
+        run_form(form, args["q"], args["k"], args["v"], [0.9, 0.5], chunk_size=16)
 
 
 def test_parallel_form_peak_memory_is_about_one_score_matrix():

@@ -10,8 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from retnet_ref import reference
+from retnet_ref import cost, reference
+from retnet_ref.decay import gamma_schedule
+from retnet_ref.generation import sample_next
+from retnet_ref.layers import FeedForward, MultiScaleRetention
+from retnet_ref.model import RetNetConfig
 from retnet_ref.retention import chunkwise_retention, parallel_retention, recurrent_retention
+from retnet_ref.transformer import TransformerConfig
 
 # ---------------------------------------------------------------- the NumPy reference
 
@@ -430,3 +435,32 @@ def test_the_parallel_form_refuses_scores_that_cannot_fit(monkeypatch):
     with pytest.raises(MemoryError, match=r"needs .* GiB for its \(B, H, T, T\) = \(1, 2, 20, 20\)"):
         parallel_retention(q, q, q, [0.9, 0.8])
     chunkwise_retention(q, q, q, [0.9, 0.8], 8)             # linear memory: not refused
+
+
+# ---------------------------------------------------------------- sizes and counts: one rule everywhere
+
+SIZE_ARGUMENTS = {
+    "RetNetConfig d_model": lambda n: RetNetConfig(d_model=n),
+    "RetNetConfig num_layers": lambda n: RetNetConfig(num_layers=n),
+    "TransformerConfig d_model": lambda n: TransformerConfig(d_model=n),
+    "MultiScaleRetention num_heads": lambda n: MultiScaleRetention(64, n),
+    "FeedForward ffn_dim": lambda n: FeedForward(64, n),
+    "TransformerConfig num_heads": lambda n: TransformerConfig(num_heads=n),
+    "parallel_cost length": lambda n: cost.parallel_cost(n, 4, 4),
+    "gamma_schedule num_heads": lambda n: gamma_schedule(n),
+    "sample_next top_k": lambda n: sample_next(torch.zeros(1, 4), 1.0, top_k=n),
+}
+
+
+@pytest.mark.parametrize("make", SIZE_ARGUMENTS.values(), ids=SIZE_ARGUMENTS.keys())
+@pytest.mark.parametrize("value", [2.0, True, "2"])
+def test_a_size_that_is_not_an_integer_is_a_type_error(make, value):
+    with pytest.raises(TypeError, match="must be a positive integer, got"):
+        make(value)
+
+
+@pytest.mark.parametrize("make", SIZE_ARGUMENTS.values(), ids=SIZE_ARGUMENTS.keys())
+@pytest.mark.parametrize("value", [0, -3])
+def test_a_size_below_one_is_a_value_error(make, value):
+    with pytest.raises(ValueError, match="must be a positive integer, got"):
+        make(value)

@@ -4,8 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from helpers import token_ids
 from retnet_ref.generation import generate_tokens, sample_next
-from retnet_ref.model import NOMINAL_PARAMETERS, RetNet, RetNetConfig, RetNetState
+from retnet_ref.model import RetNet, RetNetConfig, RetNetState
+from retnet_ref.presets import NOMINAL_PARAMETERS
 
 MODES = [("parallel", None), ("recurrent", None), ("chunkwise", 8), ("chunkwise", 5)]
 VARIANTS = ["paper", "official"]
@@ -20,10 +22,6 @@ TOL_BF16 = 5e-2   # bf16 autocast against float32 (logits come out in bf16, inpu
 def tiny(variant="paper", dtype=torch.float64, seed=0, **overrides):
     torch.manual_seed(seed)
     return RetNet(RetNetConfig.preset("tiny", variant=variant, **overrides)).to(dtype)
-
-
-def tokens(batch=2, length=37, seed=1, vocab=256):
-    return torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(seed))
 
 
 # ---------------------------------------------------------------- configuration and presets
@@ -64,7 +62,7 @@ def test_preset_table():
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_modes_give_the_same_logits_in_float64(variant, rel_err):
     model = tiny(variant)
-    x = tokens()
+    x = token_ids()
     reference, state = model(x)
     assert reference.shape == (2, 37, 256) and state.n == 37
     for mode, chunk_size in MODES[1:]:
@@ -73,7 +71,7 @@ def test_modes_give_the_same_logits_in_float64(variant, rel_err):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_modes_give_the_same_gradients_in_float64(variant, rel_err):
-    x = tokens(length=13)
+    x = token_ids(length=13)
     grads = {}
     for mode, chunk_size in MODES[:3]:
         model = tiny(variant)
@@ -94,7 +92,7 @@ ABLATIONS = [pytest.param(variant, ablation, id=f"{variant}-{name}") for variant
 @pytest.mark.parametrize("variant, ablation", ABLATIONS)
 def test_ablated_models_keep_the_three_forms_equal(variant, ablation, rel_err):
     """Logits, loss gradients and the decode step agree in float64 with the gate or GroupNorm off."""
-    x = tokens(length=13)
+    x = token_ids(length=13)
     logits, grads = {}, {}
     for mode, chunk_size in MODES[:3]:
         model = tiny(variant, **ablation)
@@ -123,7 +121,7 @@ def test_ablations_change_the_parameter_count_by_exactly_what_they_remove(varian
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_prefill_chunkwise_then_recurrent_steps_equals_parallel(variant, rel_err):
     model = tiny(variant)
-    x = tokens()
+    x = token_ids()
     whole, whole_state = model(x)
     prompt, state = model(x[:, :20], "chunkwise", 6)
     steps = [prompt]
@@ -140,7 +138,7 @@ def test_prefill_chunkwise_then_recurrent_steps_equals_parallel(variant, rel_err
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_float32_modes_agree_within_the_measured_tolerance(variant, rel_err):
-    x = tokens(length=64)
+    x = token_ids(length=64)
     model32 = tiny(variant, torch.float32)
     model64 = tiny(variant, torch.float64)
     with torch.no_grad():
@@ -153,7 +151,7 @@ def test_float32_modes_agree_within_the_measured_tolerance(variant, rel_err):
 
 
 def _bf16_against_float32(variant, device, rel_err):
-    x = tokens(length=64).to(device)
+    x = token_ids(length=64).to(device)
     model = tiny(variant, torch.float32).to(device)
     with torch.no_grad():
         for mode, chunk_size in MODES[:3]:
@@ -177,7 +175,7 @@ def test_bf16_autocast_on_cuda(variant, rel_err):
 @pytest.mark.cuda
 def test_modes_agree_on_cuda_in_float64(rel_err):
     model = tiny("paper").cuda()
-    x = tokens().cuda()
+    x = token_ids().cuda()
     reference = model(x)[0]
     for mode, chunk_size in MODES[1:]:
         assert rel_err(model(x, mode, chunk_size)[0], reference) < TOL64
@@ -197,7 +195,7 @@ def greedy_by_parallel_recomputation(model, prompt, steps):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_greedy_generation_equals_parallel_recomputation(variant):
     model = tiny(variant)
-    prompt = tokens(length=9)
+    prompt = token_ids(length=9)
     generated = model.generate(prompt, 12, chunk_size=4)
     assert generated.shape == (2, 21)
     assert torch.equal(generated, greedy_by_parallel_recomputation(model, prompt, 12))
@@ -205,7 +203,7 @@ def test_greedy_generation_equals_parallel_recomputation(variant):
 
 def test_seeded_sampling_is_reproducible():
     model = tiny(dtype=torch.float32)
-    prompt = tokens(length=5)
+    prompt = token_ids(length=5)
     first = model.generate(prompt, 10, temperature=1.0, top_k=20, seed=7)
     assert torch.equal(first, model.generate(prompt, 10, temperature=1.0, top_k=20, seed=7))
     assert not torch.equal(first, model.generate(prompt, 10, temperature=1.0, top_k=20, seed=8))
@@ -262,7 +260,7 @@ def test_bad_tokens_are_rejected():
 
 def test_bad_modes_and_chunk_sizes_are_rejected():
     model = tiny()
-    x = tokens(length=4)
+    x = token_ids(length=4)
     with pytest.raises(ValueError, match="mode"):
         model(x, "attention")
     with pytest.raises(ValueError, match="chunk_size"):
@@ -277,7 +275,7 @@ def test_bad_modes_and_chunk_sizes_are_rejected():
 
 def test_foreign_states_are_rejected():
     model = tiny()
-    x = tokens(length=4)
+    x = token_ids(length=4)
     _, state = model(x)
     with pytest.raises(ValueError, match="batch size"):
         model(x[:1], state=state)
@@ -294,7 +292,7 @@ def test_foreign_states_are_rejected():
 
 def test_detached_state_carries_no_graph():
     model = tiny()
-    _, state = model(tokens(length=4))
+    _, state = model(token_ids(length=4))
     assert state.layers[0].S.requires_grad
     detached = state.detach()
     assert not any(layer.S.requires_grad or layer.z.requires_grad for layer in detached.layers)
@@ -325,7 +323,7 @@ def test_bad_configs_are_rejected():
 @pytest.mark.cuda
 def test_generation_on_cuda_equals_cpu_and_parallel_recomputation():
     model = tiny("paper")
-    prompt = tokens(length=5)
+    prompt = token_ids(length=5)
     on_cpu = model.generate(prompt, max_new_tokens=6)
     on_gpu = model.cuda().generate(prompt.cuda(), max_new_tokens=6)
     assert torch.equal(on_gpu.cpu(), on_cpu)
@@ -337,7 +335,7 @@ def test_generation_on_cuda_equals_cpu_and_parallel_recomputation():
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_decode_step_equals_the_recurrent_mode_and_writes_the_state_in_place(variant, rel_err):
-    model, x = tiny(variant), tokens(length=12)
+    model, x = tiny(variant), token_ids(length=12)
     with torch.no_grad():
         _, state = model(x[:, :7], "chunkwise", chunk_size=3)
         _, expected = model(x[:, :7], "chunkwise", chunk_size=3)
@@ -353,7 +351,7 @@ def test_decode_step_equals_the_recurrent_mode_and_writes_the_state_in_place(var
 
 
 def test_empty_state_decodes_like_a_model_that_has_seen_nothing(rel_err):
-    model, x = tiny(), tokens(length=4)
+    model, x = tiny(), token_ids(length=4)
     state = model.empty_state(2)
     with torch.no_grad():
         logits = torch.stack([model.decode_step(x[:, t], state) for t in range(4)], dim=1)
@@ -363,7 +361,7 @@ def test_empty_state_decodes_like_a_model_that_has_seen_nothing(rel_err):
 
 
 def test_snapshot_restores_the_state_after_decode_steps():
-    model, x = tiny(), tokens(length=6)
+    model, x = tiny(), token_ids(length=6)
     with torch.no_grad():
         _, state = model(x[:, :3], "chunkwise", chunk_size=2)
         before = [(layer.S.clone(), layer.z.clone()) for layer in state.layers]
@@ -384,22 +382,22 @@ def test_decay_and_angle_buffers_stay_float64_when_the_model_changes_dtype():
 
 def test_cuda_graph_generation_needs_a_cuda_prompt():
     with pytest.raises(ValueError, match="cuda_graph=True needs a prompt on a CUDA device"):
-        tiny().generate(tokens(length=3), 2, cuda_graph=True)
+        tiny().generate(token_ids(length=3), 2, cuda_graph=True)
     with pytest.raises(TypeError, match="cuda_graph must be None, True or False"):
-        tiny().generate(tokens(length=3), 2, cuda_graph="yes")
+        tiny().generate(token_ids(length=3), 2, cuda_graph="yes")
 
 
 def test_decode_step_rejects_a_token_batch_of_the_wrong_shape():
     model = tiny()
     with pytest.raises(ValueError, match="token must be a \\(B,\\) tensor"):
-        model.decode_step(tokens(length=2), model.empty_state(2))
+        model.decode_step(token_ids(length=2), model.empty_state(2))
 
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16], ids=str)
 def test_cuda_graph_generation_equals_eager_generation(dtype):
     model = tiny("paper", dtype=dtype).cuda()
-    prompt = tokens(length=5).cuda()
+    prompt = token_ids(length=5).cuda()
     eager = model.generate(prompt, max_new_tokens=8, cuda_graph=False)
     graphed = model.generate(prompt, max_new_tokens=8, cuda_graph=True)
     assert torch.equal(graphed, eager)
@@ -428,13 +426,13 @@ def test_generation_with_non_finite_logits_is_an_error(temperature):
     with torch.no_grad():
         model.head.weight[0, 0] = float("nan")
     with pytest.raises(ValueError, match="non-finite logits|logits must be finite"):
-        model.generate(tokens(length=3), 4, temperature=temperature, seed=0)
+        model.generate(token_ids(length=3), 4, temperature=temperature, seed=0)
 
 
 @pytest.mark.parametrize("mode", ["parallel", "chunkwise", "recurrent"])
 def test_last_only_gives_the_last_positions_logits_and_the_same_state(mode):
     model = tiny()
-    prompt = tokens(length=11)
+    prompt = token_ids(length=11)
     chunk = 4 if mode == "chunkwise" else None
     full, state = model(prompt, mode, chunk)
     last, last_state = model(prompt, mode, chunk, last_only=True)

@@ -16,6 +16,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers import run_form
 from retnet_ref import reference
 from retnet_ref.decay import gamma_schedule
 from retnet_ref.numerics import plain_sum_recurrent
@@ -30,16 +31,6 @@ CHUNK_SIZES = [1, 4, 7, 21, 50]                    # for T = 21: 1, ragged, divi
 
 def per_head(x, b, h):
     return x[b, h].detach().numpy()
-
-
-def run_form(form, q, k, v, gamma, state=None, chunk_size=4):
-    """(o, state) for every form; the parallel form takes no state and returns None for it."""
-    if form == "parallel":
-        assert state is None
-        return parallel_retention(q, k, v, gamma), None
-    if form == "recurrent":
-        return recurrent_retention(q, k, v, gamma, state=state)
-    return chunkwise_retention(q, k, v, gamma, chunk_size, state=state)
 
 
 # ---------------------------------------------------------------- float64 against independent truths

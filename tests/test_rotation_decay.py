@@ -40,9 +40,10 @@ def test_theta_schedule_smallest_head_and_other_base():
     assert abs(theta_schedule(8, base=100.0)[-1] - 1e-2) <= 1e-16
 
 
-@pytest.mark.parametrize("head_dim", [0, -2, 3, 7, 2.0, True, "8"])
-def test_theta_schedule_rejects_bad_head_dim(head_dim):
-    with pytest.raises(ValueError, match="head_dim"):
+@pytest.mark.parametrize("head_dim, error", [(0, ValueError), (-2, ValueError), (3, ValueError), (7, ValueError),
+                                             (2.0, TypeError), (True, TypeError), ("8", TypeError)])
+def test_theta_schedule_rejects_bad_head_dim(head_dim, error):
+    with pytest.raises(error, match="head_dim"):
         theta_schedule(head_dim)
 
 
@@ -169,9 +170,9 @@ def test_schedule_with_one_head():
     assert decay.gamma_gap_schedule(1, kind="linspace").tolist() == pytest.approx([1 / 32], rel=1e-15)
 
 
-@pytest.mark.parametrize("num_heads", [0, -1, 2.0, True])
-def test_schedule_rejects_bad_num_heads(num_heads):
-    with pytest.raises(ValueError, match="num_heads"):
+@pytest.mark.parametrize("num_heads, error", [(0, ValueError), (-1, ValueError), (2.0, TypeError), (True, TypeError)])
+def test_schedule_rejects_bad_num_heads(num_heads, error):
+    with pytest.raises(error, match="num_heads"):
         decay.gamma_schedule(num_heads)
 
 

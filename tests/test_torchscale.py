@@ -18,6 +18,7 @@ import types
 import pytest
 import torch
 
+from helpers import token_ids
 from retnet_ref.model import RetNet
 
 pytest.importorskip("fairscale", reason="torchscale parity needs fairscale==0.4.0 (pip install --no-deps)")
@@ -84,10 +85,6 @@ def torchscale_decoder(eps=1e-6, qk_gain=1.0, seed=0, **overrides):
     return decoder
 
 
-def tokens(length):
-    return torch.randint(0, VOCAB, (2, length), generator=torch.Generator().manual_seed(1))
-
-
 @torch.no_grad()
 def torchscale_modes(decoder, x):
     """torchscale's logits in its three modes: parallel, recurrent (token by token), chunkwise."""
@@ -113,7 +110,7 @@ def our_modes(model, x):
 @pytest.mark.parametrize("qk_gain", [1.0, 8.0])
 def test_converted_model_reproduces_torchscale_in_every_mode(eps, length, qk_gain, rel_err):
     decoder = torchscale_decoder(eps, qk_gain)
-    x = tokens(length)
+    x = token_ids(2, length, VOCAB)
     theirs = torchscale_modes(decoder, x)
     ours = our_modes(RetNet.from_torchscale(decoder), x)
     for mode in theirs:
@@ -127,7 +124,7 @@ def test_torchscale_modes_disagree_at_its_default_eps_and_agree_at_zero(rel_err)
     chunkwise still differs by 4.0e-3 at ε = 1e-6, its rows being scaled down by the carried state.)"""
     disagreement = {}
     for eps in (1e-6, 0.0):
-        modes = torchscale_modes(torchscale_decoder(eps, qk_gain=8.0), tokens(WHOLE))
+        modes = torchscale_modes(torchscale_decoder(eps, qk_gain=8.0), token_ids(2, WHOLE, VOCAB))
         disagreement[eps] = torch.tensor([rel_err(modes[m], modes["parallel"]) for m in ("recurrent", "chunkwise")])
     assert (disagreement[1e-6] > 1e-6).all()
     assert (disagreement[0.0] < PARITY_TOL).all()
@@ -138,14 +135,14 @@ def test_torchscale_chunkwise_with_eps_zero_and_a_partial_chunk_gives_nan():
     RMSNorm turns them into 0/0 = NaN, which the next layer's masked score matrix (NaN · 0) spreads
     into the real rows of that chunk. Our chunkwise form does not pad."""
     decoder = torchscale_decoder(0.0)
-    x = tokens(RAGGED)
+    x = token_ids(2, RAGGED, VOCAB)
     assert torch.isnan(torchscale_modes(decoder, x)["chunkwise"]).any()
     assert torch.isfinite(our_modes(RetNet.from_torchscale(decoder), x)["chunkwise"]).all()
 
 
 def test_exact_normalisation_makes_the_converted_modes_agree(rel_err):
     decoder = torchscale_decoder(1e-6, qk_gain=8.0)
-    x = tokens(RAGGED)
+    x = token_ids(2, RAGGED, VOCAB)
     ours = our_modes(RetNet.from_torchscale(decoder, normalisation="exact"), x)
     assert rel_err(ours["recurrent"], ours["parallel"]) < TOL64
     assert rel_err(ours["chunkwise"], ours["parallel"]) < TOL64

@@ -3,6 +3,7 @@ import pytest
 import torch
 from torch._dynamo.testing import CompileCounterWithBackend
 
+from helpers import token_ids
 from retnet_ref.rotation import rotate
 from retnet_ref.transformer import KVCache, Transformer, TransformerConfig, count_parameters
 
@@ -10,14 +11,6 @@ from retnet_ref.transformer import KVCache, Transformer, TransformerConfig, coun
 def tiny_model(seed=0, dtype=torch.float64, **overrides):
     torch.manual_seed(seed)
     return Transformer(TransformerConfig.preset("tiny", **overrides)).to(dtype).eval()
-
-
-def tokens(batch, length, vocab=256, seed=1):
-    return torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(seed))
-
-
-def max_relative_error(a, b):
-    return ((a - b).abs().max() / b.abs().max()).item()
 
 
 def cache_pointers(cache):
@@ -39,8 +32,8 @@ def decode(model, x, prefix, capacity=None):
 
 
 @pytest.mark.parametrize("prefix", [1, 5, 11])
-def test_kv_cache_decoding_equals_full_forward(prefix):
-    model, x = tiny_model(), tokens(2, 12)
+def test_kv_cache_decoding_equals_full_forward(prefix, rel_err):
+    model, x = tiny_model(), token_ids(2, 12)
     with torch.no_grad():
         full, _ = model(x)
         cache = model.empty_cache(2, 12)
@@ -51,23 +44,23 @@ def test_kv_cache_decoding_equals_full_forward(prefix):
             assert returned is cache
             pieces.append(logits)
     assert cache.length == x.shape[1]
-    assert max_relative_error(torch.cat(pieces, dim=1), full) <= 1e-10
+    assert rel_err(torch.cat(pieces, dim=1), full) <= 1e-10
 
 
-def test_decode_step_equals_full_forward():
-    model, x = tiny_model(), tokens(2, 12)
+def test_decode_step_equals_full_forward(rel_err):
+    model, x = tiny_model(), token_ids(2, 12)
     with torch.no_grad():
         full, _ = model(x)
         logits, cache = decode(model, x, prefix=3)                  # 9 decode steps
     assert cache.length == 12
-    assert max_relative_error(logits, full) <= 1e-10
+    assert rel_err(logits, full) <= 1e-10
 
 
 @pytest.mark.parametrize("capacity", [13, 20])
-def test_multi_token_extension_of_a_cache_equals_full_forward(capacity):
+def test_multi_token_extension_of_a_cache_equals_full_forward(capacity, rel_err):
     # several new tokens after a cache need a bottom-right-aligned causal mask (is_causal is top-left);
     # with spare capacity the unwritten slots must stay out of the attention
-    model, x = tiny_model(), tokens(3, 13)
+    model, x = tiny_model(), token_ids(3, 13)
     with torch.no_grad():
         full, _ = model(x)
         cache = model.empty_cache(3, capacity)
@@ -75,11 +68,11 @@ def test_multi_token_extension_of_a_cache_equals_full_forward(capacity):
         b, _ = model(x[:, 4:9], cache)
         c, _ = model(x[:, 9:], cache)
     assert cache.length == 13
-    assert max_relative_error(torch.cat([a, b, c], dim=1), full) <= 1e-10
+    assert rel_err(torch.cat([a, b, c], dim=1), full) <= 1e-10
 
 
-def test_forward_with_a_cache_and_decode_step_mix():
-    model, x = tiny_model(), tokens(2, 16)
+def test_forward_with_a_cache_and_decode_step_mix(rel_err):
+    model, x = tiny_model(), token_ids(2, 16)
     with torch.no_grad():
         full, _ = model(x)
         cache = model.empty_cache(2, 20)
@@ -90,11 +83,11 @@ def test_forward_with_a_cache_and_decode_step_mix():
         pieces.append(model(x[:, 10:11], cache)[0])
         pieces += [model.decode_step(x[:, t], cache)[:, None] for t in range(11, 16)]     # (B, 1, V) each
     assert cache.length == 16
-    assert max_relative_error(torch.cat(pieces, dim=1), full) <= 1e-10
+    assert rel_err(torch.cat(pieces, dim=1), full) <= 1e-10
 
 
 def test_decode_step_updates_the_cache_in_place():
-    model, x = tiny_model(), tokens(2, 10)
+    model, x = tiny_model(), token_ids(2, 10)
     cache = model.empty_cache(2, 10)
     keys, values, pointers = list(cache.keys), list(cache.values), cache_pointers(cache)
     with torch.no_grad():
@@ -106,9 +99,9 @@ def test_decode_step_updates_the_cache_in_place():
     assert all(a is b for a, b in zip(cache.keys + cache.values, keys + values))
 
 
-def test_cache_holds_rotated_keys_and_values_per_layer():
+def test_cache_holds_rotated_keys_and_values_per_layer(rel_err):
     config = TransformerConfig.preset("tiny")
-    model, x = tiny_model(), tokens(2, 7)
+    model, x = tiny_model(), token_ids(2, 7)
     with torch.no_grad():
         _, full = model(x)                                          # no cache given: one of capacity 7
         _, decoded = decode(model, x, prefix=2, capacity=9)
@@ -121,7 +114,7 @@ def test_cache_holds_rotated_keys_and_values_per_layer():
         assert t.shape == (2, config.num_heads, 7, config.head_dim)
     assert torch.equal(full.keys[0], rotated_keys)
     for a, b in zip(decoded.keys + decoded.values, full.keys + full.values):
-        assert max_relative_error(a[:, :, :7], b) <= 1e-10
+        assert rel_err(a[:, :, :7], b) <= 1e-10
         assert not a[:, :, 7:].any()                                # slots past the length untouched
     assert full.nbytes() == 2 * config.num_layers * 2 * 7 * config.d_model * 8
 
@@ -138,14 +131,14 @@ def test_empty_cache_is_allocated_once_at_full_capacity():
     assert cache.nbytes() == 2 * config.num_layers * 3 * 10 * config.d_model * 8
     assert model.empty_cache(1, 4, dtype=torch.float32).keys[0].dtype == torch.float32
     assert model.empty_cache(1, 4, device="meta").length.device.type == "meta"
-    for batch_size, capacity, name in [(0, 4, "batch_size"), (2.0, 4, "batch_size"), (2, 0, "capacity"),
-                                       (2, True, "capacity")]:
-        with pytest.raises(ValueError, match=name):
+    for batch_size, capacity, name, error in [(0, 4, "batch_size", ValueError), (2.0, 4, "batch_size", TypeError),
+                                              (2, 0, "capacity", ValueError), (2, True, "capacity", TypeError)]:
+        with pytest.raises(error, match=name):
             model.empty_cache(batch_size, capacity)
 
 
-def test_snapshot_rewinds_the_cache():
-    model, x = tiny_model(), tokens(2, 8)
+def test_snapshot_rewinds_the_cache(rel_err):
+    model, x = tiny_model(), token_ids(2, 8)
     with torch.no_grad():
         expected, _ = decode(model, x, prefix=5)
         cache = model.empty_cache(2, 8)
@@ -156,17 +149,17 @@ def test_snapshot_rewinds_the_cache():
         rewind()
         assert cache.length == 5
         logits = torch.stack([model.decode_step(x[:, t], cache) for t in range(5, 8)], dim=1)   # (B, 3, V)
-    assert max_relative_error(logits, expected[:, 5:]) <= 1e-10
+    assert rel_err(logits, expected[:, 5:]) <= 1e-10
 
 
 # ---------------------------------------------------------------- a graph-friendly decode step
 
 
-def test_decode_step_compiles_to_one_graph():
+def test_decode_step_compiles_to_one_graph(rel_err):
     # fullgraph=True fails on any graph break (a host read, a data-dependent branch); the counter shows
     # that the step is compiled once: its shapes do not change as the cache fills
     torch._dynamo.reset()
-    model, x = tiny_model(), tokens(2, 8)
+    model, x = tiny_model(), token_ids(2, 8)
     counter = CompileCounterWithBackend("eager")
     compiled_step = torch.compile(model.decode_step, fullgraph=True, backend=counter)
     with torch.no_grad():
@@ -178,8 +171,8 @@ def test_decode_step_compiles_to_one_graph():
         eager = torch.stack([model.decode_step(x[:, t], eager_cache) for t in range(5, 8)], dim=1)     # (B, 3, V)
     assert counter.frame_count == 1
     assert compiled_cache.length == 8
-    assert max_relative_error(compiled, eager) <= 1e-12
-    assert max_relative_error(compiled, full[:, 5:]) <= 1e-10
+    assert rel_err(compiled, eager) <= 1e-12
+    assert rel_err(compiled, full[:, 5:]) <= 1e-10
 
 
 def test_theta_stays_float64_when_the_model_is_cast():
@@ -199,7 +192,7 @@ def test_theta_stays_float64_when_the_model_is_cast():
 
 
 def test_greedy_generation_equals_argmax_recomputation():
-    model, prompt = tiny_model(), tokens(2, 4, seed=3)
+    model, prompt = tiny_model(), token_ids(2, 4, seed=3)
     out = model.generate(prompt, max_new_tokens=6)
     assert out.shape == (2, 10) and torch.equal(out[:, :4], prompt)
     expected = prompt
@@ -211,7 +204,7 @@ def test_greedy_generation_equals_argmax_recomputation():
 
 
 def test_sampled_generation_is_reproducible_with_a_seed():
-    model, prompt = tiny_model(dtype=torch.float32), tokens(2, 3, seed=4)
+    model, prompt = tiny_model(dtype=torch.float32), token_ids(2, 3, seed=4)
     a = model.generate(prompt, 8, temperature=1.0, top_k=20, seed=7)
     b = model.generate(prompt, 8, temperature=1.0, top_k=20, seed=7)
     c = model.generate(prompt, 8, temperature=1.0, top_k=20, seed=8)
@@ -220,7 +213,7 @@ def test_sampled_generation_is_reproducible_with_a_seed():
 
 def test_cuda_graph_needs_a_cuda_prompt():
     with pytest.raises(ValueError, match="cuda_graph"):
-        tiny_model().generate(tokens(2, 3), 4, cuda_graph=True)
+        tiny_model().generate(token_ids(2, 3), 4, cuda_graph=True)
 
 
 # ---------------------------------------------------------------- budget, causality, positions
@@ -240,7 +233,7 @@ def test_parameters_per_layer_are_12_d_squared_plus_norms(preset):
 
 
 def test_changing_a_future_token_does_not_change_past_logits():
-    model, x = tiny_model(), tokens(2, 10)
+    model, x = tiny_model(), token_ids(2, 10)
     y = x.clone()
     y[:, 6] = (y[:, 6] + 1) % 256
     with torch.no_grad():
@@ -305,11 +298,11 @@ def test_cache_of_another_batch_size_is_rejected():
     model = tiny_model()
     with torch.no_grad():
         cache = model.empty_cache(2, 8)
-        model(tokens(2, 5), cache)
+        model(token_ids(2, 5), cache)
         with pytest.raises(ValueError, match="batch of 3"):
-            model(tokens(3, 1), cache)
+            model(token_ids(3, 1), cache)
         with pytest.raises(ValueError, match="batch of 3"):
-            model.decode_step(tokens(3, 1)[:, 0], cache)
+            model.decode_step(token_ids(3, 1)[:, 0], cache)
     assert cache.length == 5
 
 
@@ -319,42 +312,42 @@ def test_cache_of_another_depth_or_type_is_rejected():
         cache = model.empty_cache(2, 8)
         shallow = KVCache(cache.keys[:1], cache.values[:1], cache.length)
         with pytest.raises(ValueError, match="layers"):
-            model(tokens(2, 1), shallow)
+            model(token_ids(2, 1), shallow)
         with pytest.raises(ValueError, match="layers"):
-            model.decode_step(tokens(2, 1)[:, 0], shallow)
+            model.decode_step(token_ids(2, 1)[:, 0], shallow)
         with pytest.raises(TypeError, match="KVCache"):
-            model(tokens(2, 1), (cache.keys, cache.values))
+            model(token_ids(2, 1), (cache.keys, cache.values))
         with pytest.raises(TypeError, match="KVCache"):
-            model.decode_step(tokens(2, 1)[:, 0], (cache.keys, cache.values))
+            model.decode_step(token_ids(2, 1)[:, 0], (cache.keys, cache.values))
         with pytest.raises(ValueError, match="cache.length"):
-            model(tokens(2, 1), KVCache(cache.keys, cache.values, 0))   # an int cannot advance in place
+            model(token_ids(2, 1), KVCache(cache.keys, cache.values, 0))   # an int cannot advance in place
 
 
 def test_cache_on_another_device_is_rejected():
     model = tiny_model()
     cache = model.empty_cache(2, 8, device="meta")
     with pytest.raises(ValueError, match="device"):
-        model(tokens(2, 1), cache)
+        model(token_ids(2, 1), cache)
     with pytest.raises(ValueError, match="device"):
-        model.decode_step(tokens(2, 1)[:, 0], cache)
+        model.decode_step(token_ids(2, 1)[:, 0], cache)
 
 
 def test_cache_without_room_is_rejected():
     model = tiny_model()
     with torch.no_grad():
         cache = model.empty_cache(2, 5)
-        model(tokens(2, 4), cache)
+        model(token_ids(2, 4), cache)
         with pytest.raises(ValueError, match=r"cache capacity 5 cannot hold 4 \+ 2 tokens"):
-            model(tokens(2, 2), cache)
+            model(token_ids(2, 2), cache)
         assert cache.length == 4                                    # the failed call wrote nothing
-        model.decode_step(tokens(2, 1)[:, 0], cache)                # the last free slot
+        model.decode_step(token_ids(2, 1)[:, 0], cache)                # the last free slot
         with pytest.raises(ValueError, match=r"cache capacity 5 cannot hold 5 \+ 1 tokens"):
-            model(tokens(2, 1), cache)
+            model(token_ids(2, 1), cache)
         with pytest.raises(IndexError):                             # decode_step: index_copy_ itself fails
-            model.decode_step(tokens(2, 1)[:, 0], cache)
-        _, full = model(tokens(2, 3))                               # no cache given: capacity exactly T
+            model.decode_step(token_ids(2, 1)[:, 0], cache)
+        _, full = model(token_ids(2, 3))                               # no cache given: capacity exactly T
         with pytest.raises(ValueError, match=r"cache capacity 3 cannot hold 3 \+ 1 tokens"):
-            model(tokens(2, 1), full)
+            model(token_ids(2, 1), full)
 
 
 def test_bad_config_is_rejected():
@@ -370,7 +363,7 @@ def test_bad_config_is_rejected():
 
 def test_gradients_flow_to_every_weight():
     model = tiny_model(dtype=torch.float32).train()
-    logits, _ = model(tokens(2, 6))
+    logits, _ = model(token_ids(2, 6))
     logits.square().mean().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
 
@@ -387,8 +380,8 @@ def test_same_parameter_count_as_retnet_of_the_same_preset(preset):
 
 
 @pytest.mark.cuda
-def test_kv_cache_decoding_on_cuda_equals_cpu_and_full_forward():
-    model, x = tiny_model(), tokens(2, 12)
+def test_kv_cache_decoding_on_cuda_equals_cpu_and_full_forward(rel_err):
+    model, x = tiny_model(), token_ids(2, 12)
     with torch.no_grad():
         cpu_full, _ = model(x)
         cpu_decoded, _ = decode(model, x, prefix=5)
@@ -406,14 +399,14 @@ def test_kv_cache_decoding_on_cuda_equals_cpu_and_full_forward():
             torch.cuda.set_sync_debug_mode("default")
     decoded = torch.cat(pieces, dim=1)
     assert cache.length == x.shape[1]
-    assert max_relative_error(decoded, full) <= 1e-10
-    assert max_relative_error(full.cpu(), cpu_full) <= 1e-10
-    assert max_relative_error(decoded.cpu(), cpu_decoded) <= 1e-10
+    assert rel_err(decoded, full) <= 1e-10
+    assert rel_err(full.cpu(), cpu_full) <= 1e-10
+    assert rel_err(decoded.cpu(), cpu_decoded) <= 1e-10
 
 
 @pytest.mark.cuda
 def test_greedy_generation_on_cuda_equals_cpu():
-    model, prompt = tiny_model(), tokens(2, 4, seed=3)
+    model, prompt = tiny_model(), token_ids(2, 4, seed=3)
     on_cpu = model.generate(prompt, max_new_tokens=6)
     on_gpu = model.cuda().generate(prompt.cuda(), max_new_tokens=6, cuda_graph=False)
     assert torch.equal(on_gpu.cpu(), on_cpu)
@@ -422,7 +415,7 @@ def test_greedy_generation_on_cuda_equals_cpu():
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_generation_with_a_cuda_graph_equals_eager_generation(dtype):
-    model, prompt = tiny_model(dtype=dtype).cuda(), tokens(2, 5, seed=3).cuda()
+    model, prompt = tiny_model(dtype=dtype).cuda(), token_ids(2, 5, seed=3).cuda()
     eager = model.generate(prompt, max_new_tokens=10, cuda_graph=False)
     graphed = model.generate(prompt, max_new_tokens=10, cuda_graph=True)
     assert torch.equal(graphed, eager)

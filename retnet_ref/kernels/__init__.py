@@ -20,7 +20,7 @@ try:
 except ImportError:                                                   # pragma: no cover - depends on the install
     triton = None
 
-from .._checks import check_chunk_size
+from .._checks import check_positive_int
 
 BACKENDS = ("torch", "triton")
 TILE_HEIGHTS = (16, 32, 64, 128)
@@ -51,7 +51,7 @@ def check_tile_height(chunk_size) -> int:
     """The kernels' chunk is a tile of C rows: a power of two from 16 (the matrix units' least) to 128
     (a C × C float32 score tile per program must fit in registers). Any chunk size gives the same
     function (Eq. 7 = Eq. 5), so this limits only the choice of tile."""
-    C = check_chunk_size(chunk_size)
+    C = check_positive_int(chunk_size, "chunk_size")
     if C not in TILE_HEIGHTS:
         raise ValueError(f"chunk_size must be one of {TILE_HEIGHTS} for backend='triton' (the kernels' tile "
                          f"height; every chunk size computes the same retention), got {C}")
