@@ -1,4 +1,8 @@
-"""The checks the notebooks print: one line per claim, and a hint when a claim fails.
+"""The project's numeric-check kit, and the checks the notebooks print: one line per claim, a hint when one fails.
+
+    relative_error(a, b)      the error measure everywhere: max |a - b| / max |b|, in float64 on the CPU
+    random_inputs(...)        seeded float64 q, k, v and a state of unit scale
+    TOLERANCE                 the tolerance of each dtype (why each number: retnet_ref.verify)
 
     check(name, err, tol)     a numeric claim: err (a max relative error) is at most tol
     claim(name, holds, hint)  a claim that is true or false (a shape, an order, a count)
@@ -23,12 +27,33 @@ import contextlib
 
 import torch
 
-from .verify import TOLERANCE, relative_error
+__all__ = ["CheckFailed", "NotAttempted", "TOL", "TOLERANCE", "check", "claim", "exercise", "given", "random_inputs",
+           "relative_error"]
 
-__all__ = ["CheckFailed", "NotAttempted", "TOL", "check", "claim", "exercise", "given", "relative_error"]
-
-# float64 forms of one computation agree to ~1e-12 relative: the project's tolerance (verify.TOLERANCE)
+# the tolerance of each dtype against the float64 truth, and between forms (why each number: retnet_ref.verify)
+TOLERANCE = {torch.float64: 1e-12, torch.float32: 5e-6, torch.bfloat16: 2e-2}
+# float64 forms of one computation agree to ~1e-12 relative: the project's tolerance
 TOL = TOLERANCE[torch.float64]
+
+
+def relative_error(a, b) -> float:
+    """max |a - b| / max |b|, computed in float64 (complex128 for complex input) on the CPU."""
+    a, b = (torch.as_tensor(x).detach().cpu() for x in (a, b))
+    wide = torch.complex128 if (a.is_complex() or b.is_complex()) else torch.float64
+    a, b = a.to(wide), b.to(wide)
+    scale = b.abs().max().item()
+    return (a - b).abs().max().item() / (scale if scale > 0 else 1.0)
+
+
+def random_inputs(batch, heads, length, d_k, d_v, seed=0):
+    """Seeded float64 CPU q, k, v and a state, with entries of unit scale (keys scaled by 1/√d_k)."""
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(batch, heads, length, d_k, generator=gen, dtype=torch.float64)
+    k = torch.randn(batch, heads, length, d_k, generator=gen, dtype=torch.float64) / d_k ** 0.5
+    v = torch.randn(batch, heads, length, d_v, generator=gen, dtype=torch.float64)
+    state = torch.randn(batch, heads, d_k, d_v, generator=gen, dtype=torch.float64)
+    return q, k, v, state
+
 
 NAME_WIDTH = 52
 

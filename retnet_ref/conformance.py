@@ -23,7 +23,7 @@ Rows: each form against the truth at several lengths (a single token, whole chun
 many chunks; a long length on request) in each dtype and device; γ close to 1 and γ = 1; an initial
 state, the final state and a hand-off from one form to the next; causality (a late token perturbed,
 the rows before it must not move); gradients of q, k, v in float64 where the output carries a graph.
-The error is verify.relative_error, max |a - b| / max |b|; tolerances are verify.TOLERANCE of the
+The error is checking.relative_error, max |a - b| / max |b|; tolerances are checking.TOLERANCE of the
 input dtype (reasons in retnet_ref/verify.py) and each row says why in a few words.
 
 A failing row carries a diagnosis where its pattern is known: the output a constant or per-row multiple
@@ -54,7 +54,8 @@ from .decay import gamma_schedule
 from .normalized import normalized_retention
 from .retention import chunkwise_retention
 from .rotation import rotate, theta_schedule
-from .verify import DTYPE_NAME, TOLERANCE, available_devices, ragged_split, random_inputs, relative_error
+from .checking import TOLERANCE, random_inputs, relative_error
+from .verify import DTYPE_NAME, available_devices, ragged_split
 
 FORMS = ("parallel", "recurrent", "chunkwise")
 LAYOUTS = {"BHTD": "(B, H, T, d)", "BTHD": "(B, T, H, d)"}

@@ -16,7 +16,7 @@ from . import cost, decay, normalized, reference, rotation
 from .checking import check, claim, exercise, given, relative_error
 from .numerics import max_rounding_error, rounded_gamma_errors, sweep, unit_roundoff, worst_error
 from .retention import chunkwise_retention
-from .verify import random_inputs
+from .checking import random_inputs
 
 
 def _rng(seed: int) -> np.random.Generator:

@@ -31,10 +31,10 @@ from ._checks import check_gammas, check_positive_int
 from .decay import gamma_schedule
 from .exact_buffers import ExactBuffers
 from .kernels import check_backend, check_tile_height, triton_normalized_step_
-from .normalized import (NORMALISATIONS, RetentionState, _normalized, check_mode, normalized_step_,
-                         step_decay_factors)
+from .normalized import NORMALISATIONS, _normalized, normalized_step_, step_decay_factors
 from .retention import accumulation_dtype
 from .rotation import rotate_by, rotation_factors, theta_schedule
+from .state import RetentionState, check_mode
 
 NORM_KINDS = ("layernorm", "rmsnorm")
 ACTIVATIONS = {"gelu": F.gelu, "swish": F.silu, "relu": F.relu}

@@ -12,7 +12,7 @@ Presets (RetNetConfig.preset): the sizes of retnet_ref.presets ("tiny" and the p
 (tests/test_model.py).
 
 The "official" variant is torchscale 0.3.0's later block (see retnet_ref.layers); RetNet.from_torchscale
-converts a torchscale RetNetDecoder with its weights.
+converts a torchscale RetNetDecoder with its weights (retnet_ref.torchscale).
 """
 from __future__ import annotations
 
@@ -24,14 +24,16 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from . import torchscale
 from ._checks import check_gammas, check_positive_int, check_token_range, check_token_tensor
+from .decay import GAMMA_SCHEDULES
 from .generation import generate_tokens
 from .kernels import check_backend, check_tile_height
-from .decay import GAMMA_SCHEDULES
 from .layers import ACTIVATIONS, RetNetBlock, check_switch, make_norm
-from .normalized import NORMALISATIONS, RetentionState, check_mode
+from .normalized import NORMALISATIONS
 from .presets import preset_sizes
 from .retention import accumulation_dtype
+from .state import RetentionState, RetNetState, check_mode
 
 VARIANTS = ("paper", "official")
 # value and FFN widths of torchscale's own configurations of these sizes (retnet_xl, retnet_3b, retnet_7b)
@@ -126,30 +128,6 @@ class RetNetConfig:
             sizes.update(value_dim=_OFFICIAL_WIDTHS[name], ffn_dim=_OFFICIAL_WIDTHS[name])
         sizes.update(overrides)
         return cls(**sizes)
-
-
-@dataclass
-class RetNetState:
-    """The whole model's recurrent state: one RetentionState per layer (all at the same position)."""
-
-    layers: list[RetentionState]
-
-    @property
-    def n(self) -> torch.Tensor:
-        """Tokens seen so far (the next token's position), a 0-d tensor."""
-        return self.layers[0].n
-
-    def detach(self) -> "RetNetState":
-        return RetNetState([layer.detach() for layer in self.layers])
-
-    def snapshot(self):
-        """A copy of every layer's S, z and n, and the function that writes it back (in place) → restore()."""
-        saved = [(layer.S.clone(), layer.z.clone(), layer.n.clone()) for layer in self.layers]
-
-        def restore():
-            for layer, (S, z, n) in zip(self.layers, saved):
-                layer.S.copy_(S), layer.z.copy_(z), layer.n.copy_(n)
-        return restore
 
 
 class RetNet(nn.Module):
@@ -285,37 +263,7 @@ class RetNet(nn.Module):
         the three modes agree for any ε. Its γ and θ are copied as stored (float32 values), so that the
         two models compute the same function. Unsupported torchscale options raise ValueError.
         """
-        args = decoder.args
-        unsupported = {
-            "deepnorm": args.deepnorm, "moe_freq": args.moe_freq, "multiway": args.multiway,
-            "layernorm_embedding": args.layernorm_embedding, "xpos_rel_pos": args.xpos_rel_pos,
-            "decoder_normalize_before=False": not args.decoder_normalize_before,
-            "embed_tokens=None": decoder.embed_tokens is None,
-            "output_projection=None": decoder.output_projection is None,
-        }
-        bad = [name for name, value in unsupported.items() if value]
-        if bad:
-            raise ValueError(f"torchscale options not supported by the conversion: {bad}")
-        rel_pos = decoder.retnet_rel_pos
-        config = RetNetConfig(
-            vocab_size=decoder.embed_tokens.num_embeddings, d_model=args.decoder_embed_dim,
-            num_layers=args.decoder_layers, num_heads=args.decoder_retention_heads,
-            value_dim=args.decoder_value_embed_dim, ffn_dim=args.decoder_ffn_embed_dim, variant="official",
-            activation=args.activation_fn, gamma=tuple(rel_pos.decay.detach().double().exp().tolist()),
-            norm_eps=args.layernorm_eps, normalisation=normalisation, embed_scale=float(decoder.embed_scale),
-            chunk_size=args.recurrent_chunk_size)
-        model = cls(config)
-        theta = rel_pos.angle.detach().to("cpu", torch.float64)[0::2]           # (d_k/2,), stored interleaved
-        with torch.no_grad():
-            model.embed.weight.copy_(decoder.embed_tokens.weight)
-            model.head.weight.copy_(decoder.output_projection.weight)
-            model.final_norm.weight.copy_(decoder.layer_norm.weight)
-            for ours, theirs in zip(model.blocks, decoder.layers):
-                ours.retention.theta = theta.clone()
-                for name in ("q_proj", "k_proj", "v_proj", "g_proj", "out_proj"):
-                    getattr(ours.retention, name).weight.copy_(getattr(theirs.retention, name).weight)
-                ours.retention_norm.weight.copy_(theirs.retention_layer_norm.weight)
-                ours.ffn_norm.weight.copy_(theirs.final_layer_norm.weight)
-                for name in ("fc1", "gate", "fc2"):
-                    getattr(ours.ffn, name).weight.copy_(getattr(theirs.ffn, name).weight)
+        torchscale.check_convertible(decoder)
+        model = cls(RetNetConfig(**torchscale.config_fields(decoder, normalisation)))
+        torchscale.copy_weights(model, decoder)
         return model.to(decoder.embed_tokens.weight.device, decoder.embed_tokens.weight.dtype)

@@ -24,93 +24,20 @@ The forms hand off exactly: prefill with one, continue with another. A decode st
 would copy every layer's whole state for every token.
 
 `normalisation="torchscale"` reproduces instead the row scales of the official code (torchscale 0.3.0),
-which differ per mode: parallel as above; recurrent only (1) and (2); chunkwise (2) with the row sums of
-the chunk alone and (3) replaced by max(Σ_m |R_nm| within the chunk, max-column-abs-sum of the carried
-state, 1). Rows are still proportional to o_n, so after a per-head norm with ε = 0 the modes agree,
-and with ε > 0 they do not (torchscale issues #40 and #77).
+which differ per mode: retnet_ref.torchscale.
 """
 from __future__ import annotations
 
-import math
-import numbers
-from dataclasses import dataclass
-
 import torch
 
-from ._checks import check_positive_int, check_torch_qkv
-from .decay import chunk_decay, decay_matrix, decay_row_sum, xi, zeta
+from ._checks import check_torch_qkv
+from .decay import chunk_decay, decay_row_sum, xi, zeta
 from .retention import (_chunkwise, _parallel, _recurrent, accumulation_dtype, decay_and_add, decay_gap,
                         log_gamma_per_head)
+from .state import RetentionState, check_mode
+from .torchscale import torchscale_row_scale
 
-MODES = ("parallel", "recurrent", "chunkwise")
 NORMALISATIONS = ("exact", "torchscale")
-
-
-@dataclass
-class RetentionState:
-    """What one retention layer carries from token to token, for B sequences and H heads.
-
-    S (B, H, d_k, d_v): Σ_m γ^(n-m) k_m^T v_m, the unnormalised state of Eq. (6);
-    z (B, H, d_k):      Σ_m γ^(n-m) k_m, the running key sum behind normalisation (3);
-    n:                  tokens seen so far (the position of the next token; the rotation offset), a 0-d
-                        int64 tensor on S's device (an int is converted), so that a decode step can
-                        advance it in place without reading it on the host.
-    """
-
-    S: torch.Tensor
-    z: torch.Tensor
-    n: torch.Tensor
-
-    def __post_init__(self):
-        if isinstance(self.n, numbers.Integral) and not isinstance(self.n, bool) and isinstance(self.S, torch.Tensor):
-            self.n = torch.tensor(int(self.n), dtype=torch.int64, device=self.S.device)
-
-    @classmethod
-    def zeros(cls, batch: int, heads: int, d_k: int, d_v: int, dtype=torch.float32, device=None, position=0):
-        return cls(torch.zeros(batch, heads, d_k, d_v, dtype=dtype, device=device),   # (B, H, d_k, d_v)
-                   torch.zeros(batch, heads, d_k, dtype=dtype, device=device),        # (B, H, d_k)
-                   torch.tensor(position, dtype=torch.int64, device=device))
-
-    def detach(self) -> "RetentionState":
-        """The same state cut from the autograd graph. S and z share memory with this state (a decode
-        step, which writes in place, changes both); n is a copy."""
-        return RetentionState(self.S.detach(), self.z.detach(), self.n.clone())
-
-    def check(self, batch: int, heads: int, d_k: int, d_v: int, device, name: str = "state") -> "RetentionState":
-        """The state fits B sequences of H heads of widths d_k, d_v on device; n ≥ 0 (read on the host)."""
-        if not isinstance(self.S, torch.Tensor) or not isinstance(self.z, torch.Tensor):
-            raise TypeError(f"{name}.S and {name}.z must be torch tensors")
-        expected = (batch, heads, d_k, d_v)
-        if tuple(self.S.shape) != expected:
-            raise ValueError(f"{name}.S must have shape (B, H, d_k, d_v) = {expected}, got {tuple(self.S.shape)}"
-                             " (a state from another batch size or configuration?)")
-        if tuple(self.z.shape) != expected[:3]:
-            raise ValueError(f"{name}.z must have shape (B, H, d_k) = {expected[:3]}, got {tuple(self.z.shape)}")
-        if not (self.S.dtype.is_floating_point and self.z.dtype.is_floating_point):
-            raise TypeError(f"{name}.S and {name}.z must have a real floating dtype, got {self.S.dtype} and "
-                            f"{self.z.dtype} (the state of rotated q and k is real: the rotation acts on q and k)")
-        if self.S.device != device or self.z.device != device:
-            raise ValueError(f"{name} must be on the inputs' device {device}, got {self.S.device}")
-        n = self.n
-        is_count = (isinstance(n, torch.Tensor) and n.dim() == 0 and not n.dtype.is_floating_point
-                    and n.dtype != torch.bool) or (isinstance(n, numbers.Integral) and not isinstance(n, bool))
-        if not is_count or int(n) < 0:
-            raise ValueError(f"{name}.n must be a non-negative integer (tokens seen), got {n!r}")
-        return self
-
-
-def check_mode(mode, chunk_size):
-    """mode one of MODES; chunk_size a positive integer for chunkwise and None otherwise."""
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if mode == "chunkwise":
-        if chunk_size is None:
-            raise ValueError("chunk_size is required for mode='chunkwise'")
-        return check_positive_int(chunk_size, "chunk_size")
-    if chunk_size is not None:
-        raise ValueError(f"chunk_size is used by mode='chunkwise' only, got chunk_size={chunk_size!r} "
-                         f"with mode={mode!r}")
-    return None
 
 
 def row_sums(length: int, log_g: torch.Tensor, offset=0) -> torch.Tensor:
@@ -173,42 +100,6 @@ def exact_row_scale(a, c, d_k):
     return torch.maximum(a.abs(), (d_k * c).sqrt())
 
 
-def torchscale_row_scale(q, k, v, a, c, d_k, log_g, mode, chunk_size, S0):
-    """The divisor per row that the official code applies in each mode (module docstring)."""
-    if mode == "parallel":
-        return exact_row_scale(a, c, d_k)
-    if mode == "recurrent":
-        # (1) and (2) only: √d_k sqrt(c_n)
-        return (d_k * c).sqrt().expand_as(a)
-    return _torchscale_chunk_scale(q, k, v, d_k, log_g, chunk_size, S0)
-
-
-def _torchscale_chunk_scale(q, k, v, d_k, log_g, chunk_size, S0):
-    """torchscale's chunkwise divisor: √d_k sqrt(c^chunk_r) max(inner_r, cross_i), chunk by chunk.
-
-    inner_r = max(Σ_{m in chunk, m ≤ r} |q_r·k_m| γ^(r-m) / (√d_k sqrt(c^chunk_r)), 1);
-    cross_i = max(max_j Σ_l |S_{i-1}|_{lj} / (√d_k c^chunk_{B-1}), 1) with S_{i-1} the state at the
-    chunk's start (the given initial state for the first chunk). Row sums c^chunk use the chunk size B
-    (torchscale pads the last chunk to B).
-    """
-    acc = accumulation_dtype(q.dtype)
-    c_chunk = decay_row_sum(chunk_size, log_g).to(acc)                # (H, B)
-    root_dk = math.sqrt(d_k)
-    S = S0
-    scales = []
-    for start in range(0, q.shape[2], chunk_size):
-        qc, kc, vc = (x[:, :, start:start + chunk_size] for x in (q, k, v))   # (B, H, L, d)
-        L = qc.shape[2]
-        # √d_k sqrt(c^chunk_r): normalisations (1) and (2) with the chunk's own row sums
-        row_norm = root_dk * c_chunk[:, :L].sqrt()[..., None]          # (H, L, 1)
-        abs_scores = (qc.to(acc) @ kc.to(acc).transpose(-1, -2)).abs() * decay_matrix(L, log_g).to(acc)  # (B, H, L, L)
-        inner = (abs_scores.sum(-1, keepdim=True) / row_norm).clamp(min=1.0)           # (B, H, L, 1)
-        cross = (S.abs().sum(-2).amax(-1) / (root_dk * c_chunk[:, -1])).clamp(min=1.0)   # (B, H)
-        scales.append(row_norm * torch.maximum(inner, cross[..., None, None]))        # (B, H, L, 1)
-        S = _chunkwise(qc, kc, vc, log_g, L, S)[1]                        # the state at the next chunk's start
-    return torch.cat(scales, dim=2)[..., 0]                            # (B, H, T)
-
-
 def normalized_retention(q, k, v, gamma, mode="parallel", chunk_size=None, state=None,
                          normalisation="exact", detach_normaliser=False):
     """Retention with the paper's three normalisations (§2.2) in any form → (õ, RetentionState).
@@ -242,11 +133,11 @@ def _normalized(q, k, v, log_g, mode, chunk_size, state, normalisation, detach_n
     offset = 0 if state is None else state.n
     o, a, S, z = plain_retention_with_key_sum(q, k, v, log_g, mode, chunk_size, state, backend)
     c = row_sums(q.shape[2], log_g, offset).to(o.dtype)                # (H, T)
-    if normalisation == "exact":
+    if normalisation == "exact" or mode == "parallel":                # torchscale's parallel scale is exact
         scale = exact_row_scale(a, c, d_k)                              # (B, H, T)
     else:
         S0 = state.S.to(o.dtype) if state is not None else torch.zeros_like(S)
-        scale = torchscale_row_scale(q, k, v, a, c, d_k, log_g, mode, chunk_size, S0)
+        scale = torchscale_row_scale(q, k, v, c, d_k, log_g, mode, chunk_size, S0).expand_as(a)
     if detach_normaliser:
         scale = scale.detach()
     # õ_n = o_n / scale_n

@@ -2,13 +2,13 @@
 
 Each torch form of retention (parallel Eq. 5, recurrent Eq. 6, chunkwise Eq. 7) runs on inputs rounded
 to a low precision and is compared with the float64 parallel form on the unrounded inputs (the truth),
-with the project's error measure `verify.relative_error` (max |a - b| / max |b|) and the project's
-seeded inputs `verify.random_inputs` (`sweep`). Counterexamples show what the package's precision rules
+with the project's error measure `checking.relative_error` (max |a - b| / max |b|) and the project's
+seeded inputs `checking.random_inputs` (`sweep`). Counterexamples show what the package's precision rules
 prevent: a state kept in the input dtype (`recurrent_with_state_in`) and decays γ stored in a low precision
 (`rounded_gamma_errors`); `predicted_decay_drift` models the drift that a rounded γ causes in the
 recurrent form. `recurrent_sum_errors` measures the float32 recurrent form at long lengths with its
 compensated state sum and with the plain sum it replaced (`plain_sum_recurrent`). Notebook 10 uses them
-to justify `verify.TOLERANCE`.
+to justify `checking.TOLERANCE`.
 
 Unit roundoff u = 2^-p for a format with p significant bits (the implicit bit included): rounding to
 nearest changes a number by at most u relative, away from underflow and overflow.
@@ -24,7 +24,8 @@ from ._checks import check_gammas
 from .decay import gamma_schedule
 from .retention import (_initial_state, _recurrent, accumulation_dtype, chunkwise_retention, log_gamma_per_head,
                         parallel_retention, recurrent_retention)
-from .verify import float64_truth, random_inputs, relative_error
+from .checking import random_inputs, relative_error
+from .verify import float64_truth
 
 
 def unit_roundoff(dtype: torch.dtype) -> float:
@@ -89,7 +90,7 @@ def sweep(lengths, dtypes, heads: int = 4, d: int = 32, gamma=None, chunk_sizes=
           recurrent_max_length: int = 1024, device: str = "cpu", seeds=(0,)) -> list[Measurement]:
     """Errors of every form in every dtype at every length, against the float64 truth and the parallel form.
 
-    Inputs: verify.random_inputs(1, heads, T, d, d, seed) for each seed (float64 on the CPU), rounded to the
+    Inputs: checking.random_inputs(1, heads, T, d, d, seed) for each seed (float64 on the CPU), rounded to the
     dtype and moved to the device; gamma defaults to the default schedule of `heads` heads. The truth is
     the float64 parallel form on the CPU from the unrounded inputs, so input rounding counts as error.
     The recurrent form (a Python loop over tokens) runs only up to recurrent_max_length. The entry
@@ -150,7 +151,7 @@ def recurrent_with_state_in(q, k, v, gamma, state_dtype: torch.dtype) -> torch.T
 
 
 def per_head_errors(o: torch.Tensor, truth: torch.Tensor) -> list[float]:
-    """verify.relative_error of each head separately, for (B, H, T, d_v) outputs."""
+    """checking.relative_error of each head separately, for (B, H, T, d_v) outputs."""
     return [relative_error(o[:, h], truth[:, h]) for h in range(truth.shape[1])]
 
 
@@ -197,9 +198,9 @@ def recurrent_sum_errors(lengths, gamma, seeds=(0,), d: int = 32) -> list[Measur
     """Per head and length: the float32 recurrent form's error with its compensated sum ("recurrent") and
     with the plain sum (PLAIN_SUM), against the float64 truth; the worst over the seeds.
 
-    Inputs: verify.random_inputs(1, H, T, d, d, seed) as in `sweep` (the same draws), rounded to float32 on
+    Inputs: checking.random_inputs(1, H, T, d, d, seed) as in `sweep` (the same draws), rounded to float32 on
     the CPU. The truth is verify.float64_truth (the float64 chunkwise form, any length) on the unrounded
-    inputs; the error is verify.relative_error of each head (per_head_errors). Measurement.gamma is the head's γ.
+    inputs; the error is checking.relative_error of each head (per_head_errors). Measurement.gamma is the head's γ.
     """
     gamma = list(gamma)
     worst: dict[tuple, float] = {}

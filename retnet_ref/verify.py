@@ -32,10 +32,10 @@ import numpy as np
 import torch
 
 from . import reference
+from .checking import TOLERANCE, random_inputs, relative_error
 from .decay import gamma_schedule
 from .retention import accumulation_dtype, chunkwise_retention, parallel_retention, recurrent_retention
 
-TOLERANCE = {torch.float64: 1e-12, torch.float32: 5e-6, torch.bfloat16: 2e-2}
 DTYPE_NAME = {torch.float64: "float64", torch.float32: "float32", torch.bfloat16: "bfloat16"}
 
 
@@ -51,25 +51,6 @@ class Row:
     @property
     def passed(self) -> bool:
         return bool(self.error <= self.tolerance)
-
-
-def relative_error(a, b) -> float:
-    """max |a - b| / max |b|, computed in float64 (complex128 for complex input) on the CPU."""
-    a, b = (torch.as_tensor(x).detach().cpu() for x in (a, b))
-    wide = torch.complex128 if (a.is_complex() or b.is_complex()) else torch.float64
-    a, b = a.to(wide), b.to(wide)
-    scale = b.abs().max().item()
-    return (a - b).abs().max().item() / (scale if scale > 0 else 1.0)
-
-
-def random_inputs(batch, heads, length, d_k, d_v, seed=0):
-    """Seeded float64 CPU q, k, v and a state, with entries of unit scale (keys scaled by 1/√d_k)."""
-    gen = torch.Generator().manual_seed(seed)
-    q = torch.randn(batch, heads, length, d_k, generator=gen, dtype=torch.float64)
-    k = torch.randn(batch, heads, length, d_k, generator=gen, dtype=torch.float64) / d_k ** 0.5
-    v = torch.randn(batch, heads, length, d_v, generator=gen, dtype=torch.float64)
-    state = torch.randn(batch, heads, d_k, d_v, generator=gen, dtype=torch.float64)
-    return q, k, v, state
 
 
 def ground_truth_check(q, k, v, gamma) -> float:

@@ -12,7 +12,7 @@ import torch
 from retnet_ref.decay import gamma_schedule
 from helpers import run_form
 from retnet_ref.retention import chunkwise_retention, parallel_retention, recurrent_retention
-from retnet_ref.verify import TOLERANCE, random_inputs
+from retnet_ref.checking import TOLERANCE, random_inputs
 
 pytestmark = pytest.mark.cuda
 

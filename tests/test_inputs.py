@@ -308,7 +308,8 @@ def test_complex_gamma_is_rejected_with_where_the_rotation_belongs(form, gamma):
 
 
 def test_complex_state_is_rejected_by_normalized_retention():
-    from retnet_ref.normalized import RetentionState, normalized_retention
+    from retnet_ref.normalized import normalized_retention
+    from retnet_ref.state import RetentionState
 
     q = torch.randn(1, 2, 3, 4, dtype=torch.float64)
     state = RetentionState(torch.zeros(1, 2, 4, 4, dtype=torch.complex128), torch.zeros(1, 2, 4, dtype=torch.complex128), 0)

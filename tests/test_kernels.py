@@ -18,9 +18,10 @@ pytest.importorskip("triton", reason="the Triton kernels need Triton (pip instal
 from retnet_ref import kernels                                            # noqa: E402
 from retnet_ref.decay import gamma_schedule                               # noqa: E402
 from retnet_ref.model import RetNet, RetNetConfig                         # noqa: E402
-from retnet_ref.normalized import RetentionState, normalized_step_, step_decay_factors   # noqa: E402
+from retnet_ref.normalized import normalized_step_, step_decay_factors   # noqa: E402
+from retnet_ref.state import RetentionState   # noqa: E402
 from retnet_ref.retention import chunkwise_retention                      # noqa: E402
-from retnet_ref.verify import TOLERANCE, random_inputs, relative_error    # noqa: E402
+from retnet_ref.checking import TOLERANCE, random_inputs, relative_error    # noqa: E402
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 DEVICES = [pytest.param("cpu", marks=pytest.mark.skipif(not INTERPRETED, reason="the interpreter is off "

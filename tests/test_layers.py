@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from retnet_ref.decay import gamma_schedule
 from retnet_ref.layers import FeedForward, MultiScaleRetention, RetNetBlock, RMSNorm
 from retnet_ref.model import RetNetConfig
-from retnet_ref.normalized import RetentionState, normalized_retention
+from retnet_ref.normalized import normalized_retention
+from retnet_ref.state import RetentionState
 from retnet_ref.retention import parallel_retention
 from retnet_ref.rotation import rotate, theta_schedule
 

@@ -6,8 +6,9 @@ import torch
 
 from helpers import token_ids
 from retnet_ref.generation import generate_tokens, sample_next
-from retnet_ref.model import RetNet, RetNetConfig, RetNetState
+from retnet_ref.model import RetNet, RetNetConfig
 from retnet_ref.presets import NOMINAL_PARAMETERS
+from retnet_ref.state import RetNetState
 
 MODES = [("parallel", None), ("recurrent", None), ("chunkwise", 8), ("chunkwise", 5)]
 VARIANTS = ["paper", "official"]

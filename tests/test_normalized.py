@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from retnet_ref.decay import decay_row_sum, gamma_schedule
-from retnet_ref.normalized import RetentionState, normalized_retention, row_sums
+from retnet_ref.normalized import normalized_retention, row_sums
+from retnet_ref.state import RetentionState
 from retnet_ref.retention import parallel_retention
 
 B, H, T, D_K, D_V = 2, 3, 23, 8, 5

@@ -10,7 +10,7 @@ import torch
 from retnet_ref import numerics, reference
 from retnet_ref.decay import gamma_schedule
 from retnet_ref.retention import recurrent_retention
-from retnet_ref.verify import TOLERANCE, random_inputs, relative_error
+from retnet_ref.checking import TOLERANCE, random_inputs, relative_error
 
 
 @pytest.mark.parametrize("dtype, bits", [(torch.float64, 53), (torch.float32, 24), (torch.bfloat16, 8),

@@ -3,7 +3,7 @@
 - float64: each form against the defining double sum and against the NumPy reference, head by head,
   with heads of different γ; the forms against each other; state hand-off; hypothesis properties.
 - autograd: gradcheck of every form (q, k, v and the initial state) and equal gradients across forms.
-- float32 / bfloat16: error against float64 under verify.TOLERANCE (the project's single source for
+- float32 / bfloat16: error against float64 under checking.TOLERANCE (the project's single source for
   these numbers and their reasons); output and state dtypes.
 """
 from __future__ import annotations
@@ -22,7 +22,8 @@ from retnet_ref.decay import gamma_schedule
 from retnet_ref.numerics import plain_sum_recurrent
 from retnet_ref.retention import (chunkwise_retention, compensated_decay_and_add, parallel_retention,
                                   recurrent_retention)
-from retnet_ref.verify import SLOW_HEADS, TOLERANCE, float64_truth, random_inputs
+from retnet_ref.checking import TOLERANCE, random_inputs
+from retnet_ref.verify import SLOW_HEADS, float64_truth
 
 TOL = TOLERANCE[torch.float64]
 GAMMAS = [1.0, 0.97, 0.5, 1e-9]                    # one head each: no decay, slow, fast, almost none

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from retnet_ref import __main__ as cli
-from retnet_ref import verify
+from retnet_ref import checking, verify
 from retnet_ref.decay import gamma_schedule
 from retnet_ref.retention import parallel_retention
 
@@ -75,12 +75,12 @@ def test_report_errors_are_below_their_tolerances_and_nonzero_in_low_precision()
 
 def test_relative_error_measure():
     b = torch.tensor([1.0, -4.0, 2.0])
-    assert verify.relative_error(b + torch.tensor([0.0, 0.0, 0.4]), b) == pytest.approx(0.1)
-    assert verify.relative_error(torch.zeros(2), torch.zeros(2)) == 0.0
+    assert checking.relative_error(b + torch.tensor([0.0, 0.0, 0.4]), b) == pytest.approx(0.1)
+    assert checking.relative_error(torch.zeros(2), torch.zeros(2)) == 0.0
 
 
 def test_tolerances_are_ordered_by_precision():
-    tol = verify.TOLERANCE
+    tol = checking.TOLERANCE
     assert tol[torch.float64] < tol[torch.float32] < tol[torch.bfloat16]
 
 
@@ -136,8 +136,8 @@ def test_every_row_of_the_default_report_measures_a_difference():
 def test_the_long_truth_is_the_float64_parallel_form():
     """verify.float64_truth (chunkwise, memory linear in T) stands for the parallel form where that cannot fit."""
     gamma = list(verify.SLOW_HEADS.values())
-    q, k, v, _ = verify.random_inputs(1, len(gamma), 4096, 32, 32, seed=4096)
-    assert verify.relative_error(verify.float64_truth(q, k, v, gamma), parallel_retention(q, k, v, gamma)) \
+    q, k, v, _ = checking.random_inputs(1, len(gamma), 4096, 32, 32, seed=4096)
+    assert checking.relative_error(verify.float64_truth(q, k, v, gamma), parallel_retention(q, k, v, gamma)) \
         <= 1e-14
 
 
@@ -170,4 +170,4 @@ def test_float32_chunkwise_and_recurrent_within_tolerance_at_65536():
     assert [r.length for r in rows] == [65536] * 8
     assert all(r.passed for r in rows), [r for r in rows if not r.passed]
     assert all(r.error > 0 for r in rows)                              # real comparisons, not copies
-    assert max(r.error for r in rows if r.pair.startswith("recurrent")) <= verify.TOLERANCE[torch.float32] / 5
+    assert max(r.error for r in rows if r.pair.startswith("recurrent")) <= checking.TOLERANCE[torch.float32] / 5
