@@ -465,3 +465,23 @@ def test_a_size_that_is_not_an_integer_is_a_type_error(make, value):
 def test_a_size_below_one_is_a_value_error(make, value):
     with pytest.raises(ValueError, match="must be a positive integer, got"):
         make(value)
+
+
+# ---------------------------------------------------------------- booleans are not decays
+
+BOOLEAN_GAMMAS = {"list": [True, True], "mixed tuple": (True, 0.5), "NumPy bool array": np.array([True, True]),
+                  "torch bool tensor": torch.tensor([True, True])}
+
+
+@pytest.mark.parametrize("gamma", BOOLEAN_GAMMAS.values(), ids=BOOLEAN_GAMMAS.keys())
+@pytest.mark.parametrize("form", TORCH_FORMS)
+def test_torch_gamma_of_booleans(form, gamma):
+    """True is the number 1 to Python and NumPy, but never a decay here: refused in every container."""
+    with pytest.raises(TypeError, match="^gamma must"):
+        TORCH_FORMS[form](*torch_inputs(), gamma=gamma)
+
+
+@pytest.mark.parametrize("gamma", BOOLEAN_GAMMAS.values(), ids=BOOLEAN_GAMMAS.keys())
+def test_model_gamma_of_booleans(gamma):
+    with pytest.raises(TypeError, match="^gamma must"):
+        RetNetConfig(gamma=gamma)

@@ -184,3 +184,37 @@ def test_bad_states_are_rejected():
     negative.n = -1
     with pytest.raises(ValueError, match="state.n"):
         normalized_retention(q, k, v, GAMMA, state=negative)
+
+
+def test_torchscale_chunkwise_scale_written_out_for_two_chunks(naive_retention, rel_err):
+    """torchscale's chunkwise divisor (retnet_ref.torchscale) by hand, C = 2, one head, d_k = 2, γ = 1/2:
+
+        scale_r = √d_k sqrt(c_r) max(inner_r, cross_i),   c_r = Σ_{j≤r} γ^j (the chunk's own row sums)
+        inner_r = max(Σ_{m in chunk, m ≤ n} |q_n·k_m| γ^(n-m) / (√d_k sqrt(c_r)), 1)
+        cross_i = max(max_j Σ_l |S_{i-1}|_{lj} / (√d_k c_{C-1}), 1),   S_{i-1} the plain state at the chunk's start
+
+    After chunk 0, S = γ k_0^T v_0 + k_1^T v_1 = [[0], [8]], so cross_1 = 8 / (√2 · 1.5) ≈ 3.8 beats
+    inner in both rows of chunk 1: the cross term decides them."""
+    q = [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [2.0, -1.0]]
+    k = [[3.0, 1.0], [2.0, -2.0], [1.0, 0.0], [0.0, 1.0]]
+    v = [[4.0], [-3.0], [1.0], [2.0]]
+    g, C, d_k = 0.5, 2, 2
+    c = [sum(g ** j for j in range(r + 1)) for r in range(C)]                 # 1, 1.5
+    S = [0.0, 0.0]                                                            # (d_k,), d_v = 1
+    scale, decided_by_cross = [], []
+    for start in (0, C):
+        cross = max(sum(abs(s) for s in S) / (math.sqrt(d_k) * c[C - 1]), 1.0)
+        for r in range(C):
+            n = start + r
+            row_norm = math.sqrt(d_k) * math.sqrt(c[r])
+            inner = max(sum(abs(q[n][0] * k[m][0] + q[n][1] * k[m][1]) * g ** (n - m)
+                            for m in range(start, n + 1)) / row_norm, 1.0)
+            scale.append(row_norm * max(inner, cross))
+            decided_by_cross.append(cross > inner)
+        S = [g ** C * S[i] + sum(g ** (start + C - 1 - m) * k[m][i] * v[m][0] for m in range(start, start + C))
+             for i in range(d_k)]
+    assert decided_by_cross == [False, False, True, True]
+    expected = naive_retention(q, k, v, g) / torch.tensor(scale, dtype=torch.float64)[:, None].numpy()
+    x = [torch.tensor(t, dtype=torch.float64)[None, None] for t in (q, k, v)]   # (1, 1, 4, d)
+    out, _ = normalized_retention(*x, [g], "chunkwise", C, normalisation="torchscale")
+    assert rel_err(out[0, 0], expected) < 1e-14

@@ -73,6 +73,23 @@ def test_report_errors_are_below_their_tolerances_and_nonzero_in_low_precision()
     assert low and all(row.error > 0 for row in low)                 # a real comparison, not a copy
 
 
+def test_chunk_size_option_reaches_every_report(monkeypatch, capsys):
+    seen = {}
+
+    def spy(name, rows):
+        def recorded(**kwargs):
+            seen[name] = kwargs["chunk_size"]
+            return rows(**kwargs)
+        return recorded
+    monkeypatch.setattr(verify, "iter_rows", spy("report", verify.iter_rows))
+    monkeypatch.setattr(verify, "long_rows", spy("long", verify.long_rows))
+    assert cli.main(["verify", "--lengths", "20", "--chunk-size", "7", "--device", "cpu"]) == 0
+    assert seen == {"report": 7, "long": 7}
+    assert cli.main(["verify", "--lengths", "20", "--device", "cpu"]) == 0
+    assert seen == {"report": cli.VERIFY_CHUNK_SIZE, "long": cli.VERIFY_CHUNK_SIZE}
+    capsys.readouterr()
+
+
 def test_relative_error_measure():
     b = torch.tensor([1.0, -4.0, 2.0])
     assert checking.relative_error(b + torch.tensor([0.0, 0.0, 0.4]), b) == pytest.approx(0.1)
