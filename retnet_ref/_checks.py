@@ -38,22 +38,7 @@ def check_gammas(gamma, num_heads: int, name: str = "gamma") -> tuple[float, ...
     """
     if isinstance(gamma, numbers.Real) and not isinstance(gamma, bool):
         raise TypeError(f"{name} must be a sequence of {num_heads} values (one per head), got one number")
-    if isinstance(gamma, torch.Tensor):
-        _check_gamma_tensor_metadata(gamma, num_heads, name)
-        gamma = gamma.detach().to("cpu", torch.float64).tolist()
-    elif isinstance(gamma, np.ndarray):
-        if gamma.dtype.kind not in "iuf":
-            raise TypeError(f"{name} must hold real numbers, one per head, got an array of dtype {gamma.dtype}"
-                            + (COMPLEX_GAMMA_HINT if gamma.dtype.kind == "c" else ""))
-        if gamma.ndim != 1:
-            raise ValueError(f"{name} must hold one value per head: expected length {num_heads}, "
-                             f"got shape {gamma.shape}")
-        gamma = gamma.tolist()
-    try:
-        values = tuple(gamma)
-    except TypeError:
-        raise TypeError(f"{name} must be a sequence of real numbers, one per head, "
-                        f"got {type(gamma).__name__}") from None
+    values, gamma = _gamma_entries(gamma, num_heads, name)
     if any(isinstance(g, (list, tuple)) for g in values):
         raise ValueError(f"{name} must hold one value per head: expected a flat sequence of {num_heads}, "
                          f"got nested {gamma!r}")
@@ -70,6 +55,27 @@ def check_gammas(gamma, num_heads: int, name: str = "gamma") -> tuple[float, ...
         raise ValueError(f"{name} must lie in (0, 1] for every head, got {[values[h] for h in bad]} "
                          f"at heads {bad}")
     return values
+
+
+def _gamma_entries(gamma, num_heads: int, name: str) -> tuple[tuple, object]:
+    """The entries of a sequence, NumPy array or tensor of γ, and gamma as messages show it (an array or a
+    tensor as a list): a tensor's dtype, shape and device and an array's dtype and shape checked first."""
+    if isinstance(gamma, torch.Tensor):
+        _check_gamma_tensor_metadata(gamma, num_heads, name)
+        gamma = gamma.detach().to("cpu", torch.float64).tolist()
+    elif isinstance(gamma, np.ndarray):
+        if gamma.dtype.kind not in "iuf":
+            raise TypeError(f"{name} must hold real numbers, one per head, got an array of dtype {gamma.dtype}"
+                            + (COMPLEX_GAMMA_HINT if gamma.dtype.kind == "c" else ""))
+        if gamma.ndim != 1:
+            raise ValueError(f"{name} must hold one value per head: expected length {num_heads}, "
+                             f"got shape {gamma.shape}")
+        gamma = gamma.tolist()
+    try:
+        return tuple(gamma), gamma
+    except TypeError:
+        raise TypeError(f"{name} must be a sequence of real numbers, one per head, "
+                        f"got {type(gamma).__name__}") from None
 
 
 def _check_gamma_tensor_metadata(gamma: torch.Tensor, num_heads: int, name: str):

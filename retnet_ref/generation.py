@@ -115,6 +115,12 @@ def check_cuda_graph(cuda_graph, prompt: torch.Tensor) -> bool:
     return cuda_graph
 
 
+def seeded_generator(seed, device) -> torch.Generator | None:
+    """A private generator on device seeded with seed (checked), or None (torch's global one) for None."""
+    seed = check_seed(seed)
+    return None if seed is None else torch.Generator(device=device).manual_seed(seed)
+
+
 def generate_tokens(prefill: Prefill, step: Step, prompt: torch.Tensor, max_new_tokens: int,
                     temperature: float = 0.0, top_k: int | None = None, seed: int | None = None,
                     cuda_graph: bool | None = False, snapshot=None) -> torch.Tensor:
@@ -132,28 +138,33 @@ def generate_tokens(prefill: Prefill, step: Step, prompt: torch.Tensor, max_new_
         raise ValueError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
     check_token_tensor(prompt, name="prompt")
     use_graph = check_cuda_graph(cuda_graph, prompt)
-    seed = check_seed(seed)
-    generator = None
-    if seed is not None:
-        generator = torch.Generator(device=prompt.device).manual_seed(seed)
+    generator = seeded_generator(seed, prompt.device)
     if max_new_tokens == 0:
         return prompt.clone()
-    tokens = [prompt]
-    finite = torch.ones((), dtype=torch.bool, device=prompt.device)   # read once, at the end (no sync per token)
     with torch.no_grad():
         logits, state = prefill(prompt)                                # (B, V)
         if use_graph and max_new_tokens > 1:
             step = _graphed(step, state, snapshot, sample_next(logits))
-        for i in range(max_new_tokens):
-            finite &= torch.isfinite(logits).all()
-            token = sample_next(logits, temperature, top_k, generator)   # (B,)
-            tokens.append(token[:, None])                                # (B, 1)
-            if i + 1 < max_new_tokens:
-                logits, state = step(token, state)
+        new, finite = _decode(logits, state, step, max_new_tokens,
+                              lambda logits: sample_next(logits, temperature, top_k, generator))
     if not finite:
         raise ValueError("the model produced non-finite logits (NaN or inf) while generating: its weights or "
                          "inputs hold non-finite values, so the tokens would be meaningless")
-    return torch.cat(tokens, dim=1)                                    # (B, T0 + new)
+    return torch.cat((prompt, new), dim=1)                             # (B, T0 + new)
+
+
+def _decode(logits, state, step: Step, count: int, sample) -> tuple[torch.Tensor, torch.Tensor]:
+    """count tokens sampled from the prefill's logits on, step called after each but the last →
+    (tokens (B, count), whether every logit seen was finite: a 0-d bool, read once by the caller)."""
+    finite = torch.ones((), dtype=torch.bool, device=logits.device)
+    tokens = []
+    for i in range(count):
+        finite &= torch.isfinite(logits).all()
+        token = sample(logits)                                         # (B,)
+        tokens.append(token[:, None])                                  # (B, 1)
+        if i + 1 < count:
+            logits, state = step(token, state)
+    return torch.cat(tokens, dim=1), finite                            # (B, count)
 
 
 def _graphed(step: Step, state, snapshot, token: torch.Tensor) -> Step:

@@ -106,14 +106,7 @@ class MultiScaleRetention(ExactBuffers):
                  detach_normaliser: bool = False, backend: str = "torch", swish_gate: bool = True,
                  group_norm: bool = True):
         super().__init__()
-        d_model, num_heads = check_positive_int(d_model, "d_model"), check_positive_int(num_heads, "num_heads")
-        value_dim = 2 * d_model if value_dim is None else check_positive_int(value_dim, "value_dim")
-        if d_model % num_heads or value_dim % num_heads:
-            raise ValueError(f"d_model ({d_model}) and value_dim ({value_dim}) must be multiples of "
-                             f"num_heads ({num_heads})")
-        if (d_model // num_heads) % 2:
-            raise ValueError(f"the key width per head d_model/num_heads = {d_model // num_heads} must be even "
-                             "(the rotation pairs features)")
+        d_model, num_heads, value_dim = self._widths(d_model, num_heads, value_dim)
         if normalisation not in NORMALISATIONS:
             raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
         self.d_model, self.num_heads, self.value_dim = d_model, num_heads, value_dim
@@ -135,6 +128,19 @@ class MultiScaleRetention(ExactBuffers):
             # − swish gate: the output stage is MSR(X) = Y W_O (chosen once here: _gated_output stays Eq. 8)
             self._gated_output = self._ungated_output
         self.reset_parameters()
+
+    @staticmethod
+    def _widths(d_model, num_heads, value_dim) -> tuple[int, int, int]:
+        """d_model, num_heads and value_dim (None = 2 d_model), checked: whole heads of even key width."""
+        d_model, num_heads = check_positive_int(d_model, "d_model"), check_positive_int(num_heads, "num_heads")
+        value_dim = 2 * d_model if value_dim is None else check_positive_int(value_dim, "value_dim")
+        if d_model % num_heads or value_dim % num_heads:
+            raise ValueError(f"d_model ({d_model}) and value_dim ({value_dim}) must be multiples of "
+                             f"num_heads ({num_heads})")
+        if (d_model // num_heads) % 2:
+            raise ValueError(f"the key width per head d_model/num_heads = {d_model // num_heads} must be even "
+                             "(the rotation pairs features)")
+        return d_model, num_heads, value_dim
 
     @staticmethod
     def _gammas(gamma, num_heads) -> np.ndarray:

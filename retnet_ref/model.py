@@ -79,6 +79,17 @@ class RetNetConfig:
     gated_ffn: bool = field(init=False)
 
     def __post_init__(self):
+        self._check_given_fields()
+        resolved = self._resolved_fields()
+        if resolved["activation"] not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {self.activation!r}")
+        if not (isinstance(self.norm_eps, numbers.Real) and self.norm_eps >= 0):
+            raise ValueError(f"norm_eps must be a real number >= 0, got {self.norm_eps!r}")
+        for name, value in resolved.items():
+            object.__setattr__(self, name, value)
+
+    def _check_given_fields(self):
+        """Sizes, switches and choices as given (the widths and defaults left to _resolved_fields)."""
         for name in ("vocab_size", "d_model", "num_layers", "num_heads", "chunk_size"):
             check_positive_int(getattr(self, name), name)
         for name in ("swish_gate", "group_norm"):
@@ -97,9 +108,12 @@ class RetNetConfig:
             raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {self.normalisation!r}")
         if check_backend(self.backend) == "triton":
             check_tile_height(self.chunk_size)
+
+    def _resolved_fields(self) -> dict:
+        """The fields whose None means "the variant's default", resolved, and the variant's block choices."""
         official = self.variant == "official"
         default_width = self._official_width() if official else 2 * self.d_model
-        resolved = dict(
+        return dict(
             value_dim=default_width if self.value_dim is None else check_positive_int(self.value_dim, "value_dim"),
             ffn_dim=default_width if self.ffn_dim is None else check_positive_int(self.ffn_dim, "ffn_dim"),
             activation=self.activation or ("swish" if official else "gelu"),
@@ -108,12 +122,6 @@ class RetNetConfig:
             norm_kind="rmsnorm" if official else "layernorm",
             gated_ffn=official,
         )
-        if resolved["activation"] not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {self.activation!r}")
-        if not (isinstance(self.norm_eps, numbers.Real) and self.norm_eps >= 0):
-            raise ValueError(f"norm_eps must be a real number >= 0, got {self.norm_eps!r}")
-        for name, value in resolved.items():
-            object.__setattr__(self, name, value)
 
     def _official_width(self) -> int:
         """⌈5/3 d⌉ rounded up to a multiple of num_heads."""

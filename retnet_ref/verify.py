@@ -77,31 +77,34 @@ def iter_rows(lengths=(64, 256, 1024), chunk_size=48, heads=4, d_k=32, d_v=32, d
     gamma = gamma_schedule(heads - 1).tolist() + [0.999]
     for device in devices or available_devices():
         for dtype in TOLERANCE:
-            tol = TOLERANCE[dtype]
             for T in lengths:
-                q, k, v, state = random_inputs(1, heads, T, d_k, d_v, seed=T)
-                truth = parallel_retention(q, k, v, gamma)
+                inputs = random_inputs(1, heads, T, d_k, d_v, seed=T)
                 if device == "cpu" and dtype == torch.float64:
                     yield Row("cpu", "float64", T, "torch vs NumPy reference",
-                              ground_truth_check(q, k, v, gamma), TOLERANCE[torch.float64])
-                x = [t.to(device, dtype) for t in (q, k, v)]
-                outs = {"parallel": parallel_retention(*x, gamma),
-                        "chunkwise": chunkwise_retention(*x, gamma, chunk_size)[0]}
-                if T <= recurrent_max_length:
-                    outs["recurrent"] = recurrent_retention(*x, gamma)[0]
-                name = DTYPE_NAME[dtype]
-                for form, o in outs.items():
-                    if not (form == "parallel" and device == "cpu" and dtype == torch.float64):   # the truth itself
-                        yield Row(device, name, T, f"{form} vs float64 truth", relative_error(o, truth), tol)
-                if "recurrent" in outs:
-                    yield Row(device, name, T, "recurrent vs parallel",
-                              relative_error(outs["recurrent"], outs["parallel"]), tol)
-                yield Row(device, name, T, "chunkwise vs parallel",
-                          relative_error(outs["chunkwise"], outs["parallel"]), tol)
-                s0 = state.to(device, accumulation_dtype(dtype))
-                whole, _ = chunkwise_retention(*x, gamma, chunk_size, state=s0)
-                yield Row(device, name, T, f"state hand-off ({handoff_name(T, recurrent_max_length)})",
-                          relative_error(handed_off(x, gamma, chunk_size, s0, T <= recurrent_max_length), whole), tol)
+                              ground_truth_check(*inputs[:3], gamma), TOLERANCE[torch.float64])
+                yield from _rows_at(device, dtype, inputs, gamma, chunk_size, T <= recurrent_max_length)
+
+
+def _rows_at(device, dtype, inputs, gamma, chunk_size, with_recurrent: bool):
+    """One device, dtype and length: each form against the float64 truth, the forms against each other,
+    and the state hand-off against one pass."""
+    q, k, v, state = inputs
+    T, tol, name = q.shape[2], TOLERANCE[dtype], DTYPE_NAME[dtype]
+    truth = parallel_retention(q, k, v, gamma)
+    x = [t.to(device, dtype) for t in (q, k, v)]
+    outs = {"parallel": parallel_retention(*x, gamma), "chunkwise": chunkwise_retention(*x, gamma, chunk_size)[0]}
+    if with_recurrent:
+        outs["recurrent"] = recurrent_retention(*x, gamma)[0]
+    for form, o in outs.items():
+        if not (form == "parallel" and device == "cpu" and dtype == torch.float64):   # the truth itself
+            yield Row(device, name, T, f"{form} vs float64 truth", relative_error(o, truth), tol)
+    if with_recurrent:
+        yield Row(device, name, T, "recurrent vs parallel", relative_error(outs["recurrent"], outs["parallel"]), tol)
+    yield Row(device, name, T, "chunkwise vs parallel", relative_error(outs["chunkwise"], outs["parallel"]), tol)
+    s0 = state.to(device, accumulation_dtype(dtype))
+    whole, _ = chunkwise_retention(*x, gamma, chunk_size, state=s0)
+    yield Row(device, name, T, f"state hand-off ({handoff_name(with_recurrent)})",
+              relative_error(handed_off(x, gamma, chunk_size, s0, with_recurrent), whole), tol)
 
 
 def ragged_split(T: int, chunk_size: int) -> int:
@@ -110,8 +113,8 @@ def ragged_split(T: int, chunk_size: int) -> int:
     return half + 1 if half % chunk_size == 0 and half + 1 < T else half
 
 
-def handoff_name(T: int, recurrent_max_length: int) -> str:
-    return "chunkwise → recurrent" if T <= recurrent_max_length else "chunkwise → chunkwise"
+def handoff_name(recurrent_rest: bool) -> str:
+    return "chunkwise → recurrent" if recurrent_rest else "chunkwise → chunkwise"
 
 
 def handed_off(x, gamma, chunk_size, s0, recurrent_rest: bool):
