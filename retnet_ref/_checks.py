@@ -149,6 +149,7 @@ def check_numpy_qkv(q, k, v):
 
 
 def check_numpy_state(state, d_k: int, d_v: int):
+    """A single-head reference state S_0: None, or a (d_k, d_v) real or complex array (a tensor converted)."""
     if state is None:
         return None
     state = as_numpy_array(state, "state")

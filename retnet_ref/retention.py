@@ -41,6 +41,7 @@ def log_gamma_per_head(gamma, q: torch.Tensor) -> torch.Tensor:
 
 
 def _initial_state(state, q, v, acc):
+    """The given state S_0 (checked against q and v) in the accumulation dtype acc, or zeros for None."""
     state = check_torch_state(state, q, v)
     if state is None:
         return q.new_zeros(q.shape[0], q.shape[1], q.shape[3], v.shape[3], dtype=acc)   # (B, H, d_k, d_v)

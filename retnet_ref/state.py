@@ -40,6 +40,8 @@ class RetentionState:
 
     @classmethod
     def zeros(cls, batch: int, heads: int, d_k: int, d_v: int, dtype=torch.float32, device=None, position=0):
+        """The state before any token (S = 0, z = 0) of B sequences and H heads, at `position` (a decode
+        benchmark or a test may start anywhere: nothing decays from an empty state)."""
         return cls(torch.zeros(batch, heads, d_k, d_v, dtype=dtype, device=device),   # (B, H, d_k, d_v)
                    torch.zeros(batch, heads, d_k, dtype=dtype, device=device),        # (B, H, d_k)
                    torch.tensor(position, dtype=torch.int64, device=device))

@@ -108,6 +108,7 @@ class KVCache:
 
     @property
     def batch_size(self) -> int:
+        """How many sequences the cache holds (B)."""
         return self.keys[0].shape[0]
 
     @property
