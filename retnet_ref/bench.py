@@ -88,10 +88,11 @@ from .decay import gamma_schedule
 from .generation import capture_cuda_graph
 from .memory import available_bytes
 from .model import RetNet, RetNetConfig
-from .normalized import RetentionState, step_decay_factors
+from .normalized import step_decay_factors
 from .processes import Processes, end_processes, process_device, start_processes, under_torchrun, world_size
 from .results import seconds_of
 from .retention import chunkwise_retention, parallel_retention, recurrent_retention
+from .state import RetentionState
 from .transformer import Transformer, TransformerConfig
 
 SUITES = ("forms", "decode", "model", "inference", "training")

@@ -59,7 +59,8 @@ from torch import nn
 
 from .argtypes import non_negative_float, non_negative_int, positive_float, positive_int
 from .corpus import CorpusError, load_manifest, load_split
-from .model import GAMMA_SCHEDULES, VARIANTS, RetNet, RetNetConfig
+from .decay import GAMMA_SCHEDULES
+from .model import VARIANTS, RetNet, RetNetConfig
 from .paths import project_root
 from .processes import Processes, end_processes, process_device, start_processes, world_size
 from .transformer import Transformer, TransformerConfig
