@@ -33,7 +33,7 @@ import torch
 from ._checks import check_torch_qkv
 from .decay import chunk_decay, decay_row_sum, xi, zeta
 from .retention import (_chunkwise, _parallel, _recurrent, accumulation_dtype, decay_and_add, decay_gap,
-                        log_gamma_per_head)
+                        exact_accumulation, log_gamma_per_head)
 from .state import RetentionState, check_mode
 from .torchscale import torchscale_row_scale
 
@@ -60,12 +60,13 @@ def _parallel_with_state(q, k, v, log_g, S0):
     acc = accumulation_dtype(q.dtype)
     T = q.shape[2]
     o = _parallel(q, k, v, log_g).to(acc)                            # (B, H, T, d_v)
-    # S_T = K^T (V ⊙ ζ) + γ^T S_0,  ζ_m = γ^(T-1-m)
-    S_end = k.to(acc).transpose(-1, -2) @ (v.to(acc) * zeta(T, log_g).to(acc)[..., None])   # (B, H, d_k, d_v)
-    if S0 is not None:
-        S_end = S_end + chunk_decay(T, log_g).to(acc)[:, None, None] * S0
-        # o_n += γ^(n+1) q_n S_0
-        o = o + (q.to(acc) @ S0) * xi(T, log_g).to(acc)[..., None]   # (B, H, T, d_v)
+    with exact_accumulation(q):
+        # S_T = K^T (V ⊙ ζ) + γ^T S_0,  ζ_m = γ^(T-1-m)
+        S_end = k.to(acc).transpose(-1, -2) @ (v.to(acc) * zeta(T, log_g).to(acc)[..., None])   # (B, H, d_k, d_v)
+        if S0 is not None:
+            S_end = S_end + chunk_decay(T, log_g).to(acc)[:, None, None] * S0
+            # o_n += γ^(n+1) q_n S_0
+            o = o + (q.to(acc) @ S0) * xi(T, log_g).to(acc)[..., None]   # (B, H, T, d_v)
     return o, S_end
 
 

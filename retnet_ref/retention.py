@@ -287,6 +287,14 @@ def _equal_chunks(q, k, v, log_g, C, S0):
     return o.reshape(B, H, T, d_v), R[:, :, N].clone()                  # (B, H, T, d_v), (B, H, d_k, d_v)
 
 
+def exact_accumulation(t: torch.Tensor):
+    """A context in which the products that build a state keep their float32 operands: torch.autocast is
+    off there. Under autocast a float32 product is computed and returned in the autocast dtype, so a
+    state built inside it would come back in bfloat16, a rounding per chunk that the float32 state
+    exists to avoid; the products of q, k and v keep whatever dtype autocast gave them."""
+    return torch.autocast(t.device.type, enabled=False)
+
+
 def _chunk_states(U, log_g, C, S0):
     """R_{i-1} for i = 0..N, the state each chunk starts from, and the final one: (B, H, N+1, d_k, d_v).
 
@@ -298,7 +306,8 @@ def _chunk_states(U, log_g, C, S0):
     B, H, N, d_k, d_v = U.shape
     D = causal_decay(N + 1, C * log_g, U.dtype)                           # (H, N+1, N+1), D_ij = γ^(C(i-j))
     # Σ_{j<i} γ^(C (i-1-j)) U_j: columns 1..N of D pair with U_0..U_{N-1}
-    R = (D[:, :, 1:] @ U.reshape(B, H, N, d_k * d_v)).reshape(B, H, N + 1, d_k, d_v)
+    with exact_accumulation(U):
+        R = (D[:, :, 1:] @ U.reshape(B, H, N, d_k * d_v)).reshape(B, H, N + 1, d_k, d_v)
     if S0 is None:
         return R
     # + γ^(C i) S_0: column 0 of D
