@@ -46,17 +46,23 @@ def test_shapes_and_widths():
     assert MultiScaleRetention(D, HEADS, gamma="linspace").gamma.tolist() == gamma_schedule(HEADS, "linspace").tolist()
 
 
+def rotated_heads(layer, x):
+    """q, k (rotated) and v of the layer's heads, written out from its weights: (B, H, T, d) each."""
+    B = x.shape[0]
+    heads = lambda w, d: (x @ w.T).view(B, T, HEADS, d).transpose(1, 2)      # (B, H, T, d)
+    theta = theta_schedule(D // HEADS)
+    q = rotate(heads(layer.q_proj.weight, D // HEADS), theta)
+    k = rotate(heads(layer.k_proj.weight, D // HEADS), theta)
+    return q, k, heads(layer.v_proj.weight, 2 * D // HEADS)
+
+
 def test_msr_is_equation_8_written_out(rel_err):
     """With ε = 0 the per-head norm is blind to the row scales: plain retention heads give the same output."""
     layer = msr(eps=0.0, qk_gain=4.0)
     x = x_input()
     y, _ = layer(x)
     B = x.shape[0]
-    heads = lambda w, d: (x @ w.T).view(B, T, HEADS, d).transpose(1, 2)      # (B, H, T, d)
-    theta = theta_schedule(D // HEADS)
-    q = rotate(heads(layer.q_proj.weight, D // HEADS), theta)
-    k = rotate(heads(layer.k_proj.weight, D // HEADS), theta)
-    v = heads(layer.v_proj.weight, 2 * D // HEADS)
+    q, k, v = rotated_heads(layer, x)
     o = parallel_retention(q, k, v, layer.gamma)                                # unnormalised
     Y = F.layer_norm(o, (2 * D // HEADS,), eps=0.0).transpose(1, 2).reshape(B, T, 2 * D)
     expected = (F.silu(x @ layer.g_proj.weight.T) * Y) @ layer.out_proj.weight.T
@@ -70,11 +76,7 @@ def test_ablations_are_table_6_written_out(ablation, rel_err):
     x = x_input()
     y, _ = layer(x)
     B = x.shape[0]
-    heads = lambda w, d: (x @ w.T).view(B, T, HEADS, d).transpose(1, 2)      # (B, H, T, d)
-    theta = theta_schedule(D // HEADS)
-    q = rotate(heads(layer.q_proj.weight, D // HEADS), theta)
-    k = rotate(heads(layer.k_proj.weight, D // HEADS), theta)
-    v = heads(layer.v_proj.weight, 2 * D // HEADS)
+    q, k, v = rotated_heads(layer, x)
     o, _ = normalized_retention(q, k, v, layer.gamma)                          # (B, H, T, d_v)
     if ablation.get("group_norm", True):
         o = F.layer_norm(o, (2 * D // HEADS,), eps=1e-6)
