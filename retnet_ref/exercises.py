@@ -13,10 +13,10 @@ import numpy as np
 import torch
 
 from . import cost, decay, normalized, reference, rotation
-from .checking import check, claim, exercise, given, relative_error
+from .checking import check, claim, exercise, given, random_inputs, relative_error
 from .numerics import max_rounding_error, rounded_gamma_errors, sweep, unit_roundoff, worst_error
+from .results import training_summary
 from .retention import chunkwise_retention
-from .checking import random_inputs
 
 
 def _rng(seed: int) -> np.random.Generator:
@@ -316,18 +316,10 @@ def ex08_2(bound_at_16) -> None:
 
 # ---------------------------------------------------------------- 09 · training comparison
 
-def _committed_summary() -> dict:
-    import json
-
-    from .comparison import SUMMARY
-    from .results import results_dir
-    return json.loads((results_dir() / "training" / SUMMARY).read_text())
-
-
 def ex09_1(bits_per_byte) -> None:
     with exercise("Exercise 1", "a nat is 1/ln 2 bits: divide the loss in nats by ln 2; the best RetNet run is the "
                                 "one at the learning rate the summary chose"):
-        summary = _committed_summary()
+        summary = training_summary()
         lr = summary["learning_rates"]["retnet"]["lr"]
         run = next(r for r in summary["runs"].values() if r["model"] == "retnet" and r["lr"] == lr
                    and r["seed"] == 0 and r["ablation"] is None and r["size"] == "S")
@@ -341,7 +333,7 @@ def ex09_2(tokens_per_parameter) -> None:
 
     with exercise("Exercise 2", "tokens = batch × context × steps of size S; parameters from the summary"):
         s = PLAN.sizes["S"]
-        expected = s.batch * PLAN.context * s.steps / _committed_summary()["parameters"]["S"]["retnet"]
+        expected = s.batch * PLAN.context * s.steps / training_summary()["parameters"]["S"]["retnet"]
         check("your tokens per parameter", abs(given(tokens_per_parameter, "tokens_per_parameter") - expected)
               / expected, tol=1e-6)
 

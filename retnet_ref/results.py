@@ -3,6 +3,7 @@
     report = load("bench-h200-inference")     # {"environment", "options", <suite>: rows, "summary"}
     mine = load_path("my-gpu.json")           # a report of your own run (bench --out my-gpu.json)
     rows(report, "inference", model="retnet_triton", table="batch")     # the rows whose fields match
+    training_summary()                        # the training comparison's runs (results/training/)
     seconds_of(row["step"])                   # a time entry's seconds, None if it was not measured
 
 A report is the JSON `python -m retnet_ref bench --out PATH` writes (retnet_ref/bench.py documents its
@@ -38,6 +39,11 @@ def load(name: str) -> dict:
 def load_path(path) -> dict:
     """The report in the JSON file at path (any file `bench --out` wrote)."""
     return json.loads(Path(path).read_text())
+
+
+def training_summary() -> dict:
+    """The training comparison's summary, results/training/summary.json (`python -m retnet_ref compare`)."""
+    return load("training/summary")
 
 
 def rows(report: dict, suite: str, **where) -> list[dict]:
