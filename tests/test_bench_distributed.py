@@ -7,8 +7,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import subprocess
 import sys
 from functools import partial
 from pathlib import Path
@@ -16,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import torchrun
 from retnet_ref import bench
 from retnet_ref.__main__ import main
 from retnet_ref.processes import Processes, end_processes, start_processes
@@ -32,14 +31,6 @@ def options(*args) -> bench.Options:
     return bench.resolve_options(parser.parse_args(["bench", *TRAINING, *args]), bench_parser)
 
 
-def torchrun(tmp_path: Path, *args) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={PROCESSES}", *args]
-    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                          cwd=tmp_path, timeout=180)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done
-
-
 # ---------------------------------------------------------------- the command under torchrun
 
 
@@ -47,7 +38,7 @@ def torchrun(tmp_path: Path, *args) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("given, parallel", [([], "ddp"), (["--train-parallel", "fsdp"], "fsdp")])
 def test_two_processes_measure_every_column_and_the_first_writes_the_report(tmp_path, given, parallel):
     out = tmp_path / "results" / "bench.json"
-    done = torchrun(tmp_path, "-m", "retnet_ref", "bench", *TRAINING, *given, "--out", str(out))
+    done = torchrun(PROCESSES, ["-m", "retnet_ref", "bench", *TRAINING, *given, "--out", out], tmp_path)
     assert done.stdout.count("training: one step") == 1 and done.stdout.count(f"wrote {out}") == 1
     assert list(tmp_path.rglob("*.json")) == [out]
     report = json.loads(out.read_text())
@@ -118,7 +109,7 @@ def worst_step_error(a: dict, b: dict) -> float:
 
 @pytest.mark.slow
 def test_a_distributed_step_equals_one_process_with_the_global_batch(tmp_path):
-    torchrun(tmp_path, str(Path(__file__).resolve()), str(tmp_path))
+    torchrun(PROCESSES, [Path(__file__).resolve(), tmp_path], tmp_path)
     for column in STEP_COLUMNS:
         everyone, first_only = one_process_step(column, range(PROCESSES)), one_process_step(column, range(1))
         assert worst_step_error(first_only, everyone) > 10   # the tolerance tells the batches apart

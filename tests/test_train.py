@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
+from helpers import torchrun
 from retnet_ref import corpus
 from retnet_ref.__main__ import main
 from retnet_ref.train import TrainConfig, build_model
@@ -344,12 +343,8 @@ WEIGHT_TOLERANCE = 1e-4
 def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, fixture_corpus):
     common = ["--steps", "6", "--eval-interval", "3", "--chunk-size", "16"]
     single = steps_of(train(tmp_path, fixture_corpus, "single", *common))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "-m", "retnet_ref", "train", *SMALL, *common, "--device", "cpu",
-               "--corpus", str(fixture_corpus[0]), "--out", str(tmp_path / "ddp")]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
-    assert done.returncode == 0, done.stderr[-3000:]
+    torchrun(2, ["-m", "retnet_ref", "train", *SMALL, *common, "--device", "cpu",
+                 "--corpus", fixture_corpus[0], "--out", tmp_path / "ddp"], tmp_path)
     records = read_log(tmp_path / "ddp")
     assert records[0]["run"]["world_size"] == 2
     ddp = steps_of(records)
