@@ -5,7 +5,8 @@ Modules, one concept each:
     rotation     θ schedule, complex and real-pair rotation
     decay        γ schedules, D, ζ, ξ and the closed-form decay sums
     retention    batched PyTorch forms: parallel, recurrent, chunkwise
-    state        what a layer and the model carry between calls (RetentionState, RetNetState), the modes
+    state        what a layer and the model carry between calls (RetentionState, RetNetState), the
+                 modes
     normalized   the paper's three score normalisations, exact in every form
     torchscale   the official code's per-mode row scales and the conversion of its RetNetDecoder
     layers       MultiScaleRetention, FeedForward, RetNetBlock
@@ -16,8 +17,8 @@ Modules, one concept each:
     cost         analytic flop and memory models of the forms and of decoding
     numerics     rounding error against length (behind the tolerances)
     proofs       SymPy proofs used by the notebooks and the tests, one module per chapter
-    checking     the numeric-check kit (error measure, seeded inputs, tolerances) and the notebooks' check
-                 line; exercises: the checks behind every exercise
+    checking     the numeric-check kit (error measure, seeded inputs, tolerances) and the notebooks'
+                 check line; exercises: the checks behind every exercise
     diagrams     the structure pictures (chunk split, recurrent update, MSR layer, block)
     verify       the numeric equivalence report (python -m retnet_ref verify)
     plots        figure style and saving

@@ -13,7 +13,8 @@
     train      train RetNet or the Transformer on that corpus: JSON log, checkpoint, --resume,
                torchrun for several processes (retnet_ref/train.py)
     compare    RetNet vs the Transformer: a learning-rate sweep, the main pair over seeds and sizes,
-               the paper's ablations, as train processes in parallel; summary.json (retnet_ref/comparison.py)
+               the paper's ablations, as train processes in parallel; summary.json
+               (retnet_ref/comparison.py)
 """
 from __future__ import annotations
 
@@ -30,17 +31,21 @@ from . import __version__
 from .argtypes import positive_int
 from .bench import add_parser as add_bench_parser
 from .comparison import add_parser as add_compare_parser
+from .conformance import EXAMPLE as CONFORMANCE_EXAMPLE
+from .conformance import add_arguments as add_conformance_arguments
+from .conformance import options_without_impl
+from .conformance import run as run_conformance
 from .corpus import add_parser as add_corpus_parser
-from .train import add_parser as add_train_parser
-from .conformance import EXAMPLE as CONFORMANCE_EXAMPLE, add_arguments as add_conformance_arguments
-from .conformance import options_without_impl, run as run_conformance
 from .paths import FIGURES_ENV, figures_dir, project_root
+from .train import add_parser as add_train_parser
 
 # what `notebooks` imports (nbformat, nbclient, nbconvert, jupyter_client), starts (ipykernel) or
 # copies MathJax from (jupyter_server_mathjax): the dev extra brings them
 NOTEBOOK_MODULES = ("nbformat", "nbclient", "nbconvert", "jupyter_client", "ipykernel",
                     "jupyter_server_mathjax")
-INSTALL_DEV = "install retnet_ref[dev] (in a checkout: pip install -c constraints.txt -e \".[dev]\")"
+INSTALL_DEV = (
+    "install retnet_ref[dev] (in a checkout: pip install -c constraints.txt -e \".[dev]\")"
+)
 
 
 VERIFY_LENGTHS = [64, 256, 1024]
@@ -50,7 +55,8 @@ VERIFY_CHUNK_SIZE = 48
 def _verify(args) -> int:
     if args.impl:
         if args.long_lengths is not None:
-            args.parser.error("--long-lengths: the report of the package's own forms; with --impl, --long")
+            args.parser.error("--long-lengths: the report of the package's own forms; with --impl, "
+                              "--long")
         return run_conformance(args, args.parser)
     misplaced = options_without_impl(args)
     if misplaced:
@@ -61,14 +67,17 @@ def _verify(args) -> int:
     args.chunk_size = args.chunk_size or VERIFY_CHUNK_SIZE
     skipped = [T for T in args.lengths if T > args.recurrent_max_length]
     if skipped:
-        print(f"recurrent form skipped at T = {', '.join(map(str, skipped))} (a Python loop over tokens; "
+        print(f"recurrent form skipped at T = {', '.join(map(str, skipped))} (a Python loop over "
+              "tokens; "
               f"--recurrent-max-length {max(skipped)} keeps it)\n")
     print(HEADER, "-" * len(HEADER), sep="\n", flush=True)
     rows = []
     long = () if args.long_lengths is None else tuple(args.long_lengths or LONG_LENGTHS)
-    for row in chain(iter_rows(lengths=tuple(args.lengths), chunk_size=args.chunk_size, devices=args.device or None,
+    for row in chain(iter_rows(lengths=tuple(args.lengths), chunk_size=args.chunk_size,
+                               devices=args.device or None,
                                recurrent_max_length=args.recurrent_max_length),
-                     long_rows(lengths=long, chunk_size=args.chunk_size, devices=args.device or None)):
+                     long_rows(lengths=long, chunk_size=args.chunk_size, devices=args.device
+                               or None)):
         print(format_row(row), flush=True)
         rows.append(row)
     failed = [r for r in rows if not r.passed]
@@ -79,7 +88,8 @@ def _verify(args) -> int:
     print()
     for (device, dtype), err in worst.items():
         print(f"worst relative error  {device:<5} {dtype:<9} {err:.2e}")
-    print(f"\n{len(rows) - len(failed)} of {len(rows)} comparisons passed" + (", FAILED: " + str(len(failed)) if failed else ""))
+    print(f"\n{len(rows) - len(failed)} of {len(rows)} comparisons passed"
+          + (", FAILED: " + str(len(failed)) if failed else ""))
     return 1 if failed else 0
 
 
@@ -93,7 +103,8 @@ def missing_modules(names) -> list[str]:
 
 
 def _notebook_paths(args) -> list[Path]:
-    """The notebooks named (files, or folders of them), else those of notebooks/ in project_root()."""
+    """The notebooks named (files, or folders of them), else those of notebooks/ in
+    project_root()."""
     if not args.paths:
         folder = project_root() / "notebooks"
         paths = sorted(folder.glob("*.ipynb"))
@@ -114,14 +125,16 @@ def _notebook_paths(args) -> list[Path]:
             paths.append(path)
         else:
             args.parser.error(f"paths: expected .ipynb files or folders of them, got {name!r} "
-                              + ("(no such file or folder)" if not path.exists() else "(not a notebook)"))
+                              + ("(no such file or folder)" if not path.exists()
+                                 else "(not a notebook)"))
     return paths
 
 
 def _execute_notebooks(args) -> int:
     missing = missing_modules(NOTEBOOK_MODULES)
     if missing:
-        print(f"python -m retnet_ref notebooks needs {', '.join(missing)}, which the dev extra brings: "
+        print(f"python -m retnet_ref notebooks needs {', '.join(missing)}, which the dev extra "
+              "brings: "
               + INSTALL_DEV, file=sys.stderr)
         return 1
     try:
@@ -144,9 +157,11 @@ def _execute_notebooks(args) -> int:
             start = time.perf_counter()
             ok = execute(path, out, html=not args.inplace)
             status |= 0 if ok else 1
-            print(f"{'ok  ' if ok else 'FAIL'} {path.name:<32} {time.perf_counter() - start:6.1f} s",
-                  flush=True)
-    finally:                                            # a caller in this process keeps its environment
+            print(
+                f"{'ok  ' if ok else 'FAIL'} {path.name:<32} {time.perf_counter() - start:6.1f} s",
+                flush=True,
+            )
+    finally:                                        # a caller in this process keeps its environment
         if saved is None:
             os.environ.pop(FIGURES_ENV, None)
         else:
@@ -161,26 +176,39 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     verify = sub.add_parser(
-        "verify", help="equivalence report: form pairs x dtypes x devices x lengths (--impl: of your own function)",
+        "verify", help="equivalence report: form pairs x dtypes x devices x lengths (--impl: of "
+                       "your own function)",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=CONFORMANCE_EXAMPLE,
-        description=textwrap.fill("Run parallel, recurrent and chunkwise retention on seeded random inputs for each "
-                    "device (cpu, cuda when present), dtype (float64, float32, bfloat16) and length; print "
-                    "the max relative error of each form against the float64 parallel form (itself checked "
-                    "against the NumPy reference), of the forms against each other and of a chunked state "
+        description=textwrap.fill("Run parallel, recurrent and chunkwise retention on seeded "
+                                  "random inputs for each "
+                    "device (cpu, cuda when present), dtype (float64, float32, bfloat16) and "
+                    "length; print "
+                    "the max relative error of each form against the float64 parallel form (itself "
+                    "checked "
+                    "against the NumPy reference), of the forms against each other and of a "
+                    "chunked state "
                     "hand-off, with the tolerance and pass/fail. Exits 1 if any comparison fails. "
-                    "Tolerances and their reasons: retnet_ref/verify.py. With --impl, the conformance report of "
-                    "your own retention function against the float64 reference instead (example below).", 100))
+                    "Tolerances and their reasons: retnet_ref/verify.py. With --impl, the "
+                    "conformance report of "
+                    "your own retention function against the float64 reference instead (example "
+                    "below).", 100))
     verify.add_argument("--lengths", type=positive_int, nargs="+",
-                        help="sequence lengths T (default: 64 256 1024; with --impl: 1 4C 6C+C/4 18C+3C/4)")
+                        help="sequence lengths T (default: 64 256 1024; with --impl: 1 4C 6C+C/4 "
+                             "18C+3C/4)")
     verify.add_argument("--chunk-size", type=positive_int,
-                        help="chunk size of the chunkwise form (default: 48, so that no default length is a "
-                             "whole number of chunks; with --impl: the chunk size the function always uses, "
+                        help="chunk size of the chunkwise form (default: 48, so that no default "
+                             "length is a "
+                             "whole number of chunks; with --impl: the chunk size the function "
+                             "always uses, "
                              "else 16)")
     verify.add_argument("--recurrent-max-length", type=positive_int, default=1024, metavar="T",
-                        help="longest T at which the recurrent form (a Python loop over tokens) runs (default: 1024)")
+                        help="longest T at which the recurrent form (a Python loop over tokens) "
+                             "runs (default: 1024)")
     verify.add_argument("--long-lengths", type=positive_int, nargs="*", metavar="T",
-                        help="also check float32 chunkwise and recurrent against the float64 truth at these long "
-                             "lengths (default: 65536), head by head for the slowest default heads and γ = 1 "
+                        help="also check float32 chunkwise and recurrent against the float64 truth "
+                             "at these long "
+                             "lengths (default: 65536), head by head for the slowest default heads "
+                             "and γ = 1 "
                              "(seconds per length on a CPU)")
     verify.add_argument("--device", action="append", choices=["cpu", "cuda"],
                         help="restrict to a device (repeatable); default: cpu and cuda if present")
@@ -195,11 +223,14 @@ def main(argv=None) -> int:
                     "installed. Needs the dev extra.")
     nbs.add_argument("paths", nargs="*",
                      help="notebooks to run, or folders of them (default: all of notebooks/)")
-    nbs.add_argument("--out", help="folder for the executed .ipynb and .html (default: build/notebooks)")
+    nbs.add_argument("--out",
+                     help="folder for the executed .ipynb and .html (default: build/notebooks)")
     nbs.add_argument("--figures", metavar="DIR",
-                     help=f"folder the notebooks save their figures in (default: ${FIGURES_ENV} if set, "
+                     help=f"folder the notebooks save their figures in (default: ${FIGURES_ENV} if "
+                          "set, "
                           "else figures/)")
-    nbs.add_argument("--inplace", action="store_true", help="rewrite the notebooks themselves with outputs")
+    nbs.add_argument("--inplace", action="store_true",
+                     help="rewrite the notebooks themselves with outputs")
     nbs.set_defaults(func=_execute_notebooks, parser=nbs)
 
 
@@ -214,7 +245,7 @@ def main(argv=None) -> int:
 
         if not torch.cuda.is_available():
             verify.error("--device cuda: no CUDA device is available")
-    args.argv = list(sys.argv[1:] if argv is None else argv)       # the command, as recorded by bench
+    args.argv = list(sys.argv[1:] if argv is None else argv)     # the command, as recorded by bench
     return args.func(args)
 
 

@@ -1,5 +1,6 @@
-"""argparse types for the command line: a number checked at parse time, so that a bad value is a usage
-error (exit 2) that names the option, never a traceback. One place for the subcommands' shared types."""
+"""argparse types for the command line: a number checked at parse time, so that a bad value is a
+usage error (exit 2) that names the option, never a traceback. One place for the subcommands' shared
+types."""
 from __future__ import annotations
 
 import argparse

@@ -1,18 +1,18 @@
-"""Measure RetNet's cost claims against plain PyTorch: `python -m retnet_ref bench` (one process; the
-training suite also on several GPUs under torchrun).
+"""Measure RetNet's cost claims against plain PyTorch: `python -m retnet_ref bench` (one process;
+the training suite also on several GPUs under torchrun).
 
 Five suites, each printed as a table with ratios and written to JSON (--out); every column of a
 comparison is measured in the same run, on the same device, with the same inputs.
 
-forms   Retention over a fixed number of tokens B·T, for several lengths T (B = tokens // T), forward
-        and forward+backward: the chunkwise form at each chunk size (and the best of them), the
-        parallel form, our Triton kernels (retnet_ref.kernels, on CUDA) at each tile height, PyTorch's
-        scaled_dot_product_attention with is_causal=True (flash attention on a GPU: the quadratic
-        baseline) and fla's chunk_retention when fla imports. Linear cost means
+forms   Retention over a fixed number of tokens B·T, for several lengths T (B = tokens // T),
+        forward and forward+backward: the chunkwise form at each chunk size (and the best of them),
+        the parallel form, our Triton kernels (retnet_ref.kernels, on CUDA) at each tile height,
+        PyTorch's scaled_dot_product_attention with is_causal=True (flash attention on a GPU: the
+        quadratic baseline) and fla's chunk_retention when fla imports. Linear cost means
         a flat time per token as T grows; the table gives max/min of it across T.
 decode  One decode step of the heads of one layer with the state given: recurrent_retention at T = 1
-        (eager, and replayed as a CUDA graph), our fused Triton step (the normalised step of a layer,
-        on CUDA) and fla's fused_recurrent_retention, against one query
+        (eager, and replayed as a CUDA graph), our fused Triton step (the normalised step of a
+        layer, on CUDA) and fla's fused_recurrent_retention, against one query
         of SDPA over a KV cache at several context lengths. Each row has the bytes the step must
         move (state read and written, or the cache read) and the floor those bytes set at the
         measured copy bandwidth.
@@ -22,43 +22,45 @@ model   One decode step of a whole language model with random weights: RetNet (a
         step, tokens/s, memory, and the memory floor (weights, plus the state read and written or
         the cache read and the new entry written, at the copy bandwidth). RetNet's step time should
         not depend on the context: the table says whether it is flat (max/min across contexts).
-inference  The paper's inference comparison (Fig. 6) for each of --presets, both models: a prefill of
-        each prompt length at --batch (RetNet chunkwise, the Transformer with causal SDPA; only the last
-        position's logits), then a decode step at that context: prefill time, decode tokens/s, peak
-        memory (all that is allocated, weights included) and the state or KV cache; then a decode step
-        at --latency-length for each of --latency-batches, which also gives the largest batch each
-        model fits. The summary gives RetNet/Transformer ratios at the longest length both fit.
+inference  The paper's inference comparison (Fig. 6) for each of --presets, both models: a prefill
+        of each prompt length at --batch (RetNet chunkwise, the Transformer with causal SDPA; only
+        the last position's logits), then a decode step at that context: prefill time, decode
+        tokens/s, peak memory (all that is allocated, weights included) and the state or KV cache;
+        then a decode step at --latency-length for each of --latency-batches, which also gives the
+        largest batch each model fits. The summary gives RetNet/Transformer ratios at the longest
+        length both fit.
 training  The paper's training cost (Table 4): one step (forward, backward, AdamW) of
-        --train-preset at each of --train-lengths: RetNet chunkwise (its preset's chunk size, 512) and
-        on the Triton kernels, the Transformer with SDPA (flash attention on a GPU) and with SDPA's
-        math kernel; tokens/s and peak memory, and each over RetNet's.
-        Under torchrun (`torchrun --nproc_per_node=N -m retnet_ref bench --suite training ...`; gloo on
-        the CPU, NCCL on CUDA, each process on its GPU cuda:<LOCAL_RANK>) every process steps on its own
-        --train-batch sequences, each column's model in PyTorch's DistributedDataParallel (--train-parallel
-        ddp, the default: every GPU holds the whole model) or sharded by FSDP (fsdp: fully_shard on each
-        block and on the whole model; weights, gradients and AdamW's moments 1/N a GPU, for a model that
-        does not fit one). tokens/s are those of the global batch, N x --train-batch x T, in the step
-        time, which is the largest of the processes' median steps; peak memory is the largest process's.
-        The processes agree on every column: each checks its own memory and all measure it or none, and
-        an out-of-memory in one is reported by all (an all_reduce after the column). An out-of-memory
-        that strikes one process inside a collective the others are waiting in (a gradient all-reduce)
-        leaves them waiting until the process group's timeout ends the run. Only the first process
-        prints the table and writes the JSON; its environment gives world_size, parallel and gpu_count.
+        --train-preset at each of --train-lengths: RetNet chunkwise (its preset's chunk size, 512)
+        and on the Triton kernels, the Transformer with SDPA (flash attention on a GPU) and with
+        SDPA's math kernel; tokens/s and peak memory, and each over RetNet's.
+        Under torchrun (`torchrun --nproc_per_node=N -m retnet_ref bench --suite training ...`; gloo
+        on the CPU, NCCL on CUDA, each process on its GPU cuda:<LOCAL_RANK>) every process steps on
+        its own --train-batch sequences, each column's model in PyTorch's DistributedDataParallel
+        (--train-parallel ddp, the default: every GPU holds the whole model) or sharded by FSDP
+        (fsdp: fully_shard on each block and on the whole model; weights, gradients and AdamW's
+        moments 1/N a GPU, for a model that does not fit one). tokens/s are those of the global
+        batch, N x --train-batch x T, in the step time, which is the largest of the processes'
+        median steps; peak memory is the largest process's. The processes agree on every column:
+        each checks its own memory and all measure it or none, and an out-of-memory in one is
+        reported by all (an all_reduce after the column). An out-of-memory that strikes one process
+        inside a collective the others are waiting in (a gradient all-reduce) leaves them waiting
+        until the process group's timeout ends the run. Only the first process prints the table and
+        writes the JSON; its environment gives world_size, parallel and gpu_count.
 
 How a time is taken (Timer): the callable runs a few times untimed (warm-up), then each timed call
 runs alone and the median is reported. On CUDA, before each timed call the L2 cache is flushed (a
-256 MiB write) and the device synchronised, and CUDA events bracket the call: a time is the latency of
-one call from an idle GPU reading its inputs from HBM, launch overhead included (which is what a CUDA
-graph removes). On the CPU, time.perf_counter brackets the call.
+256 MiB write) and the device synchronised, and CUDA events bracket the call: a time is the latency
+of one call from an idle GPU reading its inputs from HBM, launch overhead included (which is what a
+CUDA graph removes). On the CPU, time.perf_counter brackets the call.
 
 A configuration whose memory estimate exceeds the free memory (less a margin), or that runs out of
 memory anyway, is reported as "does not fit" and the run continues. Sizes default to the GPU sizes
 on CUDA and to a small smoke run on the CPU.
 
-JSON (--out): {"environment": versions, device, driver, copy bandwidth, date, command line, processes;
-"options": every setting; "forms" / "decode" / "model" / ...: one list of rows per suite run, the table's
-rows with every entry as {"status", "seconds" or "reason"}; "summary": the flatness verdicts}.
-Times are in seconds, sizes in bytes.
+JSON (--out): {"environment": versions, device, driver, copy bandwidth, date, command line,
+processes; "options": every setting; "forms" / "decode" / "model" / ...: one list of rows per suite
+run, the table's rows with every entry as {"status", "seconds" or "reason"}; "summary": the flatness
+verdicts}. Times are in seconds, sizes in bytes.
 """
 from __future__ import annotations
 
@@ -89,14 +91,22 @@ from .generation import capture_cuda_graph
 from .memory import available_bytes
 from .model import RetNet, RetNetConfig
 from .normalized import step_decay_factors
-from .processes import Processes, end_processes, process_device, start_processes, under_torchrun, world_size
+from .processes import (
+    Processes,
+    end_processes,
+    process_device,
+    start_processes,
+    under_torchrun,
+    world_size,
+)
 from .results import seconds_of
 from .retention import chunkwise_retention, parallel_retention, recurrent_retention
 from .state import RetentionState
 from .transformer import Transformer, TransformerConfig
 
 SUITES = ("forms", "decode", "model", "inference", "training")
-DEFAULT_SUITES = ("forms", "decode", "model")       # inference and training: long on a GPU, asked for by name
+# inference and training: long on a GPU, asked for by name
+DEFAULT_SUITES = ("forms", "decode", "model")
 PRESETS = ("tiny", "1.3B", "2.7B", "6.7B")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 MODELS = ("retnet", "transformer")
@@ -105,17 +115,23 @@ NO_PARALLEL, DDP, FSDP = "none", "ddp", "fsdp"
 TRAIN_PARALLEL = (DDP, FSDP, NO_PARALLEL)
 
 MiB, GiB = 2 ** 20, 2 ** 30
-FLUSH_BYTES = 256 * MiB                     # larger than any GPU's L2 cache
+FLUSH_BYTES = 256 * MiB              # larger than any GPU's L2 cache
 COPY_BYTES = {"cuda": GiB, "cpu": 64 * MiB}  # the copy that measures the bandwidth
-MEMORY_MARGIN_BYTES = GiB                   # kept free beyond every estimate (workspaces, allocator slack)
-MEMORY_ESTIMATE_SLACK = 1.1                 # estimates are multiplied by this before comparing
-CAPTURE_WARMUP = 3                          # eager runs on a side stream before a CUDA graph capture
-FLAT_MAX_OVER_MIN = 1.1                     # a time whose max/min across lengths is at most this is "flat"
-# float32 (B, H, T, T) score-sized buffers the parallel form holds at once (an estimate: forward, the
-# float32 scores and their bfloat16 copies; backward adds the saved scores and their gradient)
+MEMORY_MARGIN_BYTES = GiB            # kept free beyond every estimate (workspaces, allocator slack)
+MEMORY_ESTIMATE_SLACK = 1.1          # estimates are multiplied by this before comparing
+CAPTURE_WARMUP = 3                   # eager runs on a side stream before a CUDA graph capture
+FLAT_MAX_OVER_MIN = 1.1              # a time whose max/min across lengths is at most this is "flat"
+# float32 (B, H, T, T) score-sized buffers the parallel form holds at once (an estimate: forward,
+# the float32 scores and their bfloat16 copies; backward adds the saved scores and their gradient)
 PARALLEL_SCORE_BUFFERS = {FORWARD: 2, FORWARD_BACKWARD: 3}
 
-OK, DOES_NOT_FIT, UNAVAILABLE, CAPTURE_FAILED, COMPILE_FAILED = "ok", "does not fit", "unavailable", "capture failed", "compile failed"
+OK, DOES_NOT_FIT, UNAVAILABLE, CAPTURE_FAILED, COMPILE_FAILED = (
+    "ok",
+    "does not fit",
+    "unavailable",
+    "capture failed",
+    "compile failed",
+)
 
 # option: (default on cuda, default on cpu); the CPU defaults are a smoke run of a few seconds
 DEVICE_DEFAULTS = {
@@ -151,7 +167,8 @@ DEVICE_DEFAULTS = {
 
 @dataclass(frozen=True)
 class Options:
-    """Every setting of a run, after the device-dependent defaults are filled in (recorded in the JSON)."""
+    """Every setting of a run, after the device-dependent defaults are filled in (recorded in the
+    JSON)."""
 
     suites: tuple
     device: str
@@ -209,63 +226,83 @@ def _default_help(name: str, text: str) -> str:
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """The `bench` subcommand with all its options; running it calls `run`."""
     parser = subparsers.add_parser(
-        "bench", help="time the retention forms, decode steps and whole-model decoding against baselines",
+        "bench", help="time the retention forms, decode steps and whole-model decoding against "
+                      "baselines",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     size = lambda *names, **kw: parser.add_argument(*names, default=None, **kw)
-    parser.add_argument("--suite", dest="suites", nargs="+", choices=SUITES, default=list(DEFAULT_SUITES),
+    parser.add_argument("--suite", dest="suites", nargs="+", choices=SUITES,
+                        default=list(DEFAULT_SUITES),
                         help=f"suites to run, in this order (default: {' '.join(DEFAULT_SUITES)})")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None,
                         help="device to measure on (default: cuda when available, else cpu)")
     size("--dtype", choices=tuple(DTYPES), help=_default_help(
         "dtype", "dtype of q, k, v, the KV cache and the model weights (states are float32)"))
-    size("--tokens", type=positive_int, metavar="N", help=_default_help("tokens", "forms: tokens per call, B·T"))
+    size("--tokens", type=positive_int, metavar="N",
+         help=_default_help("tokens", "forms: tokens per call, B·T"))
     size("--lengths", type=positive_int, nargs="+", metavar="T", help=_default_help(
         "lengths", "forms: sequence lengths T (batch = tokens // T)"))
     size("--heads", type=positive_int, metavar="H", help=_default_help("heads", "forms: heads H"))
-    size("--head-dim", type=positive_int, metavar="D", help=_default_help("head_dim", "forms: head dimension d (= d_k = d_v)"))
+    size("--head-dim", type=positive_int, metavar="D",
+         help=_default_help("head_dim", "forms: head dimension d (= d_k = d_v)"))
     size("--chunk-sizes", type=positive_int, nargs="+", metavar="C", help=_default_help(
         "chunk_sizes", "forms: chunk sizes of the chunkwise form (each is reported, and the best)"))
-    size("--batch", type=positive_int, metavar="B", help=_default_help("batch", "decode and model: sequences per step B"))
-    size("--decode-heads", type=positive_int, metavar="H", help=_default_help("decode_heads", "decode: heads H"))
-    size("--decode-head-dim", type=positive_int, metavar="D", help=_default_help("decode_head_dim", "decode: head dimension d"))
+    size("--batch", type=positive_int, metavar="B",
+         help=_default_help("batch", "decode and model: sequences per step B"))
+    size("--decode-heads", type=positive_int, metavar="H",
+         help=_default_help("decode_heads", "decode: heads H"))
+    size("--decode-head-dim", type=positive_int, metavar="D",
+         help=_default_help("decode_head_dim", "decode: head dimension d"))
     size("--contexts", type=positive_int, nargs="+", metavar="L", help=_default_help(
         "contexts", "decode and model: context lengths L already seen (KV cache length)"))
     size("--preset", choices=PRESETS, help=_default_help(
         "preset", "model: RetNetConfig / TransformerConfig preset"))
-    size("--warmup", type=positive_int, metavar="N", help=_default_help("warmup", "untimed calls before timing"))
-    size("--repeats", type=positive_int, metavar="N", help=_default_help("repeats", "forms and decode: timed calls (median)"))
-    size("--steps", type=positive_int, metavar="N", help=_default_help("steps", "model: timed decode steps (median)"))
+    size("--warmup", type=positive_int, metavar="N",
+         help=_default_help("warmup", "untimed calls before timing"))
+    size("--repeats", type=positive_int, metavar="N",
+         help=_default_help("repeats", "forms and decode: timed calls (median)"))
+    size("--steps", type=positive_int, metavar="N",
+         help=_default_help("steps", "model: timed decode steps (median)"))
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                        help="also measure torch.compile (inductor, fullgraph): the chunkwise form at "
-                             "--compile-chunk-sizes, and both models' decode steps, each captured in a CUDA "
+                        help="also measure torch.compile (inductor, fullgraph): the chunkwise form "
+                             "at "
+                             "--compile-chunk-sizes, and both models' decode steps, each captured "
+                             "in a CUDA "
                              "graph like the eager ones (default: on on cuda, off on cpu)")
     size("--compile-chunk-sizes", type=positive_int, nargs="+", metavar="C", help=_default_help(
         "compile_chunk_sizes", "forms: chunk sizes of the compiled chunkwise form"))
     size("--triton-chunk-sizes", type=kernel_tile, nargs="+", metavar="C", help=_default_help(
-        "triton_chunk_sizes", "forms: chunk sizes (tile heights: 16, 32, 64, 128) of the Triton kernels, "
+        "triton_chunk_sizes", "forms: chunk sizes (tile heights: 16, 32, 64, 128) of the Triton "
+                              "kernels, "
         "timed on cuda when Triton imports"))
     size("--presets", choices=PRESETS, nargs="+", help=_default_help(
         "presets", "inference: the presets measured (both models of each)"))
     size("--inference-lengths", type=positive_int, nargs="+", metavar="L", help=_default_help(
-        "inference_lengths", "inference: prompt lengths for memory, prefill and decode throughput at --batch"))
+        "inference_lengths", "inference: prompt lengths for memory, prefill and decode throughput "
+                             "at --batch"))
     size("--latency-batches", type=positive_int, nargs="+", metavar="B", help=_default_help(
         "latency_batches", "inference: batch sizes for the decode latency at --latency-length"))
     size("--latency-length", type=positive_int, metavar="L", help=_default_help(
         "latency_length", "inference: the context of the latency rows"))
     size("--prefill-repeats", type=positive_int, metavar="N", help=_default_help(
         "prefill_repeats", "inference: timed prefills (median, after one untimed)"))
-    size("--train-preset", choices=PRESETS, help=_default_help("train_preset", "training: the preset"))
+    size("--train-preset", choices=PRESETS,
+         help=_default_help("train_preset", "training: the preset"))
     size("--train-lengths", type=positive_int, nargs="+", metavar="T", help=_default_help(
         "train_lengths", "training: sequence lengths of a training step"))
     size("--train-batch", type=positive_int, metavar="B", help=_default_help(
-        "train_batch", "training: sequences per step and process (under torchrun with N processes the global "
+        "train_batch", "training: sequences per step and process (under torchrun with N processes "
+                       "the global "
         "batch is N times this)"))
     parser.add_argument("--train-parallel", choices=TRAIN_PARALLEL, default=None, help=(
-        "training, under torchrun: each process's model in PyTorch's DistributedDataParallel (ddp: every process "
-        "holds the whole model) or sharded by FSDP (fsdp: fully_shard, for a model whose weights, gradients and "
-        "AdamW state do not fit one device); none: one process, no group (default: ddp under torchrun, else none)"))
+        "training, under torchrun: each process's model in PyTorch's DistributedDataParallel (ddp: "
+        "every process "
+        "holds the whole model) or sharded by FSDP (fsdp: fully_shard, for a model whose weights, "
+        "gradients and "
+        "AdamW state do not fit one device); none: one process, no group (default: ddp under "
+        "torchrun, else none)"))
     parser.add_argument("--out", default=None, metavar="PATH",
-                        help="write the results as JSON to PATH (folders are created; default: no file)")
+                        help="write the results as JSON to PATH (folders are created; default: no "
+                             "file)")
     parser.set_defaults(func=partial(run, parser=parser))
     return parser
 
@@ -285,22 +322,28 @@ def resolve_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -
     values["compile"] = device == "cuda" if args.compile is None else args.compile
     suites = tuple(dict.fromkeys(args.suites))
     return Options(suites=suites, device=device, out=args.out,
-                   train_parallel=resolve_train_parallel(args.train_parallel, suites, parser), **values)
+                   train_parallel=resolve_train_parallel(args.train_parallel, suites, parser),
+                   **values)
 
 
-def resolve_train_parallel(given: str | None, suites: tuple, parser: argparse.ArgumentParser) -> str:
-    """--train-parallel, checked against the suites and torchrun's processes (usage errors, exit 2)."""
+def resolve_train_parallel(given: str | None, suites: tuple,
+                           parser: argparse.ArgumentParser) -> str:
+    """--train-parallel, checked against the suites and torchrun's processes (usage errors, exit
+    2)."""
     if given is not None and "training" not in suites:
-        parser.error(f"--train-parallel: only with --suite training (the suites asked for: {' '.join(suites)})")
+        parser.error("--train-parallel: only with --suite training (the suites asked for: "
+                     f"{' '.join(suites)})")
     if world_size() > 1 and suites != ("training",):
-        parser.error(f"--suite {' '.join(suites)}: under torchrun with {world_size()} processes only the training "
+        parser.error(f"--suite {' '.join(suites)}: under torchrun with {world_size()} processes "
+                     "only the training "
                      "suite runs (the others time one device: run them without torchrun)")
     parallel = given or (DDP if under_torchrun() and "training" in suites else NO_PARALLEL)
     if parallel != NO_PARALLEL and not under_torchrun():
         parser.error(f"--train-parallel {parallel}: needs processes started by torchrun "
                      "(torchrun --nproc_per_node=N -m retnet_ref bench --suite training ...)")
     if parallel == NO_PARALLEL and world_size() > 1:
-        parser.error(f"--train-parallel none: under torchrun with {world_size()} processes, each would time its "
+        parser.error(f"--train-parallel none: under torchrun with {world_size()} processes, each "
+                     "would time its "
                      "own model alone; use ddp or fsdp")
     return parallel
 
@@ -309,16 +352,19 @@ def resolve_train_parallel(given: str | None, suites: tuple, parser: argparse.Ar
 
 
 class Timer:
-    """Median seconds of one call of fn() after `warmup` untimed calls (see the module docstring)."""
+    """Median seconds of one call of fn() after `warmup` untimed calls (see the module
+    docstring)."""
 
     def __init__(self, device: torch.device, warmup: int, repeats: int):
         self.device, self.warmup, self.repeats = device, warmup, repeats
-        self.flush = torch.empty(FLUSH_BYTES, dtype=torch.uint8, device=device) if device.type == "cuda" else None
+        self.flush = torch.empty(FLUSH_BYTES, dtype=torch.uint8,
+                                 device=device) if device.type == "cuda" else None
 
     def median_seconds(self, fn: Callable, repeats: int | None = None) -> float:
         for _ in range(self.warmup):
             fn()
-        return statistics.median(self._seconds_of_one_call(fn) for _ in range(repeats or self.repeats))
+        return statistics.median(self._seconds_of_one_call(fn)
+                                 for _ in range(repeats or self.repeats))
 
     def _seconds_of_one_call(self, fn: Callable) -> float:
         if self.flush is None:
@@ -336,7 +382,8 @@ class Timer:
 
 
 def peak_bytes_beyond_inputs(fn: Callable, device: torch.device) -> int | None:
-    """CUDA: max_memory_allocated during one call of fn() minus what was allocated before it. CPU: None."""
+    """CUDA: max_memory_allocated during one call of fn() minus what was allocated before it. CPU:
+    None."""
     if device.type != "cuda":
         return None
     torch.cuda.synchronize(device)
@@ -380,8 +427,8 @@ def release_memory(device: torch.device):
 
 
 def too_large(required_bytes: int, device: torch.device) -> dict | None:
-    """A "does not fit" entry when required_bytes (an estimate, times a slack, plus a margin) exceed the
-    available memory, else None."""
+    """A "does not fit" entry when required_bytes (an estimate, times a slack, plus a margin) exceed
+    the available memory, else None."""
     free = available_bytes(device)
     if free is not None and MEMORY_ESTIMATE_SLACK * required_bytes + MEMORY_MARGIN_BYTES > free:
         return not_measured(DOES_NOT_FIT, f"needs about {required_bytes / GiB:.2f} GiB, "
@@ -396,10 +443,10 @@ def measure_if_it_fits(required_bytes: int, device: torch.device, measure: Calla
     of memory (then the memory is released before returning).
 
     With several processes, each checks its own memory and they agree: all measure, or none (an
-    all_reduce of the verdict before, and of an out-of-memory flag after). measure() must therefore not
-    reduce across processes itself. An out-of-memory inside a collective that only some processes
-    reach (one process failing in a step's gradient all-reduce) leaves the others waiting in it until
-    the process group's timeout ends the run.
+    all_reduce of the verdict before, and of an out-of-memory flag after). measure() must therefore
+    not reduce across processes itself. An out-of-memory inside a collective that only some
+    processes reach (one process failing in a step's gradient all-reduce) leaves the others waiting
+    in it until the process group's timeout ends the run.
     """
     verdict = too_large(required_bytes, device)
     if processes.any(verdict is not None):
@@ -437,7 +484,8 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
 
 
 def flatness(values: list) -> dict:
-    """max/min of the measured values (None where fewer than two) and whether it is within FLAT_MAX_OVER_MIN."""
+    """max/min of the measured values (None where fewer than two) and whether it is within
+    FLAT_MAX_OVER_MIN."""
     values = [v for v in values if v is not None]
     max_over_min = max(values) / min(values) if len(values) >= 2 else None
     return {"max_over_min": max_over_min,
@@ -467,7 +515,8 @@ def load_fla() -> tuple[FlaKernels | None, str]:
     return FlaKernels(chunk_retention, fused_recurrent_retention, fla.__version__), ""
 
 
-def fla_on(device: torch.device, fla: FlaKernels | None, reason: str) -> tuple[FlaKernels | None, str]:
+def fla_on(device: torch.device, fla: FlaKernels | None, reason: str) -> tuple[FlaKernels | None,
+                                                                               str]:
     """fla's kernels where they can run on `device` (CUDA), else (None, why not)."""
     if fla is not None and device.type != "cuda":
         return None, "fla's kernels run on CUDA only"
@@ -482,7 +531,8 @@ def triton_reason(device: torch.device) -> str:
     if kernels.triton is None:
         return "Triton does not import (pip install 'retnet_ref[triton]')"
     if device.type != "cuda":
-        return "the Triton kernels are timed on CUDA (on the CPU they run only in Triton's interpreter, for tests)"
+        return ("the Triton kernels are timed on CUDA (on the CPU they run only in Triton's "
+                "interpreter, for tests)")
     return ""
 
 
@@ -491,12 +541,14 @@ def triton_reason(device: torch.device) -> str:
 
 @dataclass(frozen=True)
 class Form:
-    """One column of the forms table: o = run(q, k, v); heads_first inputs are (B, H, T, d), else (B, T, H, d)."""
+    """One column of the forms table: o = run(q, k, v); heads_first inputs are (B, H, T, d), else
+    (B, T, H, d)."""
 
     name: str
     run: Callable
     heads_first: bool = True
-    quadratic_scores: bool = False   # holds (B, H, T, T) float32 scores: its memory is estimated first
+    # holds (B, H, T, T) float32 scores: its memory is estimated first
+    quadratic_scores: bool = False
 
 
 def _chunkwise(q, k, v, gamma, chunk_size):
@@ -521,16 +573,18 @@ def _fla_chunk(fla: FlaKernels, q, k, v):
 
 
 def retention_forms(opts: Options, fla: FlaKernels | None) -> list[Form]:
-    """The columns: chunkwise at each chunk size (eager, compiled, our Triton kernels), parallel, SDPA
-    (causal) and fla's chunk_retention.
+    """The columns: chunkwise at each chunk size (eager, compiled, our Triton kernels), parallel,
+    SDPA (causal) and fla's chunk_retention.
 
     Ours use the default γ schedule 1 - 2^(-5-h), the one fla's retention kernels hard-code, so that
     every retention column computes the same function.
     """
     gamma = gamma_schedule(opts.heads)
-    forms = [Form(f"chunkwise_{c}", partial(_chunkwise, gamma=gamma, chunk_size=c)) for c in opts.chunk_sizes]
+    forms = [Form(f"chunkwise_{c}", partial(_chunkwise, gamma=gamma, chunk_size=c))
+             for c in opts.chunk_sizes]
     if opts.compile:
-        forms += [Form(f"compiled_{c}", compiled(partial(_chunkwise, gamma=gamma.tolist(), chunk_size=c)))
+        forms += [Form(f"compiled_{c}", compiled(partial(_chunkwise, gamma=gamma.tolist(),
+                                                         chunk_size=c)))
                   for c in opts.compile_chunk_sizes]
     if not triton_reason(opts.torch_device):
         forms += [Form(f"triton_{c}", partial(_triton_chunkwise, gamma=gamma, chunk_size=c))
@@ -547,7 +601,8 @@ def form_call(form: Form, pass_name: str, q, k, v, g) -> Callable:
     w.r.t. q, k and v (as autograd.grad with grad_outputs g: the same numbers without the product
     and the sum)."""
     if not form.heads_first:
-        q, k, v, g = (x.detach().transpose(1, 2).contiguous().requires_grad_(x.requires_grad) for x in (q, k, v, g))
+        q, k, v, g = (x.detach().transpose(1, 2).contiguous().requires_grad_(x.requires_grad)
+                      for x in (q, k, v, g))
     if pass_name == FORWARD:
         def forward():
             with torch.no_grad():
@@ -558,7 +613,8 @@ def form_call(form: Form, pass_name: str, q, k, v, g) -> Callable:
 
 def measure_form(form: Form, pass_name: str, inputs: tuple, timer: Timer) -> dict:
     call = form_call(form, pass_name, *inputs)
-    return measured(timer.median_seconds(call), peak_bytes=peak_bytes_beyond_inputs(call, timer.device))
+    return measured(timer.median_seconds(call),
+                    peak_bytes=peak_bytes_beyond_inputs(call, timer.device))
 
 
 def form_memory_estimate(form: Form, pass_name: str, shape: tuple) -> int:
@@ -570,7 +626,8 @@ def form_memory_estimate(form: Form, pass_name: str, shape: tuple) -> int:
     return PARALLEL_SCORE_BUFFERS[pass_name] * B * H * T * T * 4
 
 
-CHUNKWISE_KINDS = {"best": "chunkwise_", "compiled": "compiled_", "triton": "triton_"}   # kind: column prefix
+# kind: column prefix
+CHUNKWISE_KINDS = {"best": "chunkwise_", "compiled": "compiled_", "triton": "triton_"}
 
 
 def forms_row(pass_name: str, T: int, batch: int, times: dict) -> dict:
@@ -581,26 +638,32 @@ def forms_row(pass_name: str, T: int, batch: int, times: dict) -> dict:
                    if name.startswith(prefix) and entry["status"] == OK}
         best_chunk = min(chunked, key=chunked.get) if chunked else None
         best = chunked.get(best_chunk)
-        row.update({f"chunkwise_{kind}": None if best is None else {"chunk_size": best_chunk, "seconds": best},
+        row.update({f"chunkwise_{kind}": None if best is None
+                    else {"chunk_size": best_chunk, "seconds": best},
                     f"{kind}_seconds_per_token": ratio(best, batch * T),
                     f"{kind}_over_fla": ratio(best, seconds_of(times["fla_chunk_retention"])),
                     f"{kind}_over_sdpa": ratio(best, seconds_of(times["sdpa_causal"]))})
     return row
 
 
-def forms_suite(opts: Options, timer: Timer, fla: FlaKernels | None, fla_reason: str) -> tuple[list, dict]:
-    """Rows for each (T, pass); per pass, the flatness of the best chunkwise time per token across T."""
+def forms_suite(opts: Options, timer: Timer, fla: FlaKernels | None,
+                fla_reason: str) -> tuple[list, dict]:
+    """Rows for each (T, pass); per pass, the flatness of the best chunkwise time per token across
+    T."""
     device, dtype = opts.torch_device, opts.torch_dtype
     forms = retention_forms(opts, fla)
     rows = []
     for T in opts.lengths:
         batch = opts.tokens // T
         shape = (batch, opts.heads, T, opts.head_dim)
-        q, k, v = (torch.randn(shape, dtype=dtype, device=device, requires_grad=True) for _ in range(3))
+        q, k, v = (torch.randn(shape, dtype=dtype, device=device, requires_grad=True)
+                   for _ in range(3))
         g = torch.randn(shape, dtype=dtype, device=device)      # the cotangent of o
         for pass_name in (FORWARD, FORWARD_BACKWARD):
-            times = {form.name: measure_if_it_fits(form_memory_estimate(form, pass_name, shape), device,
-                                                   partial(measure_form, form, pass_name, (q, k, v, g), timer))
+            times = {form.name: measure_if_it_fits(form_memory_estimate(form, pass_name, shape),
+                                                   device,
+                                                   partial(measure_form, form, pass_name,
+                                                           (q, k, v, g), timer))
                      for form in forms}
             if fla is None:
                 times["fla_chunk_retention"] = not_measured(UNAVAILABLE, fla_reason)
@@ -611,7 +674,8 @@ def forms_suite(opts: Options, timer: Timer, fla: FlaKernels | None, fla_reason:
         del q, k, v, g
         release_memory(device)
     summary = {f"chunkwise_{kind}_per_token_across_lengths": {
-        pass_name: flatness([r[f"{kind}_seconds_per_token"] for r in rows if r["pass"] == pass_name])
+        pass_name: flatness([r[f"{kind}_seconds_per_token"] for r in rows
+                             if r["pass"] == pass_name])
         for pass_name in (FORWARD, FORWARD_BACKWARD)} for kind in CHUNKWISE_KINDS}
     return rows, summary
 
@@ -620,19 +684,23 @@ def forms_suite(opts: Options, timer: Timer, fla: FlaKernels | None, fla_reason:
 
 
 def eager_and_graphed(step: Callable, timer: Timer) -> dict:
-    return {"status": OK, "eager": measured(timer.median_seconds(step)), "graph": graphed_seconds(step, timer)}
+    return {"status": OK, "eager": measured(timer.median_seconds(step)),
+            "graph": graphed_seconds(step, timer)}
 
 
 def sdpa_over_cache(q: torch.Tensor, context: int, timer: Timer) -> dict:
-    """One query (B, H, 1, d) attending over keys and values (B, H, L, d) in q's dtype (no mask needed)."""
+    """One query (B, H, 1, d) attending over keys and values (B, H, L, d) in q's dtype (no mask
+    needed)."""
     B, H, _, d = q.shape
     keys, values = (torch.randn(B, H, context, d, dtype=q.dtype, device=q.device) for _ in range(2))
     return eager_and_graphed(partial(F.scaled_dot_product_attention, q, keys, values), timer)
 
 
-def decode_row(method: str, context: int | None, state_bytes: int, bytes_moved: int, bandwidth: float,
+def decode_row(method: str, context: int | None, state_bytes: int, bytes_moved: int,
+               bandwidth: float,
                opts: Options, result: dict) -> dict:
-    """One row: what the step holds and moves, the floor that sets, the eager and graph times (or why not)."""
+    """One row: what the step holds and moves, the floor that sets, the eager and graph times (or
+    why not)."""
     row = {"method": method, "context": context, "batch": opts.batch, "heads": opts.decode_heads,
            "head_dim": opts.decode_head_dim, "dtype": opts.dtype, "state_bytes": state_bytes,
            "bytes_moved": bytes_moved, "floor_seconds": bytes_moved / bandwidth, **result}
@@ -645,7 +713,8 @@ def decode_row(method: str, context: int | None, state_bytes: int, bytes_moved: 
 def triton_step(q, k, v, opts: Options) -> Callable:
     """One normalised decode step on the fused kernel (kernels.step), with a float32 S and z."""
     B, H, d = q.shape[0], q.shape[1], q.shape[-1]
-    state = RetentionState(torch.randn(B, H, d, d, device=q.device), torch.randn(B, H, d, device=q.device), 0)
+    state = RetentionState(torch.randn(B, H, d, d, device=q.device),
+                           torch.randn(B, H, d, device=q.device), 0)
     log_g = torch.log(torch.tensor(gamma_schedule(H), dtype=torch.float64, device=q.device))
     gap, floor = step_decay_factors(log_g, state.n, d, torch.float32)
     return partial(kernels.triton_normalized_step_, q, k, v, state, gap, floor)
@@ -654,35 +723,42 @@ def triton_step(q, k, v, opts: Options) -> Callable:
 def decode_suite(opts: Options, timer: Timer, bandwidth: float, fla: FlaKernels | None,
                  fla_reason: str) -> tuple[list, dict]:
     """recurrent_retention, our fused Triton step and fla's fused_recurrent_retention on one token
-    with a float32 state (B, H, d, d) and γ a float32 device tensor, against one SDPA query over a KV
-    cache (B, H, L, d) for each context L. The state's floor counts it read and written (the Triton
-    step also updates the normaliser's key sum z and divides: the full normalised step of a layer);
-    the cache's counts it read. Eagerly, recurrent_retention checks γ's values on the host (one
-    synchronisation, part of its eager time); under capture that check is a device assertion."""
+    with a float32 state (B, H, d, d) and γ a float32 device tensor, against one SDPA query over a
+    KV cache (B, H, L, d) for each context L. The state's floor counts it read and written (the
+    Triton step also updates the normaliser's key sum z and divides: the full normalised step of a
+    layer); the cache's counts it read. Eagerly, recurrent_retention checks γ's values on the host
+    (one synchronisation, part of its eager time); under capture that check is a device
+    assertion."""
     device, dtype = opts.torch_device, opts.torch_dtype
     B, H, d = opts.batch, opts.decode_heads, opts.decode_head_dim
     q, k, v = (torch.randn(B, H, 1, d, dtype=dtype, device=device) for _ in range(3))
     S = torch.randn(B, H, d, d, dtype=torch.float32, device=device)
-    gamma = torch.tensor(gamma_schedule(H), dtype=torch.float32, device=device)   # fla's schedule too
+    # fla's schedule too
+    gamma = torch.tensor(gamma_schedule(H), dtype=torch.float32, device=device)
     state_row = partial(decode_row, context=None, state_bytes=S.nbytes, bytes_moved=2 * S.nbytes,
                         bandwidth=bandwidth, opts=opts)
     with torch.no_grad():
         rows = [state_row("recurrent_retention",
-                          result=eager_and_graphed(partial(recurrent_retention, q, k, v, gamma, state=S), timer))]
+                          result=eager_and_graphed(partial(recurrent_retention, q, k, v, gamma,
+                                                           state=S), timer))]
         reason = triton_reason(device)
-        rows.append(state_row("triton_normalized_step", result=not_measured(UNAVAILABLE, reason) if reason
+        rows.append(state_row("triton_normalized_step", result=not_measured(UNAVAILABLE, reason)
+                              if reason
                               else eager_and_graphed(triton_step(q, k, v, opts), timer)))
         if fla is None:
-            rows.append(state_row("fla_fused_recurrent_retention", result=not_measured(UNAVAILABLE, fla_reason)))
+            rows.append(state_row("fla_fused_recurrent_retention",
+                                  result=not_measured(UNAVAILABLE, fla_reason)))
         else:
             qf, kf, vf = (x.transpose(1, 2).contiguous() for x in (q, k, v))   # (B, 1, H, d)
             step = partial(fla.fused_recurrent_retention, qf, kf, vf, scale=1.0, initial_state=S,
                            output_final_state=True)
-            rows.append(state_row("fla_fused_recurrent_retention", result=eager_and_graphed(step, timer)))
+            rows.append(state_row("fla_fused_recurrent_retention",
+                                  result=eager_and_graphed(step, timer)))
         for L in opts.contexts:
             cache_bytes = 2 * B * H * L * d * dtype.itemsize
             result = measure_if_it_fits(cache_bytes, device, partial(sdpa_over_cache, q, L, timer))
-            rows.append(decode_row("sdpa_kv_cache", L, cache_bytes, cache_bytes, bandwidth, opts, result))
+            rows.append(decode_row("sdpa_kv_cache", L, cache_bytes, cache_bytes, bandwidth, opts,
+                                   result))
             release_memory(device)
     recurrent = rows[0]["best_seconds"]
     for row in rows:
@@ -716,7 +792,8 @@ def build_model(kind: str, opts: Options) -> dict:
     """Random weights, built on the device in float32, cast to the dtype, eval mode."""
     with torch.device(opts.torch_device):
         model = model_class(kind)(model_config(kind, opts.preset))
-    return {"status": OK, "model": model.to(device=opts.torch_device, dtype=opts.torch_dtype).eval()}
+    return {"status": OK, "model": model.to(device=opts.torch_device,
+                                            dtype=opts.torch_dtype).eval()}
 
 
 def weight_bytes_read_per_step(model: nn.Module, batch: int) -> int:
@@ -727,7 +804,8 @@ def weight_bytes_read_per_step(model: nn.Module, batch: int) -> int:
 
 
 def tensor_bytes(obj, seen: set | None = None) -> int:
-    """Bytes of the distinct tensor storages reachable from obj through dataclasses, lists, tuples, dicts."""
+    """Bytes of the distinct tensor storages reachable from obj through dataclasses, lists, tuples,
+    dicts."""
     seen = set() if seen is None else seen
     if isinstance(obj, torch.Tensor):
         storage = obj.untyped_storage()
@@ -747,7 +825,8 @@ def tensor_bytes(obj, seen: set | None = None) -> int:
 
 
 def cache_capacity(context: int, opts: Options) -> int:
-    """KV-cache slots: the context plus every step a measurement takes (capture warm-up, warm-up, timed)."""
+    """KV-cache slots: the context plus every step a measurement takes (capture warm-up, warm-up,
+    timed)."""
     return context + CAPTURE_WARMUP + opts.warmup + opts.steps + 1
 
 
@@ -759,7 +838,14 @@ def decode_memory_estimate(kind: str, context: int, opts: Options) -> int:
         d_k, d_v = config.d_model // config.num_heads, config.value_dim // config.num_heads
         held = config.num_layers * B * config.num_heads * (d_k * d_v + d_k) * 4
     else:
-        held = 2 * config.num_layers * B * cache_capacity(context, opts) * config.d_model * opts.torch_dtype.itemsize
+        held = (
+            2
+            * config.num_layers
+            * B
+            * cache_capacity(context, opts)
+            * config.d_model
+            * opts.torch_dtype.itemsize
+        )
     return held + 2 * B * config.vocab_size * 4
 
 
@@ -775,7 +861,8 @@ class DecodeMemory:
 
 
 def retnet_state(model: RetNet, context: int, opts: Options) -> DecodeMemory:
-    """RetNet's fixed-size state at position L (its values do not change the cost), read and written once."""
+    """RetNet's fixed-size state at position L (its values do not change the cost), read and written
+    once."""
     state = model.empty_state(opts.batch, position=context)
     nbytes = tensor_bytes(state)
     return DecodeMemory(state, nbytes, 2 * nbytes, lambda: None)
@@ -784,7 +871,8 @@ def retnet_state(model: RetNet, context: int, opts: Options) -> DecodeMemory:
 def transformer_cache(model: Transformer, context: int, opts: Options) -> DecodeMemory:
     """A preallocated KV cache holding L tokens: a step reads the L entries and writes one."""
     capacity = cache_capacity(context, opts)
-    cache = model.empty_cache(opts.batch, capacity, device=opts.torch_device, dtype=opts.torch_dtype)
+    cache = model.empty_cache(opts.batch, capacity, device=opts.torch_device,
+                              dtype=opts.torch_dtype)
     cache.length.fill_(context)
     nbytes = cache.nbytes()
     return DecodeMemory(cache, nbytes, nbytes * (context + 1) // capacity, cache.snapshot())
@@ -792,8 +880,9 @@ def transformer_cache(model: Transformer, context: int, opts: Options) -> Decode
 
 def measure_model_step(kind: str, model: nn.Module, context: int, opts: Options, timer: Timer,
                        bandwidth: float, compiled_step: Callable | None = None) -> dict:
-    """Seconds per decode step (a CUDA graph replay on CUDA, eager on the CPU), tokens/s, memory, floor;
-    with compiled_step (torch.compile of model.decode_step), the same for it in "compiled"."""
+    """Seconds per decode step (a CUDA graph replay on CUDA, eager on the CPU), tokens/s, memory,
+    floor; with compiled_step (torch.compile of model.decode_step), the same for it in
+    "compiled"."""
     device = opts.torch_device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -809,24 +898,29 @@ def measure_model_step(kind: str, model: nn.Module, context: int, opts: Options,
     compiled_entry = None
     if compiled_step is not None:
         held.rewind()
-        compiled_entry = compiled_graph_seconds(partial(compiled_step, token, held.memory), timer, opts.steps,
+        compiled_entry = compiled_graph_seconds(partial(compiled_step, token, held.memory), timer,
+                                                opts.steps,
                                                 held.rewind)
     return {"status": OK, "step": entry, "cuda_graph": device.type == "cuda",
-            "compiled": compiled_entry, "compiled_over_floor": ratio(seconds_of(compiled_entry), floor),
+            "compiled": compiled_entry, "compiled_over_floor": ratio(seconds_of(compiled_entry),
+                                                                     floor),
             "tokens_per_second": ratio(opts.batch, seconds_of(entry)),
-            "peak_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
+            "peak_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda"
+            else None,
             "state_bytes": held.nbytes, "bytes_moved": weights_read + held.bytes_moved,
             "floor_seconds": floor, "step_over_floor": ratio(seconds_of(entry), floor)}
 
 
-def compiled_graph_seconds(step: Callable, timer: Timer, repeats: int, rewind: Callable[[], None]) -> dict:
+def compiled_graph_seconds(step: Callable, timer: Timer, repeats: int,
+                           rewind: Callable[[], None]) -> dict:
     """graphed_seconds of a compiled step; the compilation happens in the capture's warm-up."""
     try:
         return graphed_seconds(step, timer, repeats, rewind)
     except torch.OutOfMemoryError:
         raise
     except Exception as err:  # inductor or dynamo could not compile the step
-        return not_measured(COMPILE_FAILED, f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200]}")
+        return not_measured(COMPILE_FAILED,
+                            f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200]}")
 
 
 def retnet_backends(opts: Options) -> tuple:
@@ -844,8 +938,10 @@ def model_rows(kind: str, opts: Options, timer: Timer, bandwidth: float) -> list
     device = opts.torch_device
     parameters = parameter_count(kind, opts.preset)
     backends = retnet_backends(opts) if kind == "retnet" else (None,)
-    meta = lambda L, backend: {"model": model_label(kind, backend), "preset": opts.preset, "backend": backend,
-                               "context": L, "batch": opts.batch, "dtype": opts.dtype, "parameters": parameters,
+    meta = lambda L, backend: {"model": model_label(kind, backend), "preset": opts.preset,
+                               "backend": backend,
+                               "context": L, "batch": opts.batch, "dtype": opts.dtype,
+                               "parameters": parameters,
                                "weights_bytes": parameters * opts.torch_dtype.itemsize}
     built = measure_if_it_fits(4 * parameters, device, partial(build_model, kind, opts))
     if built["status"] != OK:
@@ -854,12 +950,15 @@ def model_rows(kind: str, opts: Options, timer: Timer, bandwidth: float) -> list
     compiled_step = compiled(model.decode_step) if opts.compile and device.type == "cuda" else None
     for L in opts.contexts:
         for backend in backends:
-            if backend is not None:      # decoding does not use the chunk size; 64 is a tile of the kernels
+            # decoding does not use the chunk size; 64 is a tile of the kernels
+            if backend is not None:
                 model.set_backend(backend, chunk_size=64)
             with torch.no_grad():
                 result = measure_if_it_fits(decode_memory_estimate(kind, L, opts), device,
-                                            partial(measure_model_step, kind, model, L, opts, timer, bandwidth,
-                                                    compiled_step if backend in (None, "torch") else None))
+                                            partial(measure_model_step, kind, model, L, opts, timer,
+                                                    bandwidth,
+                                                    compiled_step if backend in (None, "torch")
+                                                    else None))
             rows.append({**meta(L, backend), **result})
             release_memory(device)
     del model
@@ -868,46 +967,55 @@ def model_rows(kind: str, opts: Options, timer: Timer, bandwidth: float) -> list
 
 
 def model_suite(opts: Options, timer: Timer, bandwidth: float) -> tuple[list, dict]:
-    """Both models at every context; every row also gives its step time over RetNet's (PyTorch step)."""
+    """Both models at every context; every row also gives its step time over RetNet's (PyTorch
+    step)."""
     rows = [row for kind in MODELS for row in model_rows(kind, opts, timer, bandwidth)]
-    step = {(r["model"], r["context"]): seconds_of(r["step"]) if r["status"] == OK else None for r in rows}
-    fast = {(r["model"], r["context"]): seconds_of(r.get("compiled")) if r["status"] == OK else None for r in rows}
+    step = {(r["model"], r["context"]): seconds_of(r["step"]) if r["status"] == OK else None
+            for r in rows}
+    fast = {(r["model"], r["context"]): seconds_of(r.get("compiled")) if r["status"] == OK else None
+            for r in rows}
     for row in rows:
-        row["over_retnet"] = ratio(step[row["model"], row["context"]], step["retnet", row["context"]])
-        row["compiled_over_retnet"] = ratio(fast[row["model"], row["context"]], fast["retnet", row["context"]])
+        row["over_retnet"] = ratio(step[row["model"], row["context"]],
+                                   step["retnet", row["context"]])
+        row["compiled_over_retnet"] = ratio(fast[row["model"], row["context"]],
+                                            fast["retnet", row["context"]])
     labels = dict.fromkeys(r["model"] for r in rows)
     summary = {f"{label}_{name}_across_contexts": flatness([times[label, L] for L in opts.contexts])
                for label in labels for name, times in (("step", step), ("compiled", fast))}
     return rows, summary
 
 
-# ---------------------------------------------------------------- suite: inference (the paper's Fig. 6)
+# ---------------------------------------------------------------- suite: inference (the paper's
+# Fig. 6)
 
 
 def prefill_call(kind: str, model: nn.Module, tokens: torch.Tensor) -> Callable:
-    """The prompt read once, keeping only the last position's logits: RetNet chunkwise (its config's chunk
-    size), the Transformer with causal SDPA attention, building its KV cache."""
+    """The prompt read once, keeping only the last position's logits: RetNet chunkwise (its config's
+    chunk size), the Transformer with causal SDPA attention, building its KV cache."""
     if kind == "retnet":
         return lambda: model(tokens, "chunkwise", model.config.chunk_size, last_only=True)
     return lambda: model(tokens, last_only=True)
 
 
 def prefill_memory_estimate(kind: str, length: int, opts: Options) -> int:
-    """Bytes a prefill of `length` tokens at --batch adds to the resident weights, roughly: what a decode
-    step holds (decode_memory_estimate) plus the widest activations, (B, T, ffn or 2 × value width)
-    four times in the dtype, and for RetNet the float32 chunk states (B, H, T/C, d_k, d_v) twice."""
+    """Bytes a prefill of `length` tokens at --batch adds to the resident weights, roughly: what a
+    decode step holds (decode_memory_estimate) plus the widest activations, (B, T, ffn or 2 × value
+    width) four times in the dtype, and for RetNet the float32 chunk states (B, H, T/C, d_k, d_v)
+    twice."""
     config, B = model_config(kind, opts.preset), opts.batch
     width = max(config.ffn_dim, 2 * config.value_dim) if kind == "retnet" else config.ffn_width
     activations = 4 * B * length * width * opts.torch_dtype.itemsize
     if kind == "retnet":
         d_k, d_v = config.d_model // config.num_heads, config.value_dim // config.num_heads
-        activations += 2 * B * config.num_heads * -(-length // config.chunk_size) * d_k * (d_v + 1) * 4
+        activations += (
+            2 * B * config.num_heads * -(-length // config.chunk_size) * d_k * (d_v + 1) * 4
+        )
     return decode_memory_estimate(kind, length, opts) + activations
 
 
 def measure_prefill(kind: str, model: nn.Module, length: int, opts: Options) -> dict:
-    """Median seconds of a prefill at --batch, its tokens/s and the peak memory while it runs (all that is
-    allocated, the weights included, as for a decode step)."""
+    """Median seconds of a prefill at --batch, its tokens/s and the peak memory while it runs (all
+    that is allocated, the weights included, as for a decode step)."""
     device = opts.torch_device
     tokens = torch.randint(0, model.config.vocab_size, (opts.batch, length), device=device)
     call = prefill_call(kind, model, tokens)
@@ -915,10 +1023,12 @@ def measure_prefill(kind: str, model: nn.Module, length: int, opts: Options) -> 
         torch.cuda.reset_peak_memory_stats(device)
     seconds = Timer(device, 1, opts.prefill_repeats).median_seconds(call)
     return {"status": OK, "seconds": seconds, "tokens_per_second": opts.batch * length / seconds,
-            "peak_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None}
+            "peak_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda"
+            else None}
 
 
-def inference_rows(kind: str, model: nn.Module, opts: Options, timer: Timer, bandwidth: float) -> list[dict]:
+def inference_rows(kind: str, model: nn.Module, opts: Options, timer: Timer,
+                   bandwidth: float) -> list[dict]:
     """For one built model: per prompt length (prefill, then a decode step at --batch) and per batch
     size (a decode step at --latency-length)."""
     rows = []
@@ -928,16 +1038,21 @@ def inference_rows(kind: str, model: nn.Module, opts: Options, timer: Timer, ban
                                          partial(measure_prefill, kind, model, L, opts))
             release_memory(opts.torch_device)
             step = measure_if_it_fits(decode_memory_estimate(kind, L, opts), opts.torch_device,
-                                      partial(measure_model_step, kind, model, L, opts, timer, bandwidth))
-        peaks = [e.get("peak_bytes") for e in (prefill, step) if e["status"] == OK and e.get("peak_bytes")]
-        rows.append({"table": "length", "context": L, "batch": opts.batch, "prefill": prefill, **step,
+                                      partial(measure_model_step, kind, model, L, opts, timer,
+                                              bandwidth))
+        peaks = [e.get("peak_bytes") for e in (prefill, step) if e["status"] == OK
+                 and e.get("peak_bytes")]
+        rows.append({"table": "length", "context": L, "batch": opts.batch, "prefill": prefill,
+                     **step,
                      "peak_bytes": max(peaks, default=None)})
         release_memory(opts.torch_device)
     for B in opts.latency_batches:
         batch_opts = dataclasses.replace(opts, batch=B)
         with torch.no_grad():
-            step = measure_if_it_fits(decode_memory_estimate(kind, opts.latency_length, batch_opts), opts.torch_device,
-                                      partial(measure_model_step, kind, model, opts.latency_length, batch_opts,
+            step = measure_if_it_fits(decode_memory_estimate(kind, opts.latency_length, batch_opts),
+                                      opts.torch_device,
+                                      partial(measure_model_step, kind, model, opts.latency_length,
+                                              batch_opts,
                                               timer, bandwidth))
         rows.append({"table": "batch", "context": opts.latency_length, "batch": B, **step})
         release_memory(opts.torch_device)
@@ -945,29 +1060,35 @@ def inference_rows(kind: str, model: nn.Module, opts: Options, timer: Timer, ban
 
 
 def inference_suite(opts: Options, timer: Timer, bandwidth: float) -> tuple[list, dict]:
-    """Both models of every preset: memory, prefill and decode throughput against the prompt length at
-    a fixed batch; decode latency against the batch size at one length; the largest batch that fits.
-    RetNet's weights are measured on each backend timed here (PyTorch, and the Triton kernels on CUDA:
-    prefill on the chunkwise kernel with tile 64, decode on the fused step)."""
+    """Both models of every preset: memory, prefill and decode throughput against the prompt length
+    at a fixed batch; decode latency against the batch size at one length; the largest batch that
+    fits. RetNet's weights are measured on each backend timed here (PyTorch, and the Triton kernels
+    on CUDA: prefill on the chunkwise kernel with tile 64, decode on the fused step)."""
     rows = []
     for preset in opts.presets:
         preset_opts = dataclasses.replace(opts, preset=preset)
         for kind in MODELS:
             parameters = parameter_count(kind, preset)
             backends = retnet_backends(opts) if kind == "retnet" else (None,)
-            meta = lambda backend: {"model": model_label(kind, backend), "preset": preset, "backend": backend,
+            meta = lambda backend: {"model": model_label(kind, backend), "preset": preset,
+                                    "backend": backend,
                                     "dtype": opts.dtype, "parameters": parameters,
                                     "weights_bytes": parameters * opts.torch_dtype.itemsize}
-            built = measure_if_it_fits(4 * parameters, opts.torch_device, partial(build_model, kind, preset_opts))
+            built = measure_if_it_fits(4 * parameters, opts.torch_device,
+                                       partial(build_model, kind, preset_opts))
             if built["status"] != OK:
-                rows += [{**meta(backend), "table": "length", "context": L, "batch": opts.batch, **built}
+                rows += [{**meta(backend), "table": "length", "context": L, "batch": opts.batch,
+                          **built}
                          for backend in backends for L in opts.inference_lengths]
                 continue
             model = built.pop("model")
             for backend in backends:
-                if backend is not None:      # tile 64 for the kernels, the preset's chunk size (512) otherwise
-                    model.set_backend(backend, chunk_size=64 if backend == "triton" else preset_chunk_size(preset))
-                rows += [{**meta(backend), **row} for row in inference_rows(kind, model, preset_opts, timer, bandwidth)]
+                # tile 64 for the kernels, the preset's chunk size (512) otherwise
+                if backend is not None:
+                    model.set_backend(backend, chunk_size=64 if backend == "triton"
+                                      else preset_chunk_size(preset))
+                rows += [{**meta(backend), **row}
+                         for row in inference_rows(kind, model, preset_opts, timer, bandwidth)]
             del model
             release_memory(opts.torch_device)
     return rows, inference_summary(rows, opts)
@@ -978,17 +1099,21 @@ def preset_chunk_size(preset: str) -> int:
 
 
 def inference_summary(rows: list[dict], opts: Options) -> dict:
-    """Per preset: the largest batch each model fits at --latency-length and its tokens/s there; and for
-    each RetNet backend against the Transformer, at the longest prompt both fit at --batch, the ratios of
-    decode tokens/s (RetNet over Transformer), peak memory and step time (Transformer over RetNet)."""
+    """Per preset: the largest batch each model fits at --latency-length and its tokens/s there; and
+    for each RetNet backend against the Transformer, at the longest prompt both fit at --batch, the
+    ratios of decode tokens/s (RetNet over Transformer), peak memory and step time (Transformer over
+    RetNet)."""
     summary = {}
     for preset in opts.presets:
         ok = lambda label, table: [r for r in rows if r["preset"] == preset and r["model"] == label
                                    and r["table"] == table and r["status"] == OK]
         labels = list(dict.fromkeys(r["model"] for r in rows if r["preset"] == preset))
-        largest = {label: max(ok(label, "batch"), key=lambda r: r["batch"], default=None) for label in labels}
-        entry = {"largest_batch": {label: None if row is None else row["batch"] for label, row in largest.items()},
-                 "tokens_per_second_at_largest_batch": {label: None if row is None else row["tokens_per_second"]
+        largest = {label: max(ok(label, "batch"), key=lambda r: r["batch"], default=None)
+                   for label in labels}
+        entry = {"largest_batch": {label: None if row is None else row["batch"] for label,
+                                   row in largest.items()},
+                 "tokens_per_second_at_largest_batch": {label: None if row is None
+                                                        else row["tokens_per_second"]
                                                         for label, row in largest.items()},
                  "versus_transformer": {}}
         transformer = {r["context"]: r for r in ok("transformer", "length")}
@@ -1001,40 +1126,50 @@ def inference_summary(rows: list[dict], opts: Options) -> dict:
                 L = shared[-1]
                 entry["versus_transformer"][label] = {
                     "context": L,
-                    "throughput_retnet_over_transformer": ratio(retnet[L]["tokens_per_second"],
-                                                                transformer[L]["tokens_per_second"]),
-                    "peak_memory_transformer_over_retnet": ratio(transformer[L]["peak_bytes"], retnet[L]["peak_bytes"]),
-                    "step_time_transformer_over_retnet": ratio(seconds_of(transformer[L]["step"]),
-                                                               seconds_of(retnet[L]["step"]))}
+                    "throughput_retnet_over_transformer": ratio(
+                        retnet[L]["tokens_per_second"], transformer[L]["tokens_per_second"]
+                    ),
+                    "peak_memory_transformer_over_retnet": ratio(
+                        transformer[L]["peak_bytes"], retnet[L]["peak_bytes"]
+                    ),
+                    "step_time_transformer_over_retnet": ratio(
+                        seconds_of(transformer[L]["step"]), seconds_of(retnet[L]["step"])
+                    ),
+                }
         summary[preset] = entry
     return summary
 
 
-# ---------------------------------------------------------------- suite: training (the paper's Table 4)
+# ---------------------------------------------------------------- suite: training (the paper's
+# Table 4)
 
-# column: (model, how it computes): RetNet chunkwise at its preset's chunk size (512, as in the paper's
-# Table 4) or on the Triton kernels (tile 64); the Transformer with SDPA's default kernel (flash attention
-# on a GPU) or its math kernel (scores materialised: the paper's plain "Transformer" column)
+# column: (model, how it computes): RetNet chunkwise at its preset's chunk size (512, as in the
+# paper's Table 4) or on the Triton kernels (tile 64); the Transformer with SDPA's default kernel
+# (flash attention on a GPU) or its math kernel (scores materialised: the paper's plain
+# "Transformer" column)
 TRAINING_COLUMNS = {"retnet": ("retnet", "torch"), "retnet_triton": ("retnet", "triton"),
-                    "transformer_sdpa": ("transformer", None), "transformer_math": ("transformer", "math")}
+                    "transformer_sdpa": ("transformer", None),
+                    "transformer_math": ("transformer", "math")}
 
 
 def training_columns(opts: Options) -> list[str]:
-    return [name for name in TRAINING_COLUMNS if name != "retnet_triton" or not triton_reason(opts.torch_device)]
+    return [name for name in TRAINING_COLUMNS if name != "retnet_triton"
+            or not triton_reason(opts.torch_device)]
 
 
 def training_step(kind: str, model: nn.Module, tokens: torch.Tensor, optimizer,
                   trained: nn.Module | None = None) -> Callable:
-    """One step of next-token training: forward on tokens[:, :-1], cross-entropy against tokens[:, 1:]
-    (in float32), backward, AdamW. trained: the module the forward runs, when it is not model itself (its
-    DistributedDataParallel wrapper)."""
+    """One step of next-token training: forward on tokens[:, :-1], cross-entropy against tokens[:,
+    1:] (in float32), backward, AdamW. trained: the module the forward runs, when it is not model
+    itself (its DistributedDataParallel wrapper)."""
     inputs, targets = tokens[:, :-1], tokens[:, 1:]
     trained = model if trained is None else trained
     chunk_size = model.config.chunk_size if kind == "retnet" else None
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        logits = trained(inputs, "chunkwise", chunk_size)[0] if kind == "retnet" else trained(inputs)[0]
+        logits = trained(inputs, "chunkwise",
+                         chunk_size)[0] if kind == "retnet" else trained(inputs)[0]
         F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten()).backward()
         optimizer.step()
     return step
@@ -1045,9 +1180,10 @@ def model_blocks(model: nn.Module) -> nn.ModuleList:
 
 
 def parallel_model(model: nn.Module, opts: Options, processes: Processes) -> nn.Module:
-    """The module a training step runs: the model (one process), its DistributedDataParallel wrapper (ddp),
-    or the model itself sharded in place by FSDP (fsdp: fully_shard on each block, then on the whole: the
-    embedding and the head are the root's; torch >= 2.6 has it as torch.distributed.fsdp.fully_shard)."""
+    """The module a training step runs: the model (one process), its DistributedDataParallel wrapper
+    (ddp), or the model itself sharded in place by FSDP (fsdp: fully_shard on each block, then on
+    the whole: the embedding and the head are the root's; torch >= 2.6 has it as
+    torch.distributed.fsdp.fully_shard)."""
     if opts.train_parallel == DDP:
         from torch.nn.parallel import DistributedDataParallel
         device_ids = [processes.device.index] if processes.device.type == "cuda" else None
@@ -1061,23 +1197,27 @@ def parallel_model(model: nn.Module, opts: Options, processes: Processes) -> nn.
 
 
 def training_tokens(vocab_size: int, length: int, opts: Options, rank: int) -> torch.Tensor:
-    """(--train-batch, length + 1) random tokens of this process, drawn by a generator seeded with its rank
-    (every process its own batch; the global generator, which draws the weights, is left alone)."""
+    """(--train-batch, length + 1) random tokens of this process, drawn by a generator seeded with
+    its rank (every process its own batch; the global generator, which draws the weights, is left
+    alone)."""
     generator = torch.Generator().manual_seed(rank)
-    return torch.randint(0, vocab_size, (opts.train_batch, length + 1), generator=generator).to(opts.torch_device)
+    return torch.randint(0, vocab_size, (opts.train_batch, length + 1),
+                         generator=generator).to(opts.torch_device)
 
 
 TRAINING_LR = 1e-4
 
 
 def training_optimizer(model: nn.Module, device: torch.device) -> torch.optim.AdamW:
-    return torch.optim.AdamW(model.parameters(), lr=TRAINING_LR, betas=(0.9, 0.98), fused=device.type == "cuda")
+    return torch.optim.AdamW(model.parameters(), lr=TRAINING_LR, betas=(0.9, 0.98),
+                             fused=device.type == "cuda")
 
 
-def training_setup(column: str, length: int, opts: Options, processes: Processes) -> tuple[nn.Module, Callable]:
-    """(the model, one training step of this process) of a column: the model built from torch's global
-    generator (the same weights in every process), wrapped as --train-parallel says, AdamW over its
-    (for fsdp: sharded) parameters, this process's tokens."""
+def training_setup(column: str, length: int, opts: Options,
+                   processes: Processes) -> tuple[nn.Module, Callable]:
+    """(the model, one training step of this process) of a column: the model built from torch's
+    global generator (the same weights in every process), wrapped as --train-parallel says, AdamW
+    over its (for fsdp: sharded) parameters, this process's tokens."""
     kind, how = TRAINING_COLUMNS[column]
     model = build_model(kind, dataclasses.replace(opts, preset=opts.train_preset))["model"].train()
     if how == "triton":
@@ -1100,17 +1240,19 @@ def measure_training(column: str, length: int, opts: Options, processes: Process
         torch.cuda.reset_peak_memory_stats(device)
     seconds = Timer(device, 1, opts.steps).median_seconds(step)
     return {"status": OK, "seconds": seconds,
-            "peak_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None}
+            "peak_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda"
+            else None}
 
 
 def over_processes(local: dict, length: int, opts: Options, processes: Processes) -> dict:
     """A measured column over all processes: the step time is the largest of the processes' medians,
-    tokens/s those of the global batch (processes × --train-batch × T) in that time, the peak memory the
-    largest process's."""
+    tokens/s those of the global batch (processes × --train-batch × T) in that time, the peak memory
+    the largest process's."""
     seconds = processes.maximum(local["seconds"])
     peak = None if local["peak_bytes"] is None else int(processes.maximum(local["peak_bytes"]))
     return {"status": OK, "seconds": seconds,
-            "tokens_per_second": processes.world * opts.train_batch * length / seconds, "peak_bytes": peak}
+            "tokens_per_second": processes.world * opts.train_batch * length / seconds,
+            "peak_bytes": peak}
 
 
 def _with_math_attention(step, sdpa_kernel, backend):
@@ -1119,16 +1261,19 @@ def _with_math_attention(step, sdpa_kernel, backend):
 
 
 def training_memory_estimate(column: str, length: int, opts: Options, world: int = 1) -> int:
-    """Memory of one process: weights, gradients and AdamW's two moments in the dtype (4 copies; with
-    fsdp a 1/world shard of each, plus the whole weights of two blocks, one computing and one prefetched,
-    and of what lies outside the blocks), plus activations of about 16 (B, T, d) tensors a layer (no
-    check-pointing), plus (B, H, T, T) scores a layer for the math kernel; B is --train-batch."""
+    """Memory of one process: weights, gradients and AdamW's two moments in the dtype (4 copies;
+    with fsdp a 1/world shard of each, plus the whole weights of two blocks, one computing and one
+    prefetched, and of what lies outside the blocks), plus activations of about 16 (B, T, d) tensors
+    a layer (no check-pointing), plus (B, H, T, T) scores a layer for the math kernel; B is
+    --train-batch."""
     kind, how = TRAINING_COLUMNS[column]
-    config, B, size = model_config(kind, opts.train_preset), opts.train_batch, opts.torch_dtype.itemsize
+    config, B, size = model_config(kind,
+                                   opts.train_preset), opts.train_batch, opts.torch_dtype.itemsize
     parameters = parameter_count(kind, opts.train_preset)
     held = 4 * parameters * size
     if opts.train_parallel == FSDP:
-        block = max(sum(p.numel() for p in b.parameters()) for b in model_blocks(meta_model(kind, opts.train_preset)))
+        block = max(sum(p.numel() for p in b.parameters())
+                    for b in model_blocks(meta_model(kind, opts.train_preset)))
         outside = parameters - config.num_layers * block
         held = held // world + (2 * block + outside) * size
     activations = 16 * config.num_layers * B * length * config.d_model * size
@@ -1138,24 +1283,28 @@ def training_memory_estimate(column: str, length: int, opts: Options, world: int
 
 
 def training_suite(opts: Options, processes: Processes = Processes()) -> tuple[list, dict]:
-    """Each column at each length: tokens/s of a training step (over all processes) and peak memory (of
-    the largest process); the summary gives each column's tokens/s over RetNet's and its peak memory over
-    RetNet's."""
+    """Each column at each length: tokens/s of a training step (over all processes) and peak memory
+    (of the largest process); the summary gives each column's tokens/s over RetNet's and its peak
+    memory over RetNet's."""
     rows = []
     for length in opts.train_lengths:
         for column in training_columns(opts):
-            result = measure_if_it_fits(training_memory_estimate(column, length, opts, processes.world),
-                                        opts.torch_device, partial(measure_training, column, length, opts, processes),
+            result = measure_if_it_fits(training_memory_estimate(column, length, opts,
+                                                                 processes.world),
+                                        opts.torch_device,
+                                        partial(measure_training, column, length, opts, processes),
                                         processes)
             if result["status"] == OK:
                 result = over_processes(result, length, opts, processes)
-            rows.append({"column": column, "preset": opts.train_preset, "length": length, "batch": opts.train_batch,
+            rows.append({"column": column, "preset": opts.train_preset, "length": length,
+                         "batch": opts.train_batch,
                          "dtype": opts.dtype, **result})
             release_memory(opts.torch_device)
     by = {(r["column"], r["length"]): r for r in rows if r["status"] == OK}
     summary = {f"{column}_at_{length}": {
         "tokens_per_second_over_retnet": ratio(by[column, length]["tokens_per_second"],
-                                               by.get(("retnet", length), {}).get("tokens_per_second")),
+                                               by.get(("retnet", length),
+                                                      {}).get("tokens_per_second")),
         "peak_memory_over_retnet": ratio(by[column, length]["peak_bytes"],
                                          by.get(("retnet", length), {}).get("peak_bytes"))}
         for column, length in by}
@@ -1186,10 +1335,11 @@ def _nvidia_driver_version() -> str | None:
 
 def environment(device: torch.device, fla_version: str | None, bandwidth: float, date: str,
                 command: str, processes: Processes, parallel: str) -> dict:
-    """Versions, the device, the processes (world_size; parallel: --train-parallel; gpu_count: one GPU a
-    process on CUDA) and the command line (no host name)."""
+    """Versions, the device, the processes (world_size; parallel: --train-parallel; gpu_count: one
+    GPU a process on CUDA) and the command line (no host name)."""
     env = {"date": date, "command": command, "python": platform.python_version(),
-           "platform": platform.platform(), "torch": torch.__version__, "cuda_runtime": torch.version.cuda,
+           "platform": platform.platform(), "torch": torch.__version__,
+           "cuda_runtime": torch.version.cuda,
            "triton": _triton_version(), "fla": fla_version, "device": device.type,
            "cpu_threads": torch.get_num_threads(), "gpu": None, "gpu_memory_bytes": None,
            "compute_capability": None, "driver": None, "copy_bandwidth_bytes_per_second": bandwidth,
@@ -1198,7 +1348,8 @@ def environment(device: torch.device, fla_version: str | None, bandwidth: float,
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         env.update(gpu=props.name, gpu_memory_bytes=props.total_memory,
-                   compute_capability=f"{props.major}.{props.minor}", driver=_nvidia_driver_version())
+                   compute_capability=f"{props.major}.{props.minor}",
+                   driver=_nvidia_driver_version())
     return env
 
 
@@ -1206,8 +1357,8 @@ def environment(device: torch.device, fla_version: str | None, bandwidth: float,
 
 
 def benchmark(opts: Options, command: str, processes: Processes = Processes()) -> dict:
-    """Every requested suite: {"environment", "options", <suite>: rows, "summary"}. With several processes
-    (torchrun) only the training suite, each process measuring on its own device."""
+    """Every requested suite: {"environment", "options", <suite>: rows, "summary"}. With several
+    processes (torchrun) only the training suite, each process measuring on its own device."""
     date = datetime.now(timezone.utc).isoformat(timespec="seconds")
     device = opts.torch_device
     torch.manual_seed(0)
@@ -1222,7 +1373,8 @@ def benchmark(opts: Options, command: str, processes: Processes = Processes()) -
         "inference": lambda: inference_suite(opts, timer, bandwidth),
         "training": lambda: training_suite(opts, processes),
     }
-    report = {"environment": environment(device, fla_loaded.version if fla_loaded else None, bandwidth, date,
+    report = {"environment": environment(device, fla_loaded.version if fla_loaded else None,
+                                         bandwidth, date,
                                          command, processes, opts.train_parallel),
               "options": dataclasses.asdict(opts), "summary": {}}
     for name in opts.suites:
@@ -1231,10 +1383,11 @@ def benchmark(opts: Options, command: str, processes: Processes = Processes()) -
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """The `bench` subcommand: options, the run, the tables on stdout, the JSON file (the first process's
-    under torchrun)."""
+    """The `bench` subcommand: options, the run, the tables on stdout, the JSON file (the first
+    process's under torchrun)."""
     opts = resolve_options(args, parser)
-    processes = start_processes(process_device(opts.device), group_of_one=opts.train_parallel != NO_PARALLEL)
+    processes = start_processes(process_device(opts.device),
+                                group_of_one=opts.train_parallel != NO_PARALLEL)
     try:
         report = benchmark(opts, "python -m retnet_ref " + shlex.join(args.argv), processes)
     finally:
@@ -1253,7 +1406,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 # ---------------------------------------------------------------- tables
 
 
-def format_table(title: str, headers: list[str], rows: list[list[str]], notes: list[str] = ()) -> str:
+def format_table(title: str, headers: list[str], rows: list[list[str]],
+                 notes: list[str] = ()) -> str:
     """Fixed-width columns, the first left-aligned and the others right-aligned; notes below."""
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
     line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
@@ -1262,7 +1416,8 @@ def format_table(title: str, headers: list[str], rows: list[list[str]], notes: l
 
 
 def time_cell(entry: dict, unit: float) -> str:
-    """A time in ms (unit 1e-3) or µs (unit 1e-6), or the entry's status ("n/a" when unavailable)."""
+    """A time in ms (unit 1e-3) or µs (unit 1e-6), or the entry's status ("n/a" when
+    unavailable)."""
     if entry["status"] == OK:
         return f"{entry['seconds'] / unit:.{3 if unit == 1e-3 else 1}f}"
     return "n/a" if entry["status"] == UNAVAILABLE else entry["status"]
@@ -1273,20 +1428,24 @@ def number_cell(value: float | None, scale: float = 1.0, digits: int = 2) -> str
 
 
 def unmeasured_notes(items: list[tuple[str, str, dict]]) -> list[str]:
-    """One line per (column, status, reason) among the (column, where, entry) not measured, listing where."""
+    """One line per (column, status, reason) among the (column, where, entry) not measured, listing
+    where."""
     grouped = {}
     for column, where, entry in items:
         if "reason" in entry:
             grouped.setdefault((column, entry["status"], entry["reason"]), []).append(where)
-    return [f"  {column} ({', '.join(w for w in wheres if w)}): {status}: {reason}".replace(" ()", "")
-            for (column, status, reason), wheres in grouped.items()]
+    return [
+        f"  {column} ({', '.join(w for w in wheres if w)}): {status}: {reason}".replace(" ()", "")
+        for (column, status, reason), wheres in grouped.items()
+    ]
 
 
 def flatness_line(label: str, result: dict) -> str:
     if result["max_over_min"] is None:
         return f"{label}: max/min - (fewer than two measured)"
     verdict = "flat" if result["flat"] else "not flat"
-    return f"{label}: max/min {result['max_over_min']:.2f} ({verdict}; flat means <= {result['threshold']:.2f})"
+    return (f"{label}: max/min {result['max_over_min']:.2f} ({verdict}; "
+            f"flat means <= {result['threshold']:.2f})")
 
 
 def forms_table(rows: list[dict], summary: dict, opts: dict) -> str:
@@ -1296,20 +1455,24 @@ def forms_table(rows: list[dict], summary: dict, opts: dict) -> str:
         selected = [r for r in rows if r["pass"] == pass_name]
         headers = ["T", "B", *(n.replace("chunkwise_", "C=").replace("compiled_", "comp C=")
                                .replace("triton_", "triton C=") for n in names),
-                   "best C", "ns/token", "best/fla", "best/sdpa", "comp/fla", "comp/sdpa", "triton/fla",
+                   "best C", "ns/token", "best/fla", "best/sdpa", "comp/fla", "comp/sdpa",
+                   "triton/fla",
                    "triton/sdpa", "peak MiB best", "peak MiB sdpa"]
         cells = []
         for r in selected:
             best = r["chunkwise_best"]
             peak = lambda name: number_cell(r["times"][name].get("peak_bytes"), MiB, 1)
-            cells.append([str(r["length"]), str(r["batch"]), *(time_cell(r["times"][n], 1e-3) for n in names),
+            cells.append([str(r["length"]), str(r["batch"]),
+                          *(time_cell(r["times"][n], 1e-3) for n in names),
                           "-" if best is None else str(best["chunk_size"]),
                           number_cell(r["best_seconds_per_token"], 1e-9, 3),
                           number_cell(r["best_over_fla"]), number_cell(r["best_over_sdpa"]),
                           number_cell(r["compiled_over_fla"]), number_cell(r["compiled_over_sdpa"]),
                           number_cell(r["triton_over_fla"]), number_cell(r["triton_over_sdpa"]),
-                          "-" if best is None else peak(f"chunkwise_{best['chunk_size']}"), peak("sdpa_causal")])
-        notes = unmeasured_notes([(n, f"T={r['length']}", r["times"][n]) for r in selected for n in names])
+                          "-" if best is None else peak(f"chunkwise_{best['chunk_size']}"),
+                          peak("sdpa_causal")])
+        notes = unmeasured_notes([(n, f"T={r['length']}", r["times"][n]) for r in selected
+                                  for n in names])
         flat = [flatness_line(f"chunkwise {kind}, time per token across T",
                               summary[f"chunkwise_{kind}_per_token_across_lengths"][pass_name])
                 for kind in CHUNKWISE_KINDS if any(r[f"chunkwise_{kind}"] for r in selected)]
@@ -1320,33 +1483,41 @@ def forms_table(rows: list[dict], summary: dict, opts: dict) -> str:
 
 
 def decode_table(rows: list[dict], summary: dict, opts: dict) -> str:
-    headers = ["method", "context", "state/cache MiB", "eager µs", "graph µs", "floor µs", "best/floor",
+    headers = ["method", "context", "state/cache MiB", "eager µs", "graph µs", "floor µs",
+               "best/floor",
                "÷ recurrent"]
     cells, unmeasured = [], []
     for r in rows:
         where = "" if r["context"] is None else f"L={r['context']}"
-        entries = {key: r.get(key, r) for key in ("eager", "graph")}   # a row not measured stands for both
+        # a row not measured stands for both
+        entries = {key: r.get(key, r) for key in ("eager", "graph")}
         cells.append([r["method"], "-" if r["context"] is None else str(r["context"]),
-                      number_cell(r["state_bytes"], MiB, 3), *(time_cell(e, 1e-6) for e in entries.values()),
+                      number_cell(r["state_bytes"], MiB, 3),
+                      *(time_cell(e, 1e-6) for e in entries.values()),
                       number_cell(r["floor_seconds"], 1e-6, 1), number_cell(r["best_over_floor"]),
                       number_cell(r["over_recurrent"])])
         unmeasured += [(f"{r['method']} {key}" if key in r else r["method"], where, entries[key])
                        for key in ("eager", "graph") if key in r or key == "eager"]
-    title = (f"decode: one step, B={opts['batch']}, H={opts['decode_heads']}, d={opts['decode_head_dim']}, "
+    title = (f"decode: one step, B={opts['batch']}, H={opts['decode_heads']}, "
+             f"d={opts['decode_head_dim']}, "
              f"q/k/v and KV cache {opts['dtype']}, state float32")
     return format_table(title, headers, cells, unmeasured_notes(unmeasured))
 
 
 def model_table(rows: list[dict], summary: dict, opts: dict) -> str:
     headers = ["model", "context", "ms/step", "tokens/s", "peak MiB", "weights MiB", "state/KV MiB",
-               "floor ms", "step/floor", "÷ retnet", "compiled ms", "compiled/floor", "compiled ÷ retnet"]
+               "floor ms", "step/floor", "÷ retnet", "compiled ms", "compiled/floor",
+               "compiled ÷ retnet"]
     cells, unmeasured = [], []
     for r in rows:
         step = r.get("step", r)
         value = lambda key, scale=1.0, digits=2: number_cell(r.get(key), scale, digits)
-        cells.append([r["model"], str(r["context"]), time_cell(step, 1e-3), value("tokens_per_second", 1.0, 0),
-                      value("peak_bytes", MiB, 1), value("weights_bytes", MiB, 1), value("state_bytes", MiB, 3),
-                      value("floor_seconds", 1e-3, 3), value("step_over_floor"), value("over_retnet"),
+        cells.append([r["model"], str(r["context"]), time_cell(step, 1e-3),
+                      value("tokens_per_second", 1.0, 0),
+                      value("peak_bytes", MiB, 1), value("weights_bytes", MiB, 1),
+                      value("state_bytes", MiB, 3),
+                      value("floor_seconds", 1e-3, 3), value("step_over_floor"),
+                      value("over_retnet"),
                       "-" if r.get("compiled") is None else time_cell(r["compiled"], 1e-3),
                       value("compiled_over_floor"), value("compiled_over_retnet")])
         unmeasured.append((r["model"], f"L={r['context']}", step))
@@ -1355,14 +1526,16 @@ def model_table(rows: list[dict], summary: dict, opts: dict) -> str:
     title = (f"model: decode step, preset {opts['preset']}, B={opts['batch']}, {opts['dtype']}, "
              f"{'CUDA graph' if opts['device'] == 'cuda' else 'eager'}")
     labels = dict.fromkeys(r["model"] for r in rows)
-    flat = [flatness_line(f"{label} {name} time across contexts", summary[f"{label}_{name}_across_contexts"])
+    flat = [flatness_line(f"{label} {name} time across contexts",
+                          summary[f"{label}_{name}_across_contexts"])
             for label in labels for name in ("step", "compiled")
             if any(r.get(name) for r in rows if r["model"] == label)]
     return format_table(title, headers, cells, [*unmeasured_notes(unmeasured), *flat])
 
 
 def inference_table(rows: list[dict], summary: dict, opts: dict) -> str:
-    headers = ["model", "preset", "table", "context", "batch", "prefill ms", "prefill tok/s", "step ms", "tokens/s",
+    headers = ["model", "preset", "table", "context", "batch", "prefill ms", "prefill tok/s",
+               "step ms", "tokens/s",
                "peak MiB", "state/KV MiB", "step/floor"]
     cells, unmeasured = [], []
     for r in rows:
@@ -1370,22 +1543,27 @@ def inference_table(rows: list[dict], summary: dict, opts: dict) -> str:
         value = lambda key, scale=1.0, digits=2: number_cell(r.get(key), scale, digits)
         cells.append([r["model"], r["preset"], r["table"], str(r["context"]), str(r["batch"]),
                       "-" if prefill is None else time_cell(prefill, 1e-3),
-                      "-" if prefill is None else number_cell(prefill.get("tokens_per_second"), 1.0, 0),
-                      time_cell(step, 1e-3), value("tokens_per_second", 1.0, 0), value("peak_bytes", MiB, 1),
+                      "-" if prefill is None
+                      else number_cell(prefill.get("tokens_per_second"), 1.0, 0),
+                      time_cell(step, 1e-3), value("tokens_per_second", 1.0, 0),
+                      value("peak_bytes", MiB, 1),
                       value("state_bytes", MiB, 1), value("step_over_floor")])
         where = f"{r['preset']} L={r['context']} B={r['batch']}"
         unmeasured.append((r["model"], where, step))
         if prefill is not None:
             unmeasured.append((f"{r['model']} prefill", where, prefill))
     notes = [inference_note(preset, s, opts) for preset, s in summary.items()]
-    title = f"inference: prefill and decode, {opts['dtype']}, {'CUDA graph' if opts['device'] == 'cuda' else 'eager'} steps"
+    steps = "CUDA graph" if opts["device"] == "cuda" else "eager"
+    title = f"inference: prefill and decode, {opts['dtype']}, {steps} steps"
     return format_table(title, headers, cells, [*unmeasured_notes(unmeasured), *notes])
 
 
 def inference_note(preset: str, s: dict, opts: dict) -> str:
     largest = ", ".join(f"{label} {batch}" for label, batch in s["largest_batch"].items())
-    versus = "".join(f"; {label} at L={v['context']}, B={opts['batch']}: tokens/s over the Transformer's "
-                     f"{number_cell(v['throughput_retnet_over_transformer'])}, the Transformer's peak memory over "
+    versus = "".join(f"; {label} at L={v['context']}, B={opts['batch']}: tokens/s over the "
+                     "Transformer's "
+                     f"{number_cell(v['throughput_retnet_over_transformer'])}, the Transformer's "
+                     "peak memory over "
                      f"its {number_cell(v['peak_memory_transformer_over_retnet'])}, step time "
                      f"{number_cell(v['step_time_transformer_over_retnet'])}"
                      for label, v in s["versus_transformer"].items())
@@ -1393,29 +1571,38 @@ def inference_note(preset: str, s: dict, opts: dict) -> str:
 
 
 def training_table(rows: list[dict], summary: dict, opts: dict) -> str:
-    headers = ["column", "T", "B", "step ms", "tokens/s", "peak MiB", "tokens/s ÷ retnet", "memory ÷ retnet"]
+    headers = ["column", "T", "B", "step ms", "tokens/s", "peak MiB", "tokens/s ÷ retnet",
+               "memory ÷ retnet"]
     cells, unmeasured = [], []
     for r in rows:
         ratios = summary.get(f"{r['column']}_at_{r['length']}", {})
         cells.append([r["column"], str(r["length"]), str(r["batch"]), time_cell(r, 1e-3),
-                      number_cell(r.get("tokens_per_second"), 1.0, 0), number_cell(r.get("peak_bytes"), MiB, 1),
+                      number_cell(r.get("tokens_per_second"), 1.0, 0),
+                      number_cell(r.get("peak_bytes"), MiB, 1),
                       number_cell(ratios.get("tokens_per_second_over_retnet")),
                       number_cell(ratios.get("peak_memory_over_retnet"))])
         unmeasured.append((r["column"], f"T={r['length']}", r))
-    title = f"training: one step (forward, backward, AdamW), preset {opts['train_preset']}, {opts['dtype']}"
+    title = (f"training: one step (forward, backward, AdamW), preset {opts['train_preset']}, "
+             f"{opts['dtype']}")
     notes = unmeasured_notes(unmeasured)
     if opts.get("train_parallel", NO_PARALLEL) != NO_PARALLEL:   # reports before it have none
         title += f", {opts['train_parallel']}"
-        notes.append("B per process; tokens/s over all processes (the slowest process's median step), "
+        notes.append("B per process; tokens/s over all processes (the slowest process's median "
+                     "step), "
                      "peak memory the largest process's")
     return format_table(title, headers, cells, notes)
 
 
 def format_report(report: dict) -> str:
     env = report["environment"]
-    head = (f"device {env['gpu'] or 'cpu'}, torch {env['torch']}, triton {env['triton']}, fla {env['fla']}; "
-            f"copy bandwidth {env['copy_bandwidth_bytes_per_second'] / 1e9:.1f} GB/s (read + write)")
-    tables = {"forms": forms_table, "decode": decode_table, "model": model_table, "inference": inference_table,
+    head = (
+        f"device {env['gpu'] or 'cpu'}, torch {env['torch']}, triton {env['triton']}, fla "
+        f"{env['fla']}; "
+        f"copy bandwidth {env['copy_bandwidth_bytes_per_second'] / 1e9:.1f} GB/s (read + write)"
+    )
+    tables = {"forms": forms_table, "decode": decode_table, "model": model_table,
+              "inference": inference_table,
               "training": training_table}
-    return "\n\n".join([head] + [tables[name](report[name], report["summary"][name], report["options"])
+    return "\n\n".join([head] + [tables[name](report[name], report["summary"][name],
+                                              report["options"])
                                   for name in report["options"]["suites"]])

@@ -1,7 +1,8 @@
-"""The project's numeric-check kit, and the checks the notebooks print: one line per claim, a hint when one fails.
+"""The project's numeric-check kit, and the checks the notebooks print: one line per claim, a hint
+when one fails.
 
-    relative_error(a, b)      the error measure everywhere: max |a - b| / max |b|, in float64 on the CPU
-    random_inputs(...)        seeded float64 q, k, v and a state of unit scale
+    relative_error(a, b)      the error measure everywhere: max |a - b| / max |b|, in float64 on the
+    CPU random_inputs(...)        seeded float64 q, k, v and a state of unit scale
     TOLERANCE                 the tolerance of each dtype (why each number: retnet_ref.verify)
 
     check(name, err, tol)     a numeric claim: err (a max relative error) is at most tol
@@ -27,10 +28,12 @@ import contextlib
 
 import torch
 
-__all__ = ["CheckFailed", "NotAttempted", "TOL", "TOLERANCE", "check", "claim", "exercise", "given", "random_inputs",
+__all__ = ["CheckFailed", "NotAttempted", "TOL", "TOLERANCE", "check", "claim", "exercise", "given",
+           "random_inputs",
            "relative_error"]
 
-# the tolerance of each dtype against the float64 truth, and between forms (why each number: retnet_ref.verify)
+# the tolerance of each dtype against the float64 truth, and between forms (why each number:
+# retnet_ref.verify)
 TOLERANCE = {torch.float64: 1e-12, torch.float32: 5e-6, torch.bfloat16: 2e-2}
 # float64 forms of one computation agree to ~1e-12 relative: the project's tolerance
 TOL = TOLERANCE[torch.float64]
@@ -46,7 +49,8 @@ def relative_error(a, b) -> float:
 
 
 def random_inputs(batch, heads, length, d_k, d_v, seed=0):
-    """Seeded float64 CPU q, k, v and a state, with entries of unit scale (keys scaled by 1/√d_k)."""
+    """Seeded float64 CPU q, k, v and a state, with entries of unit scale (keys scaled by
+    1/√d_k)."""
     gen = torch.Generator().manual_seed(seed)
     q = torch.randn(batch, heads, length, d_k, generator=gen, dtype=torch.float64)
     k = torch.randn(batch, heads, length, d_k, generator=gen, dtype=torch.float64) / d_k ** 0.5
@@ -102,7 +106,8 @@ def exercise(title: str, hint: str | None = None):
               f"solutions: notebooks/solutions.ipynb)")
         return
     except CheckFailed as failure:
-        raise CheckFailed(f"{title}: not yet. {failure}" + (f"\n  hint: {hint}" if hint else "")) from None
+        raise CheckFailed(f"{title}: not yet. {failure}"
+                          + (f"\n  hint: {hint}" if hint else "")) from None
     except Exception as error:               # a shape mistake, a wrong type: say where it came from
         raise CheckFailed(f"{title}: your answer raised {type(error).__name__}: {error}"
                           + (f"\n  hint: {hint}" if hint else "")) from error

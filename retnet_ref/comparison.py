@@ -1,38 +1,44 @@
-"""RetNet against the Transformer on the corpus, with the paper's ablations: `python -m retnet_ref compare`.
+"""RetNet against the Transformer on the corpus, with the paper's ablations: `python -m retnet_ref
+compare`.
 
-A plan is a list of named runs, each a set of `train` options (retnet_ref/train.py). The driver runs them
-as separate `python -m retnet_ref train` processes, --parallel at a time (several small models share one
-GPU; --gpus spreads them over several), each into <out>/<name>/, then writes <out>/summary.json and
-prints a table. Every run of one size sees the same tokens (batch x context x steps are the size's),
-the same data order and validation windows, and the same recipe (the train defaults: AdamW
-β = (0.9, 0.98), warm-up, cosine decay, gradient clip 2.0); RetNet trains chunkwise.
+A plan is a list of named runs, each a set of `train` options (retnet_ref/train.py). The driver runs
+them as separate `python -m retnet_ref train` processes, --parallel at a time (several small models
+share one GPU; --gpus spreads them over several), each into <out>/<name>/, then writes
+<out>/summary.json and prints a table. Every run of one size sees the same tokens (batch x context x
+steps are the size's), the same data order and validation windows, and the same recipe (the train
+defaults: AdamW β = (0.9, 0.98), warm-up, cosine decay, gradient clip 2.0); RetNet trains chunkwise.
 
-The plan (PLAN; --plan small keeps size S only, --smoke shrinks everything to run on a CPU in seconds):
+The plan (PLAN; --plan small keeps size S only, --smoke shrinks everything to run on a CPU in
+seconds):
   sizes       S and M: 9,581,056 and 63,218,688 parameters, the same for both models (equal d_model,
               layers, heads: both spend 12 d² + 4 d a layer), context 512, byte tokens
   sweep       size S, each model at each of LEARNING_RATES, seed 0
-  main        both models at every size, seeds 0 and 1, at the sweep's learning rates (per model the one
-              of lowest final validation loss at the training length, read from the sweep's logs), or
-              at --lr-retnet / --lr-transformer; the same rates at size M (not swept there)
-  ablations   size S, RetNet at its rate, seed 0 (Table 6): no swish gate, no GroupNorm, γ = 1 in every
-              head, one γ for all heads (the geometric mean of the default schedule: the γ whose decay
-              over any n tokens is the mean log-decay of the heads), and --variant official
+  main        both models at every size, seeds 0 and 1, at the sweep's learning rates (per model the
+              one of lowest final validation loss at the training length, read from the sweep's
+              logs), or at --lr-retnet / --lr-transformer; the same rates at size M (not swept
+              there)
+  ablations   size S, RetNet at its rate, seed 0 (Table 6): no swish gate, no GroupNorm, γ = 1 in
+              every head, one γ for all heads (the geometric mean of the default schedule: the γ
+              whose decay over any n tokens is the mean log-decay of the heads), and --variant
+              official
   every run validates at the training length and at 2x and 4x it (length extrapolation)
 --stage all runs sweep, main, ablations in turn; one stage at a time keeps each command short. A run
 that <out> already holds finished, with the same command, is not run again (the main stage's seed-0
 runs at size S are the sweep's runs at the chosen rates); a different or unfinished one is an error.
 
 Output, in --out (default build/comparison):
-  <name>/log.jsonl                  the run's log (train's output; its checkpoint.pt is deleted once the
-                                    run has finished, unless --keep-checkpoints); <name>/stderr.txt its messages
+  <name>/log.jsonl                  the run's log (train's output; its checkpoint.pt is deleted once
+                                    the run has finished, unless --keep-checkpoints);
+                                    <name>/stderr.txt its messages
   <name>/driver.json                the command, its exit status and its seconds (start-up included)
   summary.json                      {"plan", "learning_rates": per model the rate and where it came
-                                    from, "parameters": per size and model, "runs": per run its stages
-                                    (the sweep's seed-0 runs at the chosen rates are main runs too),
-                                    size, model, ablation, seed, lr, command, parameters, tokens,
-                                    validation_loss and validation_perplexity {"T": final value} at each
-                                    validated length T, wall_seconds (the log's), process_seconds,
-                                    tokens_per_second (median over steps), peak_memory_bytes}
+                                    from, "parameters": per size and model, "runs": per run its
+                                    stages (the sweep's seed-0 runs at the chosen rates are main
+                                    runs too), size, model, ablation, seed, lr, command, parameters,
+                                    tokens, validation_loss and validation_perplexity {"T": final
+                                    value} at each validated length T, wall_seconds (the log's),
+                                    process_seconds, tokens_per_second (median over steps),
+                                    peak_memory_bytes}
 """
 from __future__ import annotations
 
@@ -55,7 +61,16 @@ import torch
 from .argtypes import positive_float, positive_int
 from .decay import log_gamma_schedule
 from .paths import project_root
-from .train import CHECKPOINT, LOG, TrainConfig, add_parser as add_train_parser, build_model, given_config
+from .train import (
+    CHECKPOINT,
+    LOG,
+    TrainConfig,
+    build_model,
+    given_config,
+)
+from .train import (
+    add_parser as add_train_parser,
+)
 
 MODELS = ("retnet", "transformer")
 STAGES = ("sweep", "main", "ablations")
@@ -67,7 +82,8 @@ POLL_SECONDS = 0.2
 
 @dataclass(frozen=True)
 class Size:
-    """A model size and its training length: every run of one size sees batch × context × steps tokens."""
+    """A model size and its training length: every run of one size sees batch × context × steps
+    tokens."""
 
     d_model: int
     layers: int
@@ -96,20 +112,24 @@ class Plan:
         return next(iter(self.sizes))
 
 
-# Steps and batches: S sees 13.1M tokens a run, M 16.4M (the corpus's training split: 9.8M tokens). Measured
-# on one H200 with six S runs sharing it (bf16, eager PyTorch): RetNet ≈ 105k tokens/s a run (≈ 170 s),
-# the Transformer ≈ 162k (≈ 86 s); M is not yet measured.
-PLAN = Plan(sizes={"S": Size(d_model=256, layers=12, heads=4, batch=32, steps=800, warmup=80, eval_interval=200),
-                   "M": Size(d_model=512, layers=20, heads=8, batch=32, steps=1000, warmup=100, eval_interval=250)})
+# Steps and batches: S sees 13.1M tokens a run, M 16.4M (the corpus's training split: 9.8M tokens).
+# Measured on one H200 with six S runs sharing it (bf16, eager PyTorch): RetNet ≈ 105k tokens/s a
+# run (≈ 170 s), the Transformer ≈ 162k (≈ 86 s); M is not yet measured.
+PLAN = Plan(sizes={"S": Size(d_model=256, layers=12, heads=4, batch=32, steps=800, warmup=80,
+                             eval_interval=200),
+                   "M": Size(d_model=512, layers=20, heads=8, batch=32, steps=1000, warmup=100,
+                             eval_interval=250)})
 # the same plan in miniature: every run, a few steps of tiny models (a CPU test of the whole driver)
-SMOKE_PLAN = Plan(sizes={"S": Size(d_model=32, layers=1, heads=2, batch=4, steps=4, warmup=1, eval_interval=4),
-                         "M": Size(d_model=32, layers=2, heads=2, batch=4, steps=4, warmup=1, eval_interval=4)},
+SMOKE_PLAN = Plan(sizes={"S": Size(d_model=32, layers=1, heads=2, batch=4, steps=4, warmup=1,
+                                   eval_interval=4),
+                         "M": Size(d_model=32, layers=2, heads=2, batch=4, steps=4, warmup=1,
+                                   eval_interval=4)},
                   context=32, chunk_size=16, eval_batches=1)
 
 
 def single_gamma(heads: int) -> float:
-    """One γ for all heads: the geometric mean of the default schedule, rounded to 6 places (the single γ
-    whose decay γ^n over any n tokens is the mean of the heads' log-decays)."""
+    """One γ for all heads: the geometric mean of the default schedule, rounded to 6 places (the
+    single γ whose decay γ^n over any n tokens is the mean of the heads' log-decays)."""
     # γ̄ = exp(mean_h log γ_h)
     return round(float(np.exp(log_gamma_schedule(heads).mean())), 6)
 
@@ -144,7 +164,8 @@ def planned_run(plan: Plan, stage: str, size: str, model: str, lr: float, seed: 
     """The run's name says what it is: size, model, ablation, learning rate, seed."""
     s = plan.sizes[size]
     options = ["--model", model, "--d-model", s.d_model, "--layers", s.layers, "--heads", s.heads,
-               "--context", plan.context, "--batch", s.batch, "--steps", s.steps, "--warmup", s.warmup,
+               "--context", plan.context, "--batch", s.batch, "--steps", s.steps, "--warmup",
+               s.warmup,
                "--lr", f"{lr:g}", "--seed", seed, "--eval-interval", s.eval_interval,
                "--eval-batches", plan.eval_batches, "--eval-lengths", *plan.eval_lengths]
     if model == "retnet":
@@ -171,7 +192,8 @@ def ablation_runs(plan: Plan, rates: dict[str, float]) -> list[PlannedRun]:
 
 
 def planned_parameters(run: PlannedRun, vocab_size: int = 256) -> int:
-    """The run's parameter count: its options read by train's own parser, the model built on the meta device."""
+    """The run's parameter count: its options read by train's own parser, the model built on the
+    meta device."""
     train_parser = add_train_parser(argparse.ArgumentParser().add_subparsers())
     config = TrainConfig(**given_config(train_parser.parse_args(list(run.options))))
     with torch.device("meta"):
@@ -182,14 +204,16 @@ def planned_parameters(run: PlannedRun, vocab_size: int = 256) -> int:
 # ---------------------------------------------------------------- running them
 
 
-def train_arguments(run: PlannedRun, out: Path, corpus: str | None, device: str | None) -> list[str]:
+def train_arguments(run: PlannedRun, out: Path, corpus: str | None,
+                    device: str | None) -> list[str]:
     """Everything after `python -m retnet_ref train` for this run."""
     return [*run.options, "--out", str(out / run.name), *(["--corpus", corpus] if corpus else []),
             *(["--device", device] if device else []), "--quiet"]
 
 
 def shown_path(path: str | Path | None) -> str | None:
-    """A path inside the checkout relative to its root (the commands recorded are those run from there)."""
+    """A path inside the checkout relative to its root (the commands recorded are those run from
+    there)."""
     if path is None:
         return None
     try:
@@ -214,19 +238,25 @@ class RunFolderError(Exception):
 
 
 def run_state(folder: Path, command: str) -> str:
-    """"absent" (no log: to run), "finished" (this command's run, up to its last step) or "other"."""
+    """"absent" (no log: to run), "finished" (this command's run, up to its last step) or
+    "other"."""
     if not (folder / LOG).exists():
         return "absent"
     driver = json.loads((folder / DRIVER).read_text()) if (folder / DRIVER).exists() else {}
     records = read_log(folder)
     steps = records[0]["run"]["config"]["steps"]
-    if driver.get("command") == command and driver.get("returncode") == 0 and records[-1].get("step") == steps:
+    if (
+        driver.get("command") == command
+        and driver.get("returncode") == 0
+        and records[-1].get("step") == steps
+    ):
         return "finished"
     return "other"
 
 
 def child_environment(parallel: int, gpu: int | None) -> dict:
-    """The processes share the CPU cores (unless OMP_NUM_THREADS is set) and, with --gpus, one GPU each."""
+    """The processes share the CPU cores (unless OMP_NUM_THREADS is set) and, with --gpus, one GPU
+    each."""
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // parallel)))
     if gpu is not None:
@@ -234,15 +264,20 @@ def child_environment(parallel: int, gpu: int | None) -> dict:
     return env
 
 
-def execute(runs: list[PlannedRun], out: Path, corpus: str | None, device: str | None, parallel: int,
+def execute(runs: list[PlannedRun], out: Path, corpus: str | None, device: str | None,
+            parallel: int,
             gpus: int, keep_checkpoints: bool) -> list[str]:
-    """Run the runs not yet in `out`, `parallel` at a time, each on the least busy of `gpus` GPUs → names
-    that failed. A folder holding another or an unfinished run is an error (RunFolderError)."""
-    states = {run.name: run_state(out / run.name, recorded_command(run, out, corpus, device)) for run in runs}
+    """Run the runs not yet in `out`, `parallel` at a time, each on the least busy of `gpus` GPUs →
+    names that failed. A folder holding another or an unfinished run is an error
+    (RunFolderError)."""
+    states = {run.name: run_state(out / run.name, recorded_command(run, out, corpus, device))
+              for run in runs}
     other = [name for name, state in states.items() if state == "other"]
     if other:
-        raise RunFolderError(f"{', '.join(str(out / name) for name in other)}: another or an unfinished run "
-                             "(a different command, a failure, or cut short): remove it to run it again, or "
+        raise RunFolderError(f"{', '.join(str(out / name) for name in other)}: another or an "
+                             "unfinished run "
+                             "(a different command, a failure, or cut short): remove it to run it "
+                             "again, or "
                              "choose another --out")
     pending = [run for run in runs if states[run.name] == "absent"]
     active, failed = [], []
@@ -259,10 +294,12 @@ def execute(runs: list[PlannedRun], out: Path, corpus: str | None, device: str |
             run, process, started, stderr, _ = entry
             stderr.close()
             seconds = time.perf_counter() - started
-            record = {"command": recorded_command(run, out, corpus, device), "returncode": process.returncode,
+            record = {"command": recorded_command(run, out, corpus, device),
+                      "returncode": process.returncode,
                       "process_seconds": seconds}
             (out / run.name / DRIVER).write_text(json.dumps(record, indent=1) + "\n")
-            print(f"{'finished' if process.returncode == 0 else 'FAILED  '} {run.name}  {seconds:.1f} s", flush=True)
+            print(f"{'finished' if process.returncode == 0 else 'FAILED  '} {run.name}  "
+                  f"{seconds:.1f} s", flush=True)
             if process.returncode:
                 failed.append(run.name)
             elif not keep_checkpoints:
@@ -270,13 +307,16 @@ def execute(runs: list[PlannedRun], out: Path, corpus: str | None, device: str |
     return failed
 
 
-def start(run: PlannedRun, out: Path, corpus: str | None, device: str | None, parallel: int, gpu: int | None):
+def start(run: PlannedRun, out: Path, corpus: str | None, device: str | None, parallel: int,
+          gpu: int | None):
     """One train process → (the process, its start time, its open stderr file)."""
     folder = out / run.name
     folder.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "retnet_ref", "train", *train_arguments(run, out, corpus, device)]
+    command = [sys.executable, "-m", "retnet_ref", "train",
+               *train_arguments(run, out, corpus, device)]
     stderr = (folder / STDERR).open("w")
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, env=child_environment(parallel, gpu))
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr,
+                               env=child_environment(parallel, gpu))
     return process, time.perf_counter(), stderr
 
 
@@ -284,20 +324,31 @@ def start(run: PlannedRun, out: Path, corpus: str | None, device: str | None, pa
 
 
 def run_result(run: PlannedRun, stages: list[str], out: Path) -> dict:
-    """The summary entry of a finished run (of these stages): its final validation at every length, its costs."""
+    """The summary entry of a finished run (of these stages): its final validation at every length,
+    its costs."""
     folder = out / run.name
     records = read_log(folder)
     header, steps = records[0]["run"], [r for r in records if "step" in r]
     final = steps[-1]
     memory = [r["peak_memory_bytes"] for r in steps if r["peak_memory_bytes"] is not None]
     driver = json.loads((folder / DRIVER).read_text())
-    return {"stages": stages, **{k: v for k, v in dataclasses.asdict(run).items() if k not in ("name", "stage",
-                                                                                             "options")},
-            "command": driver["command"], "parameters": header["parameters"], "tokens": final["tokens"],
-            "validation_loss": final["validation_loss_at"], "validation_perplexity": final["validation_perplexity_at"],
-            "wall_seconds": final["wall_seconds"], "process_seconds": driver["process_seconds"],
-            "tokens_per_second": statistics.median(r["tokens_per_second"] for r in steps),
-            "peak_memory_bytes": max(memory) if memory else None}
+    return {
+        "stages": stages,
+        **{
+            k: v
+            for k, v in dataclasses.asdict(run).items()
+            if k not in ("name", "stage", "options")
+        },
+        "command": driver["command"],
+        "parameters": header["parameters"],
+        "tokens": final["tokens"],
+        "validation_loss": final["validation_loss_at"],
+        "validation_perplexity": final["validation_perplexity_at"],
+        "wall_seconds": final["wall_seconds"],
+        "process_seconds": driver["process_seconds"],
+        "tokens_per_second": statistics.median(r["tokens_per_second"] for r in steps),
+        "peak_memory_bytes": max(memory) if memory else None,
+    }
 
 
 def final_loss(result: dict, context: int) -> float:
@@ -307,18 +358,22 @@ def final_loss(result: dict, context: int) -> float:
 
 
 def best_learning_rates(plan: Plan, results: dict[str, dict]) -> dict[str, float] | None:
-    """Per model, the swept rate of lowest final validation loss; None while the sweep is incomplete."""
+    """Per model, the swept rate of lowest final validation loss; None while the sweep is
+    incomplete."""
     rates = {}
     for model in MODELS:
-        swept = [results[run.name] for run in sweep_runs(plan) if run.model == model and run.name in results]
+        swept = [results[run.name] for run in sweep_runs(plan) if run.model == model
+                 and run.name in results]
         if len(swept) < len(plan.learning_rates):
             return None
         rates[model] = min(swept, key=lambda result: final_loss(result, plan.context))["lr"]
     return rates
 
 
-def learning_rates(plan: Plan, results: dict[str, dict], given: dict[str, float | None]) -> dict[str, dict] | None:
-    """Per model {"lr", "from"}: the given rate (--lr-MODEL), else the sweep's best; None if neither is known."""
+def learning_rates(plan: Plan, results: dict[str, dict],
+                   given: dict[str, float | None]) -> dict[str, dict] | None:
+    """Per model {"lr", "from"}: the given rate (--lr-MODEL), else the sweep's best; None if neither
+    is known."""
     best = best_learning_rates(plan, results) if None in given.values() else {}
     if best is None:
         return None
@@ -327,8 +382,8 @@ def learning_rates(plan: Plan, results: dict[str, dict], given: dict[str, float 
 
 
 def finished_results(runs: list[PlannedRun], out: Path, corpus, device) -> dict[str, dict]:
-    """The summary entries of the runs that `out` holds finished, each name once with the stages that have it
-    (the sweep's seed-0 runs at the chosen rates are main runs too)."""
+    """The summary entries of the runs that `out` holds finished, each name once with the stages
+    that have it (the sweep's seed-0 runs at the chosen rates are main runs too)."""
     stages = {}
     for run in runs:
         stages.setdefault(run.name, []).append(run.stage)
@@ -339,7 +394,8 @@ def finished_results(runs: list[PlannedRun], out: Path, corpus, device) -> dict[
 
 def print_table(plan: Plan, results: dict[str, dict]):
     lengths = [str(plan.context * m) for m in (1, *plan.eval_lengths)]
-    header = f"{'run':<44} {'parameters':>11} {'tokens':>11} " + " ".join(f"{'ppl@' + T:>9}" for T in lengths) \
+    header = f"{'run':<44} {'parameters':>11} {'tokens':>11} " + " ".join(f"{'ppl@' + T:>9}"
+                                                                          for T in lengths) \
         + f" {'tokens/s':>10} {'wall s':>7}"
     print(header, "-" * len(header), sep="\n")
     for name, r in results.items():
@@ -353,28 +409,41 @@ def print_table(plan: Plan, results: dict[str, dict]):
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "compare", help="RetNet vs the Transformer: learning-rate sweep, main pair, ablations (summary.json)",
+        "compare", help="RetNet vs the Transformer: learning-rate sweep, main pair, ablations "
+                        "(summary.json)",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
-    add("--stage", choices=(*STAGES, "all"), default="all", help="which runs (default: all, in turn)")
-    add("--plan", choices=("full", "small"), default="full", help="full: sizes S and M; small: S only "
+    add("--stage", choices=(*STAGES, "all"), default="all",
+        help="which runs (default: all, in turn)")
+    add("--plan", choices=("full", "small"), default="full",
+        help="full: sizes S and M; small: S only "
         "(default: full)")
-    add("--smoke", action="store_true", help="the plan in miniature (tiny models, a few steps): a CPU test")
+    add("--smoke", action="store_true",
+        help="the plan in miniature (tiny models, a few steps): a CPU test")
     add("--learning-rates", type=positive_float, nargs="+", metavar="LR", help="the sweep's rates "
         f"(default: {' '.join(f'{lr:g}' for lr in PLAN.learning_rates)})")
-    add("--lr-retnet", type=positive_float, metavar="LR", help="RetNet's rate for main and ablations "
+    add("--lr-retnet", type=positive_float, metavar="LR",
+        help="RetNet's rate for main and ablations "
         "(default: the sweep's best)")
-    add("--lr-transformer", type=positive_float, metavar="LR", help="the Transformer's rate for main "
+    add("--lr-transformer", type=positive_float, metavar="LR",
+        help="the Transformer's rate for main "
         "(default: the sweep's best)")
-    add("--parallel", type=positive_int, default=1, metavar="N", help="train processes at a time (default: 1)")
-    add("--gpus", type=positive_int, default=1, metavar="N", help="spread the processes over GPUs 0..N-1 "
+    add("--parallel", type=positive_int, default=1, metavar="N",
+        help="train processes at a time (default: 1)")
+    add("--gpus", type=positive_int, default=1, metavar="N",
+        help="spread the processes over GPUs 0..N-1 "
         "(default: 1, the processes share the visible devices)")
-    add("--out", metavar="DIR", help="folder of the runs and summary.json (default: build/comparison)")
-    add("--corpus", metavar="DIR", help="the prepared corpus, passed to train (default: train's, build/corpus)")
-    add("--device", choices=("cpu", "cuda"), help="passed to train (default: train's, cuda when available)")
-    add("--keep-checkpoints", action="store_true", help="keep each run's checkpoint.pt (default: deleted "
+    add("--out", metavar="DIR",
+        help="folder of the runs and summary.json (default: build/comparison)")
+    add("--corpus", metavar="DIR",
+        help="the prepared corpus, passed to train (default: train's, build/corpus)")
+    add("--device", choices=("cpu", "cuda"),
+        help="passed to train (default: train's, cuda when available)")
+    add("--keep-checkpoints", action="store_true",
+        help="keep each run's checkpoint.pt (default: deleted "
         "once the run has finished; the comparison needs the logs only)")
-    add("--dry-run", action="store_true", help="print the stage's runs, their commands and parameter "
+    add("--dry-run", action="store_true",
+        help="print the stage's runs, their commands and parameter "
         "counts; run nothing")
     parser.set_defaults(func=lambda args: run_command(args, parser))
     return parser
@@ -385,8 +454,10 @@ def stage_runs(stage: str, plan: Plan, rates: dict[str, dict] | None) -> list[Pl
     if stage == "sweep":
         return sweep_runs(plan)
     if rates is None:
-        raise RunFolderError(f"--stage {stage}: the sweep is not complete in --out, so its best learning rates are "
-                             "not known: run --stage sweep first, or give --lr-retnet and --lr-transformer")
+        raise RunFolderError(f"--stage {stage}: the sweep is not complete in --out, so its best "
+                             "learning rates are "
+                             "not known: run --stage sweep first, or give --lr-retnet and "
+                             "--lr-transformer")
     chosen = {model: rate["lr"] for model, rate in rates.items()}
     return main_runs(plan, chosen) if stage == "main" else ablation_runs(plan, chosen)
 
@@ -398,7 +469,8 @@ def every_run(plan: Plan, rates: dict[str, dict] | None) -> list[PlannedRun]:
 
 
 def selected_plan(args) -> Plan:
-    """PLAN or SMOKE_PLAN, with size S only for --plan small and the swept rates of --learning-rates."""
+    """PLAN or SMOKE_PLAN, with size S only for --plan small and the swept rates of
+    --learning-rates."""
     plan = SMOKE_PLAN if args.smoke else PLAN
     if args.plan == "small":
         plan = dataclasses.replace(plan, sizes={plan.swept_size: plan.sizes[plan.swept_size]})
@@ -409,7 +481,8 @@ def selected_plan(args) -> Plan:
 
 def print_dry_run(runs: list[PlannedRun], out: Path, corpus, device):
     for run in runs:
-        print(f"{run.name:<44} {planned_parameters(run):>11,}  {recorded_command(run, out, corpus, device)}")
+        print(f"{run.name:<44} {planned_parameters(run):>11,}  "
+              f"{recorded_command(run, out, corpus, device)}")
 
 
 def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -440,20 +513,25 @@ def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     print_table(plan, results)
     print(f"\nlearning rates: {summary['learning_rates']}\nsummary: {out / SUMMARY}")
     for model, rate in (summary["learning_rates"] or {}).items():
-        if rate["from"] == "sweep" and rate["lr"] in (min(plan.learning_rates), max(plan.learning_rates)):
+        if rate["from"] == "sweep" and rate["lr"] in (min(plan.learning_rates),
+                                                      max(plan.learning_rates)):
             print(f"note: {model}'s best rate {rate['lr']:g} is at the edge of the sweep "
-                  f"{', '.join(f'{lr:g}' for lr in plan.learning_rates)}: a wider sweep may find a better one")
+                  f"{', '.join(f'{lr:g}' for lr in plan.learning_rates)}: a wider sweep may find a "
+                  "better one")
     if failed:
-        print(f"{len(failed)} runs failed (see their {STDERR}): {', '.join(failed)}", file=sys.stderr)
+        print(f"{len(failed)} runs failed (see their {STDERR}): {', '.join(failed)}",
+              file=sys.stderr)
         return 1
     return 0
 
 
 def summary_of(plan: Plan, results: dict[str, dict], given: dict[str, float | None]) -> dict:
-    """summary.json: the plan, the rates used and their source, parameter counts per size, every run."""
+    """summary.json: the plan, the rates used and their source, parameter counts per size, every
+    run."""
     parameters = {}
     for r in results.values():
         if r["ablation"] is None:
             parameters.setdefault(r["size"], {})[r["model"]] = r["parameters"]
-    return {"plan": dataclasses.asdict(plan), "learning_rates": learning_rates(plan, results, given),
+    return {"plan": dataclasses.asdict(plan),
+            "learning_rates": learning_rates(plan, results, given),
             "parameters": parameters, "runs": results}

@@ -1,38 +1,44 @@
-"""The conformance report: is someone else's retention the same function as ours, and if not, why not?
+"""The conformance report: is someone else's retention the same function as ours, and if not, why
+not?
 
 `check(fn, ...)` (and `python -m retnet_ref verify --impl PKG.MODULE:FUNCTION`) calls a retention
 implementation on inputs the report chooses and compares each output with our float64 truth:
 
     fn(q, k, v, gamma, form=..., chunk_size=..., state=...) -> o   or   (o, state)
 
-form is one of the forms the implementation declares ("parallel", "recurrent", "chunkwise"); chunk_size
-is an int for "chunkwise" and None otherwise; state is None or an initial state S_0; gamma is a float64
-tensor (H,) on the inputs' device, one decay per head. Conventions are declared, never guessed
-(`Conventions`): the layout of q, k, v and o, the layout of the state, the factor on q·k, where γ comes
-from, whether the function rotates q and k itself, the normalisation, the forms, a fixed chunk size,
-whether states go in and come out, the dtypes. An adapter (a few lines around a peer's function) makes
-any signature fit; examples/conformance/ holds worked ones.
+form is one of the forms the implementation declares ("parallel", "recurrent", "chunkwise");
+chunk_size is an int for "chunkwise" and None otherwise; state is None or an initial state S_0;
+gamma is a float64 tensor (H,) on the inputs' device, one decay per head. Conventions are declared,
+never guessed (`Conventions`): the layout of q, k, v and o, the layout of the state, the factor on
+q·k, where γ comes from, whether the function rotates q and k itself, the normalisation, the forms,
+a fixed chunk size, whether states go in and come out, the dtypes. An adapter (a few lines around a
+peer's function) makes any signature fit; examples/conformance/ holds worked ones.
 
-The truth (float64, CPU) is this package's retention with the declared conventions applied: q scaled,
-q and k rotated by retnet_ref.rotation.rotate when the rotation is inside, and
-    none        o_n = Σ_{m≤n} γ^(n-m) (q_n · k_m) v_m + γ^(n+1) q_n S_0   (Eq. 7 in one chunk: Eq. 5 + S_0)
-    paper       the paper's three normalisations, the same in every form (retnet_ref.normalized, "exact")
-    torchscale  the official code's row scales, which differ per form (retnet_ref.normalized, "torchscale")
+The truth (float64, CPU) is this package's retention with the declared conventions applied: q
+scaled, q and k rotated by retnet_ref.rotation.rotate when the rotation is inside, and
+    none        o_n = Σ_{m≤n} γ^(n-m) (q_n · k_m) v_m + γ^(n+1) q_n S_0   (Eq. 7 in one chunk: Eq. 5
+                + S_0)
+    paper       the paper's three normalisations, the same in every form (retnet_ref.normalized,
+                "exact")
+    torchscale  the official code's row scales, which differ per form (retnet_ref.normalized,
+                "torchscale")
 
-Rows: each form against the truth at several lengths (a single token, whole chunks, a ragged last chunk,
-many chunks; a long length on request) in each dtype and device; γ close to 1 and γ = 1; an initial
-state, the final state and a hand-off from one form to the next; causality (a late token perturbed,
-the rows before it must not move); gradients of q, k, v in float64 where the output carries a graph.
-The error is checking.relative_error, max |a - b| / max |b|; tolerances are checking.TOLERANCE of the
-input dtype (reasons in retnet_ref/verify.py) and each row says why in a few words.
+Rows: each form against the truth at several lengths (a single token, whole chunks, a ragged last
+chunk, many chunks; a long length on request) in each dtype and device; γ close to 1 and γ = 1; an
+initial state, the final state and a hand-off from one form to the next; causality (a late token
+perturbed, the rows before it must not move); gradients of q, k, v in float64 where the output
+carries a graph. The error is checking.relative_error, max |a - b| / max |b|; tolerances are
+checking.TOLERANCE of the input dtype (reasons in retnet_ref/verify.py) and each row says why in a
+few words.
 
-A failing row carries a diagnosis where its pattern is known: the output a constant or per-row multiple
-of the truth (a scale, or an ε-dependent normalisation), NaN or inf, the future leaking into the past,
-only a ragged last chunk wrong, later chunks wrong by a constant relative amount (the state carried
-between chunks) or by an amount that grows with the chunk count (a decay rounded per chunk), an error
-that grows along the sequence, float32 rounding inside a float64 row. The chunk and sequence patterns
-come from an impulse: keys and values only in the first chunk (or token), where the truth of every
-later row is one decayed product and the relative error per row shows how a decay is carried.
+A failing row carries a diagnosis where its pattern is known: the output a constant or per-row
+multiple of the truth (a scale, or an ε-dependent normalisation), NaN or inf, the future leaking
+into the past, only a ragged last chunk wrong, later chunks wrong by a constant relative amount (the
+state carried between chunks) or by an amount that grows with the chunk count (a decay rounded per
+chunk), an error that grows along the sequence, float32 rounding inside a float64 row. The chunk and
+sequence patterns come from an impulse: keys and values only in the first chunk (or token), where
+the truth of every later row is one decayed product and the relative error per row shows how a decay
+is carried.
 """
 from __future__ import annotations
 
@@ -50,11 +56,11 @@ from typing import Callable
 
 import torch
 
+from .checking import TOLERANCE, random_inputs, relative_error
 from .decay import gamma_schedule
 from .normalized import normalized_retention
 from .retention import chunkwise_retention
 from .rotation import rotate, theta_schedule
-from .checking import TOLERANCE, random_inputs, relative_error
 from .verify import DTYPE_NAME, available_devices, ragged_split
 
 FORMS = ("parallel", "recurrent", "chunkwise")
@@ -72,7 +78,7 @@ BATCH, HEADS, D_K, D_V = 2, 4, 16, 24        # d_k ≠ d_v: a transposed state c
 DEFAULT_CHUNK = 16
 LONG_LENGTH = 4096
 PROBE_LENGTH = 16
-NEAR_ONE = 1 - 1e-6                          # 1 - γ = 1e-6 must survive: a division by it, a cancelling 1 - γ^n
+NEAR_ONE = 1 - 1e-6              # 1 - γ = 1e-6 must survive: a division by it, a cancelling 1 - γ^n
 WHY = {"float64": "float64 rounding, ~T·2^-53",
        "float32": "float32 vs float64, measured ≤2.2e-6",
        "bfloat16": "8 significant bits, rounded 1-2×"}
@@ -80,7 +86,8 @@ WHY_CAUSAL = "the past must not move at all"
 
 
 class ConformanceError(ValueError):
-    """The implementation or its declaration does not fit (a usage error: exit status 2 at the CLI)."""
+    """The implementation or its declaration does not fit (a usage error: exit status 2 at the
+    CLI)."""
 
 
 # ---------------------------------------------------------------- what the implementation declares
@@ -92,34 +99,44 @@ class Conventions:
 
     layout: str = "BHTD"                 # q, k, v, o: (B, H, T, d) or (B, T, H, d)
     state_layout: str = "KV"             # state: (B, H, d_k, d_v) or (B, H, d_v, d_k)
-    scale: float | str = 1.0             # the function computes scale · (q · k); a number or "1/sqrt(d_k)"
-    gamma: str = "explicit"              # uses the γ passed, or its own schedule ("default", "linspace")
-    rotation: str = "none"               # "inside": it rotates q and k itself (rotation.rotate, θ = theta_schedule)
-    normalisation: str = "none"          # none, the paper's (exact in every form) or torchscale's per-form scales
+    scale: float | str = 1.0      # the function computes scale · (q · k); a number or "1/sqrt(d_k)"
+    gamma: str = "explicit"         # uses the γ passed, or its own schedule ("default", "linspace")
+    # "inside": it rotates q and k itself (rotation.rotate, θ = theta_schedule)
+    rotation: str = "none"
+    # none, the paper's (exact in every form) or torchscale's per-form scales
+    normalisation: str = "none"
     forms: tuple = FORMS
-    chunk_size: int | None = None        # the chunk size it always uses; None: any, the report chooses
+    chunk_size: int | None = None     # the chunk size it always uses; None: any, the report chooses
     initial_state: bool = True           # accepts state=S_0
     final_state: bool = True             # returns (o, S_T)
-    state_dtype: str = "wide"            # the state it takes: float32 or wider ("wide", ours), or the input's dtype
+    # the state it takes: float32 or wider ("wide", ours), or the input's dtype
+    state_dtype: str = "wide"
     dtypes: tuple = tuple(DTYPES)
 
     def __post_init__(self):
-        for name, allowed in (("layout", LAYOUTS), ("state_layout", STATE_LAYOUTS), ("gamma", GAMMAS),
+        for name, allowed in (("layout", LAYOUTS), ("state_layout", STATE_LAYOUTS),
+                              ("gamma", GAMMAS),
                               ("rotation", ROTATIONS), ("normalisation", NORMALISATIONS),
                               ("state_dtype", STATE_DTYPES)):
             if getattr(self, name) not in allowed:
-                raise ConformanceError(f"{name}: expected one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+                raise ConformanceError(f"{name}: expected one of {', '.join(allowed)}, got "
+                                       f"{getattr(self, name)!r}")
         for name, allowed in (("forms", FORMS), ("dtypes", DTYPES)):
             values = tuple(getattr(self, name))
             if not values or any(v not in allowed for v in values):
-                raise ConformanceError(f"{name}: expected some of {', '.join(allowed)}, got {values!r}")
+                raise ConformanceError(f"{name}: expected some of {', '.join(allowed)}, got "
+                                       f"{values!r}")
             object.__setattr__(self, name, values)
-        if self.scale != RSQRT_DK and (isinstance(self.scale, bool) or not isinstance(self.scale, (int, float))
+        if self.scale != RSQRT_DK and (isinstance(self.scale, bool)
+                                       or not isinstance(self.scale, (int, float))
                                        or not self.scale > 0):
-            raise ConformanceError(f"scale: expected a positive number or {RSQRT_DK!r}, got {self.scale!r}")
-        if self.chunk_size is not None and (isinstance(self.chunk_size, bool) or not isinstance(self.chunk_size, int)
+            raise ConformanceError(f"scale: expected a positive number or {RSQRT_DK!r}, got "
+                                   f"{self.scale!r}")
+        if self.chunk_size is not None and (isinstance(self.chunk_size, bool)
+                                            or not isinstance(self.chunk_size, int)
                                             or self.chunk_size < 1):
-            raise ConformanceError(f"chunk_size: expected a positive integer or None, got {self.chunk_size!r}")
+            raise ConformanceError("chunk_size: expected a positive integer or None, got "
+                                   f"{self.chunk_size!r}")
         if self.rotation == "inside" and D_K % 2:
             raise ConformanceError("rotation: 'inside' needs an even d_k")
 
@@ -141,22 +158,26 @@ class Implementation:
 
     def __post_init__(self):
         if not callable(self.fn):
-            raise ConformanceError(f"fn: expected a function {SIGNATURE}, got {type(self.fn).__name__}")
+            raise ConformanceError(f"fn: expected a function {SIGNATURE}, got "
+                                   f"{type(self.fn).__name__}")
         if not self.name:
             object.__setattr__(self, "name", getattr(self.fn, "__qualname__", repr(self.fn)))
         check_signature(self.fn, self.name)
 
 
 def check_signature(fn, name: str):
-    """fn accepts (q, k, v, gamma, form=, chunk_size=, state=), or a ConformanceError says what it takes."""
+    """fn accepts (q, k, v, gamma, form=, chunk_size=, state=), or a ConformanceError says what it
+    takes."""
     try:
         signature = inspect.signature(fn)
     except (TypeError, ValueError):
-        return                                                        # a builtin without a signature: try it
+        return                                               # a builtin without a signature: try it
     try:
         signature.bind(None, None, None, None, form="parallel", chunk_size=None, state=None)
     except TypeError:
-        raise ConformanceError(f"{name}: expected a function {SIGNATURE}, got {name}{signature}") from None
+        raise ConformanceError(
+            f"{name}: expected a function {SIGNATURE}, got {name}{signature}"
+        ) from None
 
 
 def load(spec: str, **declared) -> Implementation:
@@ -167,7 +188,8 @@ def load(spec: str, **declared) -> Implementation:
     """
     module_name, sep, attr = spec.rpartition(":")
     if not sep or not module_name or not attr:
-        raise ConformanceError(f"expected PKG.MODULE:FUNCTION or path/to/file.py:FUNCTION, got {spec!r}")
+        raise ConformanceError("expected PKG.MODULE:FUNCTION or path/to/file.py:FUNCTION, got "
+                               f"{spec!r}")
     module = _import(module_name)
     if not hasattr(module, attr):
         raise ConformanceError(f"module {module_name!r} has no attribute {attr!r}")
@@ -179,7 +201,8 @@ def load(spec: str, **declared) -> Implementation:
 
 
 def _import(module_name: str):
-    """The module named, or a file path ending in .py; any error it raises becomes a ConformanceError."""
+    """The module named, or a file path ending in .py; any error it raises becomes a
+    ConformanceError."""
     try:
         if module_name.endswith(".py"):
             path = Path(module_name)
@@ -194,8 +217,10 @@ def _import(module_name: str):
         return importlib.import_module(module_name)
     except ConformanceError:
         raise
-    except Exception as error:                                        # the user's module: any error it raises
-        raise ConformanceError(f"cannot import {module_name!r}: {type(error).__name__}: {error}") from None
+    except Exception as error:  # the user's module: any error it raises
+        raise ConformanceError(
+            f"cannot import {module_name!r}: {type(error).__name__}: {error}"
+        ) from None
 
 
 # ---------------------------------------------------------------- calling it, and the truth
@@ -215,11 +240,13 @@ def _split_output(impl: Implementation, form: str, out):
     """(o, state) from what the function returned, as it declares."""
     if impl.conventions.final_state:
         if not (isinstance(out, (tuple, list)) and len(out) == 2):
-            raise ConformanceError(f"{impl.name}: the {form} form returned {_describe(out)}; expected (o, state) "
+            raise ConformanceError(f"{impl.name}: the {form} form returned {_describe(out)}; "
+                                   "expected (o, state) "
                                    "(declare final_state=False if it returns o alone)")
         return out
     if not isinstance(out, torch.Tensor):
-        raise ConformanceError(f"{impl.name}: the {form} form returned {_describe(out)}; expected a tensor o "
+        raise ConformanceError(f"{impl.name}: the {form} form returned {_describe(out)}; expected "
+                               "a tensor o "
                                "(declare final_state=True if it returns (o, state))")
     return out, None
 
@@ -233,18 +260,21 @@ def _describe(out) -> str:
 def _check_shape(impl, form, what, x, expected, layout_name):
     if not isinstance(x, torch.Tensor) or tuple(x.shape) != expected:
         got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ConformanceError(f"{impl.name}: the {form} form returned {what} of shape {got}, expected "
+        raise ConformanceError(f"{impl.name}: the {form} form returned {what} of shape {got}, "
+                               "expected "
                                f"{expected} for {layout_name}")
 
 
 def call(impl: Implementation, form, q, k, v, gamma, chunk_size=None, state=None):
-    """fn on (B, H, T, d) inputs in our layout → (o (B, H, T, d_v), S_T (B, H, d_k, d_v) or None)."""
+    """fn on (B, H, T, d) inputs in our layout → (o (B, H, T, d_v), S_T (B, H, d_k, d_v) or
+    None)."""
     conv = impl.conventions
     B, H, T, d_k = q.shape
     d_v = v.shape[-1]
     x = [_to_layout(t, conv.layout) for t in (q, k, v)]
     s = None if state is None else _state_to_layout(state, conv.state_layout)
-    o, s_out = _split_output(impl, form, impl.fn(*x, gamma, form=form, chunk_size=chunk_size, state=s))
+    o, s_out = _split_output(impl, form,
+                             impl.fn(*x, gamma, form=form, chunk_size=chunk_size, state=s))
     expected = (B, T, H, d_v) if conv.layout == "BTHD" else (B, H, T, d_v)
     _check_shape(impl, form, "o", o, expected, f"layout {conv.layout} {LAYOUTS[conv.layout]}")
     o = o.transpose(1, 2) if conv.layout == "BTHD" else o            # (B, H, T, d_v)
@@ -257,7 +287,8 @@ def call(impl: Implementation, form, q, k, v, gamma, chunk_size=None, state=None
 
 
 def truth(conv: Conventions, form, q, k, v, gamma, chunk_size=None, state=None):
-    """Our float64 output (and final state, without normalisation) under the declared conventions."""
+    """Our float64 output (and final state, without normalisation) under the declared
+    conventions."""
     q, k, v = (t.to("cpu", torch.float64) for t in (q, k, v))
     gamma = gamma.to("cpu", torch.float64)
     q = q * conv.scale_value(q.shape[-1])
@@ -266,12 +297,16 @@ def truth(conv: Conventions, form, q, k, v, gamma, chunk_size=None, state=None):
         q, k = rotate(q, theta), rotate(k, theta)
     if conv.normalisation == "none":
         T = q.shape[2]
-        # Eq. 7 with one chunk is Eq. 5 plus the initial state's term γ^(n+1) q_n S_0 (O(T²) memory: long T in chunks)
+        # Eq. 7 with one chunk is Eq. 5 plus the initial state's term γ^(n+1) q_n S_0 (O(T²) memory:
+        # long T in chunks)
         whole = max(T, 1) if T <= 1024 else 256
-        return chunkwise_retention(q, k, v, gamma, whole, state=None if state is None else state.to("cpu", torch.float64))
+        return chunkwise_retention(q, k, v, gamma, whole, state=None if state is None
+                                   else state.to("cpu", torch.float64))
     mode = form if conv.normalisation == "torchscale" else "parallel"
-    o, _ = normalized_retention(q, k, v, gamma, mode=mode, chunk_size=chunk_size if mode == "chunkwise" else None,
-                                normalisation="exact" if conv.normalisation == "paper" else "torchscale")
+    o, _ = normalized_retention(q, k, v, gamma, mode=mode, chunk_size=chunk_size
+                                if mode == "chunkwise" else None,
+                                normalisation="exact" if conv.normalisation == "paper"
+                                else "torchscale")
     return o, None
 
 
@@ -321,7 +356,8 @@ def chunk_maxima(errors: torch.Tensor, chunk_size: int) -> list[float]:
 
 
 def grows(profile: list[float]) -> bool:
-    """The last quarter of a profile at least 3 times its first quarter (medians, so one spike does not count)."""
+    """The last quarter of a profile at least 3 times its first quarter (medians, so one spike does
+    not count)."""
     n = len(profile)
     if n < 4:
         return False
@@ -331,7 +367,8 @@ def grows(profile: list[float]) -> bool:
 
 
 def row_factor_diagnosis(o, t, tol) -> str | None:
-    """Each output row a positive multiple α_n of the truth's: a scale, or a per-row normalisation."""
+    """Each output row a positive multiple α_n of the truth's: a scale, or a per-row
+    normalisation."""
     o, t = (x.detach().to("cpu", torch.float64) for x in (o, t))
     # α_n = <o_n, t_n> / <t_n, t_n>, per batch, head and position
     tt = (t * t).sum(-1)
@@ -339,28 +376,38 @@ def row_factor_diagnosis(o, t, tol) -> str | None:
     residual = relative_error(o, alpha[..., None] * t)
     a = alpha[tt > 0]
     lo, hi = a.min().item(), a.max().item()
-    # the factor explains the error (residual within the tolerance and a tenth of the error) and is no rounding
-    if residual > min(tol, 0.1 * relative_error(o, t)) or lo <= 0 or max(abs(math.log(lo)), abs(math.log(hi))) < 1e-3:
+    # the factor explains the error (residual within the tolerance and a tenth of the error) and is
+    # no rounding
+    if residual > min(tol, 0.1 * relative_error(o, t)) or lo <= 0 or max(abs(math.log(lo)),
+                                                                         abs(math.log(hi))) < 1e-3:
         return None
     if hi - lo <= tol * hi:
         return (f"the output is {lo:.4g} × the truth everywhere: another q·k scale or value scale "
                 f"(declare scale; 1/√d_k = {D_K ** -0.5:.4g})")
-    return (f"each row is the truth times its own factor ({lo:.3g} to {hi:.3g}): another score normalisation; "
-            "a per-head norm with ε = 0 removes it, with ε > 0 it leaves α√((V+ε)/(α²V+ε)) for row variance V, "
+    return (f"each row is the truth times its own factor ({lo:.3g} to {hi:.3g}): another score "
+            "normalisation; "
+            "a per-head norm with ε = 0 removes it, with ε > 0 it leaves α√((V+ε)/(α²V+ε)) for row "
+            "variance V, "
             "so the forms agree only as ε → 0")
 
 
 def precision_diagnosis(error, dtype_name) -> str | None:
-    """An error at the rounding level of a lower precision than the row's: computed in that precision."""
+    """An error at the rounding level of a lower precision than the row's: computed in that
+    precision."""
     for lower, unit in (("float32", 2.0 ** -24), ("bfloat16", 2.0 ** -8)):
-        if DTYPES[lower].itemsize < DTYPES[dtype_name].itemsize and 0.1 * unit <= error <= 100 * unit:
-            return f"an error at {lower}'s rounding level in a {dtype_name} row: computed in {lower} inside"
+        if (
+            DTYPES[lower].itemsize < DTYPES[dtype_name].itemsize
+            and 0.1 * unit <= error <= 100 * unit
+        ):
+            return (f"an error at {lower}'s rounding level in a {dtype_name} row: computed in "
+                    f"{lower} inside")
     return None
 
 
 @dataclass(frozen=True)
 class Probe:
-    """The impulse behind the chunk and sequence diagnoses: k, v only in the first chunk (or token)."""
+    """The impulse behind the chunk and sequence diagnoses: k, v only in the first chunk (or
+    token)."""
 
     impl: Implementation
     form: str
@@ -371,9 +418,10 @@ class Probe:
     chunk_size: int | None
 
     def row_errors(self) -> torch.Tensor | None:
-        """own_row_errors of the function's impulse response: (T,), or None where the function raised."""
+        """own_row_errors of the function's impulse response: (T,), or None where the function
+        raised."""
         width = self.chunk_size or 1
-        T = max(self.length, PROBE_LENGTH * width)                    # enough chunks (or steps) to see a trend
+        T = max(self.length, PROBE_LENGTH * width)         # enough chunks (or steps) to see a trend
         q, k, v, _ = random_inputs(BATCH, HEADS, T, D_K, D_V, seed=7)
         k[:, :, width:], v[:, :, width:] = 0.0, 0.0
         t, _ = truth(self.impl.conventions, self.form, q, k, v, self.gamma, self.chunk_size)
@@ -382,7 +430,7 @@ class Probe:
                         self.gamma.to(self.device), self.chunk_size)
         except ConformanceError:
             raise
-        except Exception:                                             # the probe only explains; its own failure does not
+        except Exception:                        # the probe only explains; its own failure does not
             return None
         return own_row_errors(o, t)
 
@@ -393,20 +441,27 @@ def chunk_diagnosis(errors, tol, T, C, probe: Probe) -> str | None:
     if len(chunks) < 2 or chunks[0] > tol:
         return None
     if len(chunks) >= 3 and all(e <= tol for e in chunks[:-1]) and T % C:
-        return (f"only the last chunk is wrong (it holds {T % C} of {C} tokens): a ragged last chunk mishandled; "
+        return (f"only the last chunk is wrong (it holds {T % C} of {C} tokens): a ragged last "
+                "chunk mishandled; "
                 "it needs its own length L in ζ, ξ and γ^L")
     impulse = probe.row_errors()
     if impulse is None:
         return None
     later = chunk_maxima(impulse, C)[1:]
     if grows(later):
-        return ("the first chunk is right and the error grows with the chunk count: a decay rounded per chunk "
-                "(a rounded γ^C multiplied in once more for every chunk; take γ^(C·i) from float64 log γ)")
+        return ("the first chunk is right and the error grows with the chunk count: a decay "
+                "rounded per chunk "
+                "(a rounded γ^C multiplied in once more for every chunk; take γ^(C·i) from float64 "
+                "log γ)")
     if later and min(later) > tol:
-        return ("the first chunk is right, every later chunk wrong by about the same relative amount: the state "
-                "carried between chunks is built wrong (ζ left out of R_i = K_[i]^T (V_[i] ⊙ ζ) + γ^C R_(i-1), "
+        return ("the first chunk is right, every later chunk wrong by about the same relative "
+                "amount: the state "
+                "carried between chunks is built wrong (ζ left out of R_i = K_[i]^T (V_[i] ⊙ ζ) + "
+                "γ^C R_(i-1), "
                 "or R_i used for R_(i-1))")
-    return "the first chunk is right, later chunks are not: the cross-chunk term (Q_[i] R_(i-1)) ⊙ ξ"
+    return (
+        "the first chunk is right, later chunks are not: the cross-chunk term (Q_[i] R_(i-1)) ⊙ ξ"
+    )
 
 
 def sequence_diagnosis(tol, probe: Probe) -> str | None:
@@ -415,12 +470,14 @@ def sequence_diagnosis(tol, probe: Probe) -> str | None:
         return None
     profile = impulse[1:].tolist()
     if grows(profile) and max(profile) > tol:
-        return ("the error grows along the sequence: a decay rounded and applied again at every step, or γ or "
+        return ("the error grows along the sequence: a decay rounded and applied again at every "
+                "step, or γ or "
                 "the positions held in the input's low precision")
     return None
 
 
-NON_FINITE = ("non-finite output (NaN or inf): e.g. γ^(-m) overflowing, or exp of a positive exponent "
+NON_FINITE = ("non-finite output (NaN or inf): e.g. γ^(-m) overflowing, or exp of a positive "
+              "exponent "
               "masked by multiplication (inf · 0 = NaN)")
 
 
@@ -456,8 +513,10 @@ class Report:
         return all(r.passed for r in self.rows)
 
     def as_dict(self) -> dict:
-        return {"implementation": self.implementation, "conventions": dataclasses.asdict(self.conventions),
-                "passed": self.passed, "rows": [r.as_dict() for r in self.rows], "skipped": self.skipped}
+        return {"implementation": self.implementation,
+                "conventions": dataclasses.asdict(self.conventions),
+                "passed": self.passed, "rows": [r.as_dict() for r in self.rows],
+                "skipped": self.skipped}
 
     def to_json(self) -> str:
         return json.dumps(self.as_dict(), indent=2, ensure_ascii=False)
@@ -476,7 +535,8 @@ HEADER = (f"{'device':<6} {'dtype':<9} {'T':>5}  {'check':<38} {'error':>9} {'to
 def format_row(r: Row) -> list[str]:
     """One line per row, and its diagnosis on the next where it failed."""
     error = "raised" if r.error is None else f"{r.error:.2e}"
-    lines = [f"{r.device:<6} {r.dtype:<9} {r.length:>5}  {r.check:<38} {error:>9} {r.tolerance:>9.0e}  "
+    lines = [f"{r.device:<6} {r.dtype:<9} {r.length:>5}  {r.check:<38} {error:>9} "
+             f"{r.tolerance:>9.0e}  "
              f"{'pass' if r.passed else 'FAIL':<6}  {r.why}"]
     if r.diagnosis and not r.passed:
         lines.append(f"{'':>8}diagnosis: {r.diagnosis}")
@@ -489,7 +549,8 @@ def default_lengths(C: int) -> tuple[int, ...]:
 
 
 def gammas_of(conv: Conventions, device) -> torch.Tensor:
-    """The heads' γ: the declared schedule, or three schedule heads and γ = 0.999 (not exact in float32)."""
+    """The heads' γ: the declared schedule, or three schedule heads and γ = 0.999 (not exact in
+    float32)."""
     values = gamma_schedule(HEADS, conv.gamma) if conv.gamma != "explicit" else \
         list(gamma_schedule(HEADS - 1)) + [0.999]
     return torch.tensor(values, dtype=torch.float64, device=device)   # (H,)
@@ -499,8 +560,8 @@ def check(fn, *, lengths=None, devices=None, long=False, recurrent_max_length=10
           **conventions) -> Report:
     """The conformance report of fn (a function with `conventions`, or an Implementation).
 
-    lengths: sequence lengths (default: default_lengths of the chunk size); long: add T = 4096 + C/2;
-    devices: default cpu, and cuda when present. Raises ConformanceError for a usage error.
+    lengths: sequence lengths (default: default_lengths of the chunk size); long: add T = 4096 +
+    C/2; devices: default cpu, and cuda when present. Raises ConformanceError for a usage error.
     """
     if isinstance(fn, Implementation):
         impl = Implementation(fn.fn, dataclasses.replace(fn.conventions, **conventions), fn.name)
@@ -511,30 +572,36 @@ def check(fn, *, lengths=None, devices=None, long=False, recurrent_max_length=10
     return Report(impl.name, impl.conventions, rows, skipped)
 
 
-def iter_rows(impl: Implementation, lengths=None, devices=None, long=False, recurrent_max_length=1024,
+def iter_rows(impl: Implementation, lengths=None, devices=None, long=False,
+              recurrent_max_length=1024,
               skipped=None):
-    """The rows of the report, each as soon as it is computed; skipped checks appended to `skipped`."""
+    """The rows of the report, each as soon as it is computed; skipped checks appended to
+    `skipped`."""
     conv = impl.conventions
     C = conv.chunk_size or DEFAULT_CHUNK
     base = tuple(lengths or default_lengths(C))
-    mid = sorted(base)[len(base) // 2]                                # the length of the single-length rows
+    mid = sorted(base)[len(base) // 2]                        # the length of the single-length rows
     lengths = base + ((LONG_LENGTH + C // 2,) if long else ())
     devices = list(devices or available_devices())
     skipped = [] if skipped is None else skipped
     note = skipped.append
     if "recurrent" in conv.forms and max(lengths) > recurrent_max_length:
-        note(f"recurrent form at T > {recurrent_max_length} (a loop over tokens; raise recurrent_max_length)")
+        note(f"recurrent form at T > {recurrent_max_length} (a loop over tokens; raise "
+             "recurrent_max_length)")
     # the forms of the rows at T = mid (causality, γ, states, hand-off, gradients)
-    mid_forms = tuple(f for f in conv.forms if not (f == "recurrent" and mid > recurrent_max_length))
+    mid_forms = tuple(f for f in conv.forms
+                      if not (f == "recurrent" and mid > recurrent_max_length))
     if conv.gamma != "explicit":
         note(f"γ = 1 − 1e-6 and γ = 1 rows: the function takes γ from its {conv.gamma!r} schedule")
     states = conv.normalisation == "none"
     if not states:
-        note("state rows: a normalised form carries more than S (z and the position), no state is exchanged")
+        note("state rows: a normalised form carries more than S (z and the position), no state is "
+             "exchanged")
     elif not conv.initial_state:
         note("initial state and hand-off rows: the function takes no initial state")
     if states and conv.rotation == "inside":
-        note("hand-off rows: a rotation inside needs the position, which a state tensor does not carry")
+        note("hand-off rows: a rotation inside needs the position, which a state tensor does not "
+             "carry")
     leaks = {}
     causal_device = "cpu" if "cpu" in devices else devices[0]
     for form in mid_forms:
@@ -546,9 +613,16 @@ def iter_rows(impl: Implementation, lengths=None, devices=None, long=False, recu
         for dtype_name in conv.dtypes:
             dtype = DTYPES[dtype_name]
             for form in conv.forms:
-                yield from form_rows(impl, form, device, dtype, lengths, mid if form in mid_forms else None, C,
+                yield from form_rows(impl, form, device, dtype, lengths, mid if form in mid_forms
+                                     else None, C,
                                      recurrent_max_length, leaks.get(form), states)
-            if states and conv.initial_state and conv.final_state and conv.rotation == "none" and mid_forms:
+            if (
+                states
+                and conv.initial_state
+                and conv.final_state
+                and conv.rotation == "none"
+                and mid_forms
+            ):
                 yield from handoff_rows(impl, mid_forms, device, dtype, mid, C)
     if "float64" in conv.dtypes:
         for form in mid_forms:
@@ -560,7 +634,8 @@ def iter_rows(impl: Implementation, lengths=None, devices=None, long=False, recu
 
 
 def measured(impl, form, device, dtype, T, gamma, C, state=False):
-    """The function's (o, S_T), or the exception it raised, and the truth's (o, S_T) on seeded inputs."""
+    """The function's (o, S_T), or the exception it raised, and the truth's (o, S_T) on seeded
+    inputs."""
     q, k, v, S0 = random_inputs(BATCH, HEADS, T, D_K, D_V, seed=T)
     s0 = S0 if state else None
     t = truth(impl.conventions, form, q, k, v, gamma, C, s0)
@@ -570,13 +645,14 @@ def measured(impl, form, device, dtype, T, gamma, C, state=False):
                    None if s0 is None else s0.to(device, impl.conventions.state_of(dtype)))
     except ConformanceError:
         raise
-    except Exception as error:                                        # the function's own failure is a finding
+    except Exception as error:                             # the function's own failure is a finding
         got = error
     return got, t
 
 
 def raised(error: Exception) -> str:
-    return f"the function raised {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+    first_line = str(error).splitlines()[0] if str(error) else ""
+    return f"the function raised {type(error).__name__}: {first_line}"
 
 
 def form_rows(impl, form, device, dtype, lengths, mid, C, recurrent_max_length, leaks, states):
@@ -589,40 +665,49 @@ def form_rows(impl, form, device, dtype, lengths, mid, C, recurrent_max_length, 
         if form == "recurrent" and T > recurrent_max_length:
             continue
         got, t = measured(impl, form, device, dtype, T, gamma, chunk)
-        row = compared(got, t, impl, form, device, dtype, T, gamma, chunk, leaks, f"{form} vs float64 truth")
+        row = compared(got, t, impl, form, device, dtype, T, gamma, chunk, leaks,
+                       f"{form} vs float64 truth")
         passed_plain &= row.passed
         yield row
-    if mid is None:                                                   # the recurrent loop beyond its longest length
+    if mid is None:                                   # the recurrent loop beyond its longest length
         return
     if conv.gamma == "explicit":
         for label, value in (("γ = 1 − 1e-6", NEAR_ONE), ("γ = 1", 1.0)):
             g = torch.full((HEADS,), value, dtype=torch.float64, device=device)
             got, t = measured(impl, form, device, dtype, mid, g, chunk)
-            row = compared(got, t, impl, form, device, dtype, mid, g, chunk, leaks, f"{form}, {label}")
+            row = compared(got, t, impl, form, device, dtype, mid, g, chunk, leaks,
+                           f"{form}, {label}")
             if not row.passed and passed_plain:
                 cause = ("a division by 1 − γ, or log γ = 0, handled wrong" if value == 1.0 else
-                         "1 − γ lost (γ rounded, or 1 − γ^n cancelling); take log γ as log1p(−(1 − γ)) in float64")
-                row.diagnosis = f"wrong only at {label}: {cause}" + (f"; {row.diagnosis}" if row.diagnosis else "")
+                         "1 − γ lost (γ rounded, or 1 − γ^n cancelling); take log γ as log1p(−(1 − "
+                         "γ)) in float64")
+                row.diagnosis = f"wrong only at {label}: {cause}" + (f"; {row.diagnosis}"
+                                                                     if row.diagnosis else "")
             yield row
     if not states:
         return
     if conv.initial_state:
         got, t = measured(impl, form, device, dtype, mid, gamma, chunk, state=True)
-        row = compared(got, t, impl, form, device, dtype, mid, gamma, chunk, leaks, f"{form}, initial state S_0")
+        row = compared(got, t, impl, form, device, dtype, mid, gamma, chunk, leaks,
+                       f"{form}, initial state S_0")
         if not row.passed and passed_plain:
-            row.diagnosis = (f"right without a state, wrong with S_0: the initial state's term γ^(n+1) q_n S_0 "
-                             f"(state layout declared {conv.state_layout} {STATE_LAYOUTS[conv.state_layout]})")
+            row.diagnosis = ("right without a state, wrong with S_0: the initial state's term "
+                             "γ^(n+1) q_n S_0 "
+                             f"(state layout declared {conv.state_layout} "
+                             f"{STATE_LAYOUTS[conv.state_layout]})")
         yield row
     if conv.final_state:
         got, t = measured(impl, form, device, dtype, mid, gamma, chunk, state=conv.initial_state)
         if isinstance(got, Exception):
-            yield Row(device, name, mid, f"{form}, final state S_T", None, tol, WHY[name], raised(got))
+            yield Row(device, name, mid, f"{form}, final state S_T", None, tol, WHY[name],
+                      raised(got))
         else:
             error = relative_error(got[1], t[1])
             row = Row(device, name, mid, f"{form}, final state S_T", error, tol, WHY[name])
             if not row.passed:
                 row.diagnosis = "S_T is not Σ_m γ^(T-1-m) k_m^T v_m + γ^T S_0" + (
-                    " (ζ decays each key to its chunk's end; a ragged last chunk needs its own length L in ζ and γ^L)"
+                    " (ζ decays each key to its chunk's end; a ragged last chunk needs its own "
+                    "length L in ζ and γ^L)"
                     if form == "chunkwise" else "")
             yield row
 
@@ -667,8 +752,10 @@ def causality_row(impl, form, device, T, C) -> Row:
         row.diagnosis = NON_FINITE
     elif not row.passed:
         first = int((moved > tol).nonzero()[0])
-        row.diagnosis = (f"future affects the past: changing tokens from {p} on moved rows {first}..{p - 1}: "
-                         f"non-causal masking (a mask that lets {p - first} future token(s) through)")
+        row.diagnosis = (f"future affects the past: changing tokens from {p} on moved rows "
+                         f"{first}..{p - 1}: "
+                         f"non-causal masking (a mask that lets {p - first} future token(s) "
+                         "through)")
     return row
 
 
@@ -694,9 +781,11 @@ def handoff_rows(impl, forms, device, dtype, T, C):
             yield Row(device, name, T, check_name, None, tol, WHY[name], raised(error))
             continue
         # (B, H, split, d_v) and (B, H, T - split, d_v) → (B, H, T, d_v)
-        row = Row(device, name, T, check_name, relative_error(torch.cat([o1, o2], dim=2), t), tol, WHY[name])
+        row = Row(device, name, T, check_name, relative_error(torch.cat([o1, o2], dim=2), t), tol,
+                  WHY[name])
         if not row.passed:
-            row.diagnosis = (f"split at {split}, the two calls do not make the whole: a form wrong on its own (its rows), "
+            row.diagnosis = (f"split at {split}, the two calls do not make the whole: a form wrong "
+                             "on its own (its rows), "
                              f"or the state {first} returns is not the one {second} continues from")
         yield row
 
@@ -728,7 +817,8 @@ def gradient_row(impl, form, device, T, C) -> Row | None:
     if not row.passed:
         row.diagnosis = ("the forward is wrong already (its rows above); the gradients follow it"
                          if relative_error(o, t) > tol else
-                         "the forward is right, its gradients are not: a backward that is not the forward's derivative")
+                         "the forward is right, its gradients are not: a backward that is not the "
+                         "forward's derivative")
     return row
 
 
@@ -751,24 +841,37 @@ def add_arguments(parser):
     """The options of `verify --impl`, in their own group of the verify parser."""
     group = parser.add_argument_group("checking your own implementation (--impl)")
     group.add_argument("--impl", metavar="PKG.MODULE:FUNCTION",
-                       help=f"report on this function instead: {SIGNATURE} (or path/to/file.py:FUNCTION)")
-    group.add_argument("--layout", choices=list(LAYOUTS), help="q, k, v and o: BHTD (default) or BTHD")
-    group.add_argument("--state-layout", choices=list(STATE_LAYOUTS), help="the state: KV (d_k, d_v; default) or VK")
-    group.add_argument("--scale", type=scale_argument, help=f"the factor the function puts on q·k: a number or "
+                       help=f"report on this function instead: {SIGNATURE} (or "
+                            "path/to/file.py:FUNCTION)")
+    group.add_argument("--layout", choices=list(LAYOUTS),
+                       help="q, k, v and o: BHTD (default) or BTHD")
+    group.add_argument("--state-layout", choices=list(STATE_LAYOUTS),
+                       help="the state: KV (d_k, d_v; default) or VK")
+    group.add_argument("--scale", type=scale_argument,
+                       help=f"the factor the function puts on q·k: a number or "
                                                              f"{RSQRT_DK} (default 1)")
-    group.add_argument("--gamma", choices=GAMMAS, help="explicit (uses the γ passed; default) or its own schedule")
-    group.add_argument("--rotation", choices=ROTATIONS, help="inside: the function rotates q and k itself")
-    group.add_argument("--normalisation", choices=NORMALISATIONS, help="none (default), paper or torchscale")
-    group.add_argument("--forms", nargs="+", choices=FORMS, help="the forms it offers (default: all three)")
-    group.add_argument("--dtypes", nargs="+", choices=list(DTYPES), help="the dtypes it takes (default: all three)")
-    group.add_argument("--no-initial-state", dest="initial_state", action="store_false", default=None,
+    group.add_argument("--gamma", choices=GAMMAS,
+                       help="explicit (uses the γ passed; default) or its own schedule")
+    group.add_argument("--rotation", choices=ROTATIONS,
+                       help="inside: the function rotates q and k itself")
+    group.add_argument("--normalisation", choices=NORMALISATIONS,
+                       help="none (default), paper or torchscale")
+    group.add_argument("--forms", nargs="+", choices=FORMS,
+                       help="the forms it offers (default: all three)")
+    group.add_argument("--dtypes", nargs="+", choices=list(DTYPES),
+                       help="the dtypes it takes (default: all three)")
+    group.add_argument("--no-initial-state", dest="initial_state", action="store_false",
+                       default=None,
                        help="it takes no state=S_0")
     group.add_argument("--no-final-state", dest="final_state", action="store_false", default=None,
                        help="it returns o alone, not (o, state)")
     group.add_argument("--state-dtype", choices=STATE_DTYPES,
-                       help="the state it takes: wide (float32 or wider; default) or input (the inputs' dtype)")
-    group.add_argument("--long", action="store_true", help=f"add a long length T = {LONG_LENGTH} + C/2")
-    group.add_argument("--json", action="store_true", help="print the report as JSON instead of the table")
+                       help="the state it takes: wide (float32 or wider; default) or input (the "
+                            "inputs' dtype)")
+    group.add_argument("--long", action="store_true",
+                       help=f"add a long length T = {LONG_LENGTH} + C/2")
+    group.add_argument("--json", action="store_true",
+                       help="print the report as JSON instead of the table")
 
 
 def scale_argument(text: str):
@@ -784,34 +887,39 @@ def scale_argument(text: str):
     return value
 
 
-DECLARED = ("layout", "state_layout", "scale", "gamma", "rotation", "normalisation", "forms", "dtypes",
+DECLARED = ("layout", "state_layout", "scale", "gamma", "rotation", "normalisation", "forms",
+            "dtypes",
             "initial_state", "final_state", "state_dtype")
 
 
 def options_without_impl(args) -> list[str]:
     """The --impl options given without --impl (a usage error)."""
-    given = [key for key in DECLARED if getattr(args, key) is not None] + [key for key in ("long", "json")
-                                                                          if getattr(args, key)]
+    given = [key for key in DECLARED if getattr(args, key) is not None] + [
+        key for key in ("long", "json") if getattr(args, key)
+    ]
     return ["--" + key.replace("_", "-") for key in given]
 
 
 def run(args, parser) -> int:
-    """verify --impl: the report on stdout (table or JSON); 1 on a failing row; usage errors exit 2."""
+    """verify --impl: the report on stdout (table or JSON); 1 on a failing row; usage errors exit
+    2."""
     declared = {key: getattr(args, key) for key in DECLARED if getattr(args, key) is not None}
     if args.chunk_size is not None:
         declared["chunk_size"] = args.chunk_size
     try:
         impl = load(args.impl, **declared)
         skipped = []
-        rows = iter_rows(impl, args.lengths, args.device, args.long, args.recurrent_max_length, skipped)
+        rows = iter_rows(impl, args.lengths, args.device, args.long, args.recurrent_max_length,
+                         skipped)
         if args.json:
             report = Report(impl.name, impl.conventions, list(rows), skipped)
             print(report.to_json())
             return 0 if report.passed else 1
         collected = []
         for row in rows:
-            if not collected:                                          # after the first call: a usage error prints no table
-                print(f"conformance of {impl.name} against the float64 reference\n\n{HEADER}\n{'-' * len(HEADER)}")
+            if not collected:                  # after the first call: a usage error prints no table
+                print(f"conformance of {impl.name} against the float64 "
+                      f"reference\n\n{HEADER}\n{'-' * len(HEADER)}")
             print("\n".join(format_row(row)), flush=True)
             collected.append(row)
     except ConformanceError as error:
@@ -819,5 +927,6 @@ def run(args, parser) -> int:
     for reason in skipped:
         print(f"skipped: {reason}")
     failed = sum(not r.passed for r in collected)
-    print(f"\n{len(collected) - failed} of {len(collected)} checks passed" + (f", FAILED: {failed}" if failed else ""))
+    print(f"\n{len(collected) - failed} of {len(collected)} checks passed"
+          + (f", FAILED: {failed}" if failed else ""))
     return 1 if failed else 0

@@ -9,15 +9,17 @@
 3. split the documents, not the bytes, into train / validation / test: the sorted file names are
    shuffled with a fixed seed and the first ones go to validation, the next to test, the rest to
    train, so that no document (and no part of one) is in two splits;
-4. tokens are bytes (vocabulary 256: UTF-8 as it is, no tokenizer to train); each document is followed
-   by byte 0, which the text never contains, as an end-of-document mark; each split is the
-   concatenation of its documents, written as a 1-D uint8 array (train.npy, validation.npy, test.npy);
+4. tokens are bytes (vocabulary 256: UTF-8 as it is, no tokenizer to train); each document is
+   followed by byte 0, which the text never contains, as an end-of-document mark; each split is the
+   concatenation of its documents, written as a 1-D uint8 array (train.npy, validation.npy,
+   test.npy);
 5. manifest.json records the source (package, version), the licence, the seed and fractions, and per
    split the document names, the document count, the token count (bytes) and a SHA-256 of the array;
    LICENSE.txt is the package's own copyright file (the Python Software Foundation License).
 
 `prepare(documents, out, ...)` runs steps 3-5 on any folder of text files (the tests use a few small
-ones); `load_split` and `load_manifest` read a prepared corpus back and check it against its manifest.
+ones); `load_split` and `load_manifest` read a prepared corpus back and check it against its
+manifest.
 """
 from __future__ import annotations
 
@@ -74,9 +76,11 @@ def _run(command: list[str], cwd: Path | None = None) -> str:
     try:
         done = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
     except FileNotFoundError:
-        raise CorpusError(f"`{command[0]}` is not installed here: the corpus is Debian's {PACKAGE} package, "
-                          "fetched with apt-get download and unpacked with dpkg-deb; without apt-get, download "
-                          "the .deb by hand and pass it with --deb (dpkg-deb is still needed)") from None
+        raise CorpusError(
+            f"`{command[0]}` is not installed here: the corpus is Debian's {PACKAGE} package, "
+            "fetched with apt-get download and unpacked with dpkg-deb; without apt-get, download "
+            "the .deb by hand and pass it with --deb (dpkg-deb is still needed)"
+        ) from None
     if done.returncode != 0:
         raise CorpusError(f"`{' '.join(command)}` failed (exit status {done.returncode}):\n"
                           f"{(done.stderr or done.stdout).strip()}")
@@ -91,7 +95,8 @@ def download_package(folder: Path) -> Path:
     _run(["apt-get", "download", PACKAGE], cwd=folder)
     found = sorted(folder.glob(f"{PACKAGE}_*.deb"))
     if len(found) != 1:
-        raise CorpusError(f"apt-get download {PACKAGE} left {len(found)} packages in {folder}, expected one")
+        raise CorpusError(f"apt-get download {PACKAGE} left {len(found)} packages in {folder}, "
+                          "expected one")
     return found[0]
 
 
@@ -119,19 +124,24 @@ def read_documents(folder: Path, suffix: str = DOCUMENT_SUFFIX) -> list[Document
     documents = [Document(p.relative_to(folder).as_posix(), p.read_bytes()) for p in paths]
     marked = [d.name for d in documents if END_OF_DOCUMENT in d.text]
     if marked:
-        raise CorpusError(f"byte {END_OF_DOCUMENT} marks the end of a document but occurs inside {marked[:5]}")
+        raise CorpusError(f"byte {END_OF_DOCUMENT} marks the end of a document but occurs inside "
+                          f"{marked[:5]}")
     return documents
 
 
-def split_names(names: list[str], seed: int, validation_fraction: float, test_fraction: float) -> dict[str, list[str]]:
-    """Shuffle the sorted names with random.Random(seed); validation and test each get round(fraction · N)
-    documents (at least one), train the rest (at least one). Each split's names come back sorted."""
+def split_names(names: list[str], seed: int, validation_fraction: float,
+                test_fraction: float) -> dict[str, list[str]]:
+    """Shuffle the sorted names with random.Random(seed); validation and test each get
+    round(fraction · N) documents (at least one), train the rest (at least one). Each split's names
+    come back sorted."""
     names = sorted(names)
     counts = {"validation": max(1, round(validation_fraction * len(names))),
               "test": max(1, round(test_fraction * len(names)))}
     if counts["validation"] + counts["test"] >= len(names):
-        raise CorpusError(f"{len(names)} documents cannot make three splits with {counts['validation']} for "
-                          f"validation and {counts['test']} for test: the training split would be empty")
+        raise CorpusError(f"{len(names)} documents cannot make three splits with "
+                          f"{counts['validation']} for "
+                          f"validation and {counts['test']} for test: the training split would be "
+                          "empty")
     order = list(names)
     random.Random(seed).shuffle(order)
     cut = counts["validation"] + counts["test"]
@@ -154,10 +164,11 @@ def sha256(array: np.ndarray) -> str:
 
 
 def prepare(documents_folder: Path, out: Path, source: dict, licence_file: Path | None = None,
-            licence: dict | None = None, seed: int = DEFAULT_SEED, validation_fraction: float = DEFAULT_FRACTION,
+            licence: dict | None = None, seed: int = DEFAULT_SEED,
+            validation_fraction: float = DEFAULT_FRACTION,
             test_fraction: float = DEFAULT_FRACTION, suffix: str = DOCUMENT_SUFFIX) -> dict:
-    """Split the documents of documents_folder by document, write the three uint8 arrays, the manifest
-    (and a copy of licence_file as LICENSE.txt) into out → the manifest."""
+    """Split the documents of documents_folder by document, write the three uint8 arrays, the
+    manifest (and a copy of licence_file as LICENSE.txt) into out → the manifest."""
     documents = {d.name: d for d in read_documents(documents_folder, suffix)}
     names = split_names(list(documents), seed, validation_fraction, test_fraction)
     out.mkdir(parents=True, exist_ok=True)
@@ -165,15 +176,18 @@ def prepare(documents_folder: Path, out: Path, source: dict, licence_file: Path 
     for split in SPLITS:
         tokens = byte_tokens([documents[name] for name in names[split]])
         np.save(out / f"{split}.npy", tokens)
-        splits[split] = {"file": f"{split}.npy", "documents": len(names[split]), "tokens": int(tokens.size),
+        splits[split] = {"file": f"{split}.npy", "documents": len(names[split]),
+                         "tokens": int(tokens.size),
                          "text_bytes": sum(len(documents[name].text) for name in names[split]),
                          "sha256": sha256(tokens), "names": names[split]}
     if licence_file is not None:
         shutil.copyfile(licence_file, out / LICENCE["file"])
     manifest = {"format": FORMAT, "tokenizer": "bytes", "vocab_size": VOCAB_SIZE,
                 "end_of_document": END_OF_DOCUMENT, "source": source, "licence": licence,
-                "seed": seed, "fractions": {"validation": validation_fraction, "test": test_fraction},
-                "documents": len(documents), "text_bytes": sum(len(d.text) for d in documents.values()),
+                "seed": seed, "fractions": {"validation": validation_fraction,
+                                            "test": test_fraction},
+                "documents": len(documents),
+                "text_bytes": sum(len(d.text) for d in documents.values()),
                 "splits": splits}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
@@ -182,11 +196,13 @@ def prepare(documents_folder: Path, out: Path, source: dict, licence_file: Path 
 def load_manifest(folder: Path) -> dict:
     path = Path(folder) / MANIFEST
     if not path.is_file():
-        raise CorpusError(f"{folder} holds no prepared corpus ({MANIFEST} is missing): build it with "
+        raise CorpusError(f"{folder} holds no prepared corpus ({MANIFEST} is missing): build it "
+                          "with "
                           "`python -m retnet_ref corpus` (or `make corpus`)")
     manifest = json.loads(path.read_text())
     if manifest.get("format") != FORMAT:
-        raise CorpusError(f"{path} has format {manifest.get('format')!r}, this version reads {FORMAT}: rebuild it")
+        raise CorpusError(f"{path} has format {manifest.get('format')!r}, this version reads "
+                          f"{FORMAT}: rebuild it")
     return manifest
 
 
@@ -199,19 +215,22 @@ def load_split(folder: Path, split: str, manifest: dict | None = None) -> np.nda
     tokens = np.load(Path(folder) / entry["file"])
     if tokens.dtype != np.uint8 or tokens.ndim != 1 or tokens.size != entry["tokens"] \
             or sha256(tokens) != entry["sha256"]:
-        raise CorpusError(f"{Path(folder) / entry['file']} does not match {MANIFEST} (changed or damaged): "
+        raise CorpusError(f"{Path(folder) / entry['file']} does not match {MANIFEST} (changed or "
+                          "damaged): "
                           "rebuild the corpus with `python -m retnet_ref corpus`")
     return tokens
 
 
 def build(out: Path, download_folder: Path, deb: Path | None = None, seed: int = DEFAULT_SEED,
-          validation_fraction: float = DEFAULT_FRACTION, test_fraction: float = DEFAULT_FRACTION) -> dict:
+          validation_fraction: float = DEFAULT_FRACTION,
+          test_fraction: float = DEFAULT_FRACTION) -> dict:
     """The whole pipeline: download (unless deb is given), unpack, prepare → the manifest."""
     deb = download_package(download_folder) if deb is None else deb
     unpacked = unpack_package(deb, download_folder / "unpacked")
     sources = unpacked / SOURCES_IN_PACKAGE
     if not sources.is_dir():
-        raise CorpusError(f"{deb.name} has no {SOURCES_IN_PACKAGE}/: not the package this corpus is built from")
+        raise CorpusError(f"{deb.name} has no {SOURCES_IN_PACKAGE}/: not the package this corpus "
+                          "is built from")
     source = {"distribution": "Debian", "package": PACKAGE, "version": package_version(deb),
               "file": deb.name, "folder": SOURCES_IN_PACKAGE.as_posix(), "suffix": DOCUMENT_SUFFIX}
     return prepare(sources, out, source, unpacked / COPYRIGHT_IN_PACKAGE, LICENCE, seed,
@@ -234,29 +253,39 @@ def fraction(text: str) -> float:
 
 def summary(manifest: dict, out: Path) -> str:
     """What was written: per split the documents and tokens."""
-    lines = [f"corpus in {out}: {manifest['documents']} documents, {manifest['text_bytes']:,} bytes of text "
-             f"({manifest['source'].get('package')} {manifest['source'].get('version')}), byte tokens"]
+    lines = [f"corpus in {out}: {manifest['documents']} documents, {manifest['text_bytes']:,} "
+             "bytes of text "
+             f"({manifest['source'].get('package')} {manifest['source'].get('version')}), byte "
+             "tokens"]
     for split in SPLITS:
         entry = manifest["splits"][split]
-        lines.append(f"  {split:<10} {entry['documents']:>4} documents {entry['tokens']:>11,} tokens")
+        lines.append(f"  {split:<10} {entry['documents']:>4} documents {entry['tokens']:>11,} "
+                     "tokens")
     return "\n".join(lines)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """The `corpus` subcommand; running it calls `run`."""
     parser = subparsers.add_parser(
-        "corpus", help="fetch and prepare the training corpus (Debian's python3.11-doc) in build/corpus/",
+        "corpus", help="fetch and prepare the training corpus (Debian's python3.11-doc) in "
+                       "build/corpus/",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", metavar="DIR", help="folder of the prepared corpus (default: build/corpus)")
+    parser.add_argument("--out", metavar="DIR",
+                        help="folder of the prepared corpus (default: build/corpus)")
     parser.add_argument("--download-dir", metavar="DIR",
-                        help="folder the package is downloaded and unpacked in (default: build/debian)")
-    parser.add_argument("--deb", metavar="PATH", help=f"use this {PACKAGE} .deb instead of downloading one")
+                        help="folder the package is downloaded and unpacked in (default: "
+                             "build/debian)")
+    parser.add_argument("--deb", metavar="PATH",
+                        help=f"use this {PACKAGE} .deb instead of downloading one")
     parser.add_argument("--seed", type=non_negative_int, default=DEFAULT_SEED,
                         help=f"seed of the document shuffle (default: {DEFAULT_SEED})")
-    parser.add_argument("--validation-fraction", type=fraction, default=DEFAULT_FRACTION, metavar="F",
-                        help=f"share of the documents held out for validation (default: {DEFAULT_FRACTION})")
+    parser.add_argument("--validation-fraction", type=fraction, default=DEFAULT_FRACTION,
+                        metavar="F",
+                        help="share of the documents held out for validation (default: "
+                             f"{DEFAULT_FRACTION})")
     parser.add_argument("--test-fraction", type=fraction, default=DEFAULT_FRACTION, metavar="F",
-                        help=f"share of the documents held out for test (default: {DEFAULT_FRACTION})")
+                        help="share of the documents held out for test (default: "
+                             f"{DEFAULT_FRACTION})")
     parser.set_defaults(func=lambda args: run(args, parser))
     return parser
 
@@ -272,7 +301,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             parser.error(f"--deb: expected a .deb file, got {args.deb!r}"
                          + (" (no such file)" if not deb.exists() else ""))
     try:
-        manifest = build(out, download_folder, deb, args.seed, args.validation_fraction, args.test_fraction)
+        manifest = build(out, download_folder, deb, args.seed, args.validation_fraction,
+                         args.test_fraction)
     except CorpusError as err:
         print(f"corpus: {err}", file=sys.stderr)
         return 1

@@ -1,9 +1,9 @@
 """Analytic cost of the three retention forms, and the memory of decoding: KV cache against state.
 
-Flops count every multiply and every add as one (a multiply-add is 2), for one head and one sequence,
-exactly as retnet_ref.retention computes them (the parallel form fills the whole T×T score matrix,
-the upper half included; building the decay factors, O(T²) exponentials or fewer, is left out).
-Working memory counts the elements a form holds besides q, k, v and o.
+Flops count every multiply and every add as one (a multiply-add is 2), for one head and one
+sequence, exactly as retnet_ref.retention computes them (the parallel form fills the whole T×T score
+matrix, the upper half included; building the decay factors, O(T²) exponentials or fewer, is left
+out). Working memory counts the elements a form holds besides q, k, v and o.
 
     parallel   (Eq. 5)  O(T² d) time, O(T²) memory       one score matrix for the whole sequence
     recurrent  (Eq. 6)  O(T d_k d_v) time, O(d_k d_v)    one state, whatever T
@@ -27,7 +27,8 @@ BYTES_PER_ELEMENT = {"float64": 8, "float32": 4, "bfloat16": 2, "float16": 2}
 
 @dataclass(frozen=True)
 class Cost:
-    """flops: multiplies + adds; memory: elements held besides q, k, v and o (one head, one sequence)."""
+    """flops: multiplies + adds; memory: elements held besides q, k, v and o (one head, one
+    sequence)."""
     flops: int
     memory: int
 
@@ -49,16 +50,17 @@ def parallel_cost(length: int, d_k: int, d_v: int) -> Cost:
 
 
 def recurrent_cost(length: int, d_k: int, d_v: int) -> Cost:
-    """Eq. 6, per token: γ S, k^T v and their sum 3 d_k d_v; o = q S 2 d_k d_v;  memory the state d_k d_v."""
+    """Eq. 6, per token: γ S, k^T v and their sum 3 d_k d_v; o = q S 2 d_k d_v;  memory the state
+    d_k d_v."""
     _check_positive(length=length, d_k=d_k, d_v=d_v)
     return Cost(flops=5 * length * d_k * d_v, memory=d_k * d_v)
 
 
 def _chunk_flops(L: int, d_k: int, d_v: int) -> int:
     """One chunk of length L of Eq. 7 (see chunkwise_cost)."""
-    inner = 2 * L * L * d_k + L * L + 2 * L * L * d_v        # (Q K^T ⊙ D) V
-    cross = 2 * L * d_k * d_v + L * d_v + L * d_v            # (Q R_{i-1}) ⊙ ξ, added to the inner term
-    state = L * d_v + 2 * L * d_k * d_v + 2 * d_k * d_v      # K^T (V ⊙ ζ) + γ^L R_{i-1}
+    inner = 2 * L * L * d_k + L * L + 2 * L * L * d_v     # (Q K^T ⊙ D) V
+    cross = 2 * L * d_k * d_v + L * d_v + L * d_v         # (Q R_{i-1}) ⊙ ξ, added to the inner term
+    state = L * d_v + 2 * L * d_k * d_v + 2 * d_k * d_v   # K^T (V ⊙ ζ) + γ^L R_{i-1}
     return inner + cross + state
 
 
@@ -66,13 +68,14 @@ def chunkwise_cost(length: int, chunk_size: int, d_k: int, d_v: int) -> Cost:
     """Eq. 7 with chunks of C = chunk_size (the last one may be shorter), summed chunk by chunk.
 
     Per chunk of length L: inner term 2L²(d_k + d_v) + L², cross term 2L d_k d_v + 2L d_v, state
-    update 2L d_k d_v + L d_v + 2 d_k d_v.  Memory: D and the scores of one chunk (2L²), ξ and ζ (2L),
-    and the state d_k d_v.  C = 1 costs about 6/5 of the recurrent form, C = T the parallel form plus
-    the state update (4T d_k d_v + ...): one family with those two ends.
+    update 2L d_k d_v + L d_v + 2 d_k d_v.  Memory: D and the scores of one chunk (2L²), ξ and ζ
+    (2L), and the state d_k d_v.  C = 1 costs about 6/5 of the recurrent form, C = T the parallel
+    form plus the state update (4T d_k d_v + ...): one family with those two ends.
     """
     _check_positive(length=length, chunk_size=chunk_size, d_k=d_k, d_v=d_v)
     full, last = divmod(length, chunk_size)
-    flops = full * _chunk_flops(chunk_size, d_k, d_v) + (_chunk_flops(last, d_k, d_v) if last else 0)
+    flops = full * _chunk_flops(chunk_size, d_k, d_v) + (_chunk_flops(last, d_k, d_v) if last
+                                                         else 0)
     L = min(chunk_size, length)
     return Cost(flops=flops, memory=2 * L * L + 2 * L + d_k * d_v)
 
@@ -88,7 +91,8 @@ def flop_optimal_chunk_size(d_k: int, d_v: int) -> float:
     return math.sqrt(2 * d_k * d_v / (2 * (d_k + d_v) + 1))
 
 
-# ---------------------------------------------------------------- decoding memory: KV cache vs state
+# ---------------------------------------------------------------- decoding memory: KV cache vs
+# state
 
 
 @dataclass(frozen=True)
@@ -101,8 +105,8 @@ class ModelShape:
     head_dim_v: int
 
 
-# The paper's 6.7B RetNet (Sun et al. 2023, §3.1 and its table of model sizes): d_model 4096, 32 layers, 16 heads,
-# head dimensions 256 for queries/keys and 512 for values (W_V is d × 2d).
+# The paper's 6.7B RetNet (Sun et al. 2023, §3.1 and its table of model sizes): d_model 4096, 32
+# layers, 16 heads, head dimensions 256 for queries/keys and 512 for values (W_V is d × 2d).
 RETNET_6_7B = ModelShape(d_model=4096, layers=32, heads=16, head_dim_qk=256, head_dim_v=512)
 
 
@@ -114,9 +118,17 @@ def kv_cache_bytes(length: int, shape: ModelShape, batch: int = 1, dtype: str = 
 
 
 def retention_state_bytes(shape: ModelShape, batch: int = 1, dtype: str = "bfloat16") -> int:
-    """RetNet's recurrent state (Eq. 6): one d_k × d_v matrix per head and layer, whatever the length."""
+    """RetNet's recurrent state (Eq. 6): one d_k × d_v matrix per head and layer, whatever the
+    length."""
     _check_positive(batch=batch)
-    return shape.layers * shape.heads * shape.head_dim_qk * shape.head_dim_v * batch * BYTES_PER_ELEMENT[dtype]
+    return (
+        shape.layers
+        * shape.heads
+        * shape.head_dim_qk
+        * shape.head_dim_v
+        * batch
+        * BYTES_PER_ELEMENT[dtype]
+    )
 
 
 def cache_exceeds_state_length(shape: ModelShape, dtype: str = "bfloat16") -> int:

@@ -104,7 +104,8 @@ def decay_powers(length: int, log_g):
     return _exp(_heads_first(log_g) * _positions(length, log_g))
 
 
-def decay_matrix_columns_reversed(length: int, log_g: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def decay_matrix_columns_reversed(length: int, log_g: torch.Tensor,
+                                  dtype: torch.dtype) -> torch.Tensor:
     """D (Eq. 5) with its columns in reverse order, as a strided view: (H, T, T), no T×T storage.
 
     D_nm = γ^(n-m) depends on n - m only (a Toeplitz matrix). With the columns reversed, m' = T-1-m,
@@ -113,26 +114,30 @@ def decay_matrix_columns_reversed(length: int, log_g: torch.Tensor, dtype: torch
     is that matrix. So D costs 2T-1 numbers per head instead of T². Powers from float64 log γ.
     """
     powers = decay_powers(length, log_g).to(dtype)                              # (H, T)
-    w = torch.cat((powers.new_zeros(powers.shape[0], max(length - 1, 0)), powers), dim=1)   # (H, 2T-1)
+    # (H, 2T-1)
+    w = torch.cat((powers.new_zeros(powers.shape[0], max(length - 1, 0)), powers), dim=1)
     return w.as_strided((w.shape[0], length, length), (w.stride(0), 1, 1))        # (H, T, T) view
 
 
 def causal_decay(length: int, log_g: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """D (Eq. 5) stored in dtype, (H, T, T), from its T distinct powers: 2T-1 exponentials, not T².
 
-    The same numbers as decay_matrix(length, log_g).to(dtype): the reversed-columns view, flipped back.
+    The same numbers as decay_matrix(length, log_g).to(dtype): the reversed-columns view, flipped
+    back.
     """
     return decay_matrix_columns_reversed(length, log_g, dtype).flip(-1)      # (H, T, T)
 
 
 def zeta(length: int, log_g):
-    """ζ_r = γ^(L-r-1), r = 0..L-1 (Eq. 7): how much key r of a chunk of length L has decayed at its end."""
+    """ζ_r = γ^(L-r-1), r = 0..L-1 (Eq. 7): how much key r of a chunk of length L has decayed at its
+    end."""
     r = _positions(length, log_g)
     return _exp(_heads_first(log_g) * (length - 1 - r))            # (..., L)
 
 
 def xi(length: int, log_g):
-    """ξ_r = γ^(r+1), r = 0..L-1 (Eq. 7): how much the previous chunk's state has decayed at row r."""
+    """ξ_r = γ^(r+1), r = 0..L-1 (Eq. 7): how much the previous chunk's state has decayed at row
+    r."""
     r = _positions(length, log_g)
     return _exp(_heads_first(log_g) * (r + 1))                     # (..., L)
 

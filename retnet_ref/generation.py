@@ -1,20 +1,22 @@
-"""Token generation shared by every language model of the package (RetNet and the Transformer baseline).
+"""Token generation shared by every language model of the package (RetNet and the Transformer
+baseline).
 
 A model plugs in two functions:
 
     prefill(prompt (B, T0) long)      -> (last_logits (B, V), state)   # read the whole prompt once
-    step(token (B,) long, state)      -> (logits (B, V), state)        # one new token, O(1) for RetNet
+    step(token (B,) long, state)      -> (logits (B, V), state)        # one new token, O(1) for
+    RetNet
 
 and `generate_tokens` runs the loop: sample a token from the last logits, feed it back, repeat.
 
 On a GPU a decode step is many small kernels, and launching them from Python costs more than running
-them. `GraphedStep` records one step in a CUDA graph and replays it: the whole step becomes one launch.
-A graph replays the same kernels on the same memory, so the step must update its state in place (both
-models' `decode_step` do: a fixed-size recurrent state, or a preallocated KV cache whose length is a
-device tensor) and must not read a tensor's value on the host.
+them. `GraphedStep` records one step in a CUDA graph and replays it: the whole step becomes one
+launch. A graph replays the same kernels on the same memory, so the step must update its state in
+place (both models' `decode_step` do: a fixed-size recurrent state, or a preallocated KV cache whose
+length is a device tensor) and must not read a tensor's value on the host.
 Sampling: temperature 0 is greedy (argmax, ties to the lowest id); otherwise the logits are divided
-by the temperature, optionally cut to the top_k largest, and one token is drawn from the softmax with
-a seeded torch.Generator, so that the same seed gives the same tokens.
+by the temperature, optionally cut to the top_k largest, and one token is drawn from the softmax
+with a seeded torch.Generator, so that the same seed gives the same tokens.
 """
 from __future__ import annotations
 
@@ -49,27 +51,30 @@ def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_k: int | Non
     """
     temperature, top_k = check_sampling(temperature, top_k)
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
-        raise ValueError(f"logits must be a 2-D tensor (B, V), got {getattr(logits, 'shape', type(logits))}")
+        raise ValueError("logits must be a 2-D tensor (B, V), got "
+                         f"{getattr(logits, 'shape', type(logits))}")
     if temperature == 0.0:
         return logits.argmax(dim=-1)
     # (logits - max) / temperature in float64: any temperature > 0 works, down to the smallest float
     shifted = logits.detach().double() - logits.detach().double().amax(-1, keepdim=True)
-    scaled = shifted / temperature                                     # (B, V), the largest logit at 0
+    scaled = shifted / temperature                          # (B, V), the largest logit at 0
     if top_k is not None and top_k < scaled.shape[-1]:
         kth_largest = scaled.topk(top_k, dim=-1).values[:, -1:]        # (B, 1)
         scaled = scaled.masked_fill(scaled < kth_largest, float("-inf"))
-    probs = torch.softmax(scaled, dim=-1)                              # (B, V)
-    if not torch.isfinite(probs).all():                                # one read on the host per sampled token
-        raise ValueError("logits must be finite to sample from them: got NaN or inf (non-finite weights or inputs?)")
+    probs = torch.softmax(scaled, dim=-1)                   # (B, V)
+    if not torch.isfinite(probs).all():                     # one read on the host per sampled token
+        raise ValueError("logits must be finite to sample from them: got NaN or inf (non-finite "
+                         "weights or inputs?)")
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)   # (B,)
 
 
 def capture_cuda_graph(fn: Callable[[], Any], warmup: int = 2) -> tuple[torch.cuda.CUDAGraph, Any]:
     """fn() recorded in a CUDA graph → (graph, fn's output, which each graph.replay() rewrites).
 
-    fn runs `warmup` times eagerly on a side stream first (lazy initialisation, library workspaces and
-    compilation happen outside the graph), then once under capture. A replay reruns the same kernels on
-    the same memory, so anything fn updates in place is updated again, and the warm-up runs count too.
+    fn runs `warmup` times eagerly on a side stream first (lazy initialisation, library workspaces
+    and compilation happen outside the graph), then once under capture. A replay reruns the same
+    kernels on the same memory, so anything fn updates in place is updated again, and the warm-up
+    runs count too.
     """
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
@@ -86,16 +91,16 @@ def capture_cuda_graph(fn: Callable[[], Any], warmup: int = 2) -> tuple[torch.cu
 class GraphedStep:
     """One decode step recorded in a CUDA graph: `graphed(token) -> logits`, replayed in one launch.
 
-    step(token, state) -> (logits, state) must update `state` in place and return it (the same object):
-    the graph reads and writes the memory it was captured with. Capturing runs the step `warmup` times
-    for real (capture_cuda_graph), so `state` is advanced by those runs: capture on a scratch copy or set
-    the position again afterwards when that matters (`generate_tokens` does).
+    step(token, state) -> (logits, state) must update `state` in place and return it (the same
+    object): the graph reads and writes the memory it was captured with. Capturing runs the step
+    `warmup` times for real (capture_cuda_graph), so `state` is advanced by those runs: capture on a
+    scratch copy or set the position again afterwards when that matters (`generate_tokens` does).
     """
 
     def __init__(self, step: Step, token: torch.Tensor, state, warmup: int = 2):
         if token.device.type != "cuda":
             raise ValueError(f"a CUDA graph needs CUDA tensors, got a token on {token.device}")
-        self.token = token.clone()                                      # (B,) the graph's input buffer
+        self.token = token.clone()                                   # (B,) the graph's input buffer
         self.graph, (self.logits, _) = capture_cuda_graph(lambda: step(self.token, state), warmup)
 
     def __call__(self, token: torch.Tensor) -> torch.Tensor:
@@ -116,7 +121,8 @@ def check_cuda_graph(cuda_graph, prompt: torch.Tensor) -> bool:
 
 
 def seeded_generator(seed, device) -> torch.Generator | None:
-    """A private generator on device seeded with seed (checked), or None (torch's global one) for None."""
+    """A private generator on device seeded with seed (checked), or None (torch's global one) for
+    None."""
     seed = check_seed(seed)
     return None if seed is None else torch.Generator(device=device).manual_seed(seed)
 
@@ -134,7 +140,8 @@ def generate_tokens(prefill: Prefill, step: Step, prompt: torch.Tensor, max_new_
     advances (capture runs the step on the real state) and put it back.
     """
     temperature, top_k = check_sampling(temperature, top_k)
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral) or max_new_tokens < 0:
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens,
+                                                          numbers.Integral) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
     check_token_tensor(prompt, name="prompt")
     use_graph = check_cuda_graph(cuda_graph, prompt)
@@ -148,14 +155,16 @@ def generate_tokens(prefill: Prefill, step: Step, prompt: torch.Tensor, max_new_
         new, finite = _decode(logits, state, step, max_new_tokens,
                               lambda logits: sample_next(logits, temperature, top_k, generator))
     if not finite:
-        raise ValueError("the model produced non-finite logits (NaN or inf) while generating: its weights or "
+        raise ValueError("the model produced non-finite logits (NaN or inf) while generating: its "
+                         "weights or "
                          "inputs hold non-finite values, so the tokens would be meaningless")
     return torch.cat((prompt, new), dim=1)                             # (B, T0 + new)
 
 
 def _decode(logits, state, step: Step, count: int, sample) -> tuple[torch.Tensor, torch.Tensor]:
     """count tokens sampled from the prefill's logits on, step called after each but the last →
-    (tokens (B, count), whether every logit seen was finite: a 0-d bool, read once by the caller)."""
+    (tokens (B, count), whether every logit seen was finite: a 0-d bool, read once by the
+    caller)."""
     finite = torch.ones((), dtype=torch.bool, device=logits.device)
     tokens = []
     for i in range(count):
@@ -168,7 +177,8 @@ def _decode(logits, state, step: Step, count: int, sample) -> tuple[torch.Tensor
 
 
 def _graphed(step: Step, state, snapshot, token: torch.Tensor) -> Step:
-    """step as a replayed CUDA graph, the state restored to where prefill left it after capturing."""
+    """step as a replayed CUDA graph, the state restored to where prefill left it after
+    capturing."""
     if snapshot is None:
         raise ValueError("cuda_graph needs a snapshot function: capturing advances the state")
     restore = snapshot(state)

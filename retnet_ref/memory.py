@@ -1,4 +1,5 @@
-"""How much memory a new allocation can get on a device: the guard of the parallel form and of `bench`."""
+"""How much memory a new allocation can get on a device: the guard of the parallel form and of
+`bench`."""
 from __future__ import annotations
 
 import os
@@ -7,7 +8,8 @@ import torch
 
 
 def _cpu_available_bytes() -> int | None:
-    """MemAvailable from /proc/meminfo (Linux), else the free physical pages, else None (unknown)."""
+    """MemAvailable from /proc/meminfo (Linux), else the free physical pages, else None
+    (unknown)."""
     try:
         with open("/proc/meminfo") as meminfo:
             for line in meminfo:

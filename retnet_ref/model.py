@@ -1,18 +1,19 @@
-"""The RetNet language model: configuration, presets, the three modes with an explicit state, generation.
+"""The RetNet language model: configuration, presets, the three modes with an explicit state,
+generation.
 
     tokens → embedding → L × RetNetBlock (Eq. 9) → final norm → output head → logits
 
 `model(tokens, mode, chunk_size, state)` runs any of the three forms and returns the logits and a
-RetNetState (one RetentionState per layer: S, z and the tokens seen). A state from one mode continues
-in any other: prefill a prompt chunkwise, then decode one token at a time recurrently; with the exact
-normalisation the logits equal one parallel pass over the whole sequence.
+RetNetState (one RetentionState per layer: S, z and the tokens seen). A state from one mode
+continues in any other: prefill a prompt chunkwise, then decode one token at a time recurrently;
+with the exact normalisation the logits equal one parallel pass over the whole sequence.
 
-Presets (RetNetConfig.preset): the sizes of retnet_ref.presets ("tiny" and the paper's 1.3B, 2.7B and
-6.7B) with FFN width 2d and value width 2d, which puts every paper preset within 3.1% of its nominal size
-(tests/test_model.py).
+Presets (RetNetConfig.preset): the sizes of retnet_ref.presets ("tiny" and the paper's 1.3B, 2.7B
+and 6.7B) with FFN width 2d and value width 2d, which puts every paper preset within 3.1% of its
+nominal size (tests/test_model.py).
 
-The "official" variant is torchscale 0.3.0's later block (see retnet_ref.layers); RetNet.from_torchscale
-converts a torchscale RetNetDecoder with its weights (retnet_ref.torchscale).
+The "official" variant is torchscale 0.3.0's later block (see retnet_ref.layers);
+RetNet.from_torchscale converts a torchscale RetNetDecoder with its weights (retnet_ref.torchscale).
 """
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ from .retention import accumulation_dtype
 from .state import RetentionState, RetNetState, check_mode
 
 VARIANTS = ("paper", "official")
-# value and FFN widths of torchscale's own configurations of these sizes (retnet_xl, retnet_3b, retnet_7b)
+# value and FFN widths of torchscale's own configurations of these sizes (retnet_xl, retnet_3b,
+# retnet_7b)
 _OFFICIAL_WIDTHS = {"1.3B": 3456, "2.7B": 4280, "6.7B": 6912}
 
 
@@ -44,18 +46,19 @@ _OFFICIAL_WIDTHS = {"1.3B": 3456, "2.7B": 4280, "6.7B": 6912}
 class RetNetConfig:
     """Sizes and choices of a RetNet language model.
 
-    value_dim, ffn_dim: None = 2·d_model for variant "paper"; ≈ 5/3·d_model (rounded up to a multiple
-    of num_heads) for "official". activation: None = "gelu" (paper) or "swish" (official, SwiGLU).
-    gamma: "default" (γ_h = 1 - 2^(-5-h)), "linspace" (the paper's experiments) or one γ per head.
-    norm_eps: ε of every norm (1e-6, torchscale's default). normalisation: "exact" (the three modes
-    agree for any ε) or "torchscale" (its per-mode scales). detach_normaliser: None = False (paper)
-    or True (official: no gradient through normalisation (3)'s divisor, as torchscale).
-    embed_scale multiplies the embeddings (torchscale: 1, or √d without no_scale_embedding).
-    chunk_size: the chunk length generate() prefills with.
+    value_dim, ffn_dim: None = 2·d_model for variant "paper"; ≈ 5/3·d_model (rounded up to a
+    multiple of num_heads) for "official". activation: None = "gelu" (paper) or "swish" (official,
+    SwiGLU). gamma: "default" (γ_h = 1 - 2^(-5-h)), "linspace" (the paper's experiments) or one γ
+    per head. norm_eps: ε of every norm (1e-6, torchscale's default). normalisation: "exact" (the
+    three modes agree for any ε) or "torchscale" (its per-mode scales). detach_normaliser: None =
+    False (paper) or True (official: no gradient through normalisation (3)'s divisor, as
+    torchscale). embed_scale multiplies the embeddings (torchscale: 1, or √d without
+    no_scale_embedding). chunk_size: the chunk length generate() prefills with.
     backend: "torch" (the PyTorch forms) or "triton" (the chunkwise mode and the decode step on the
     Triton kernels of retnet_ref.kernels; chunk_size must then be one of their tile heights).
     swish_gate, group_norm: False for two of the paper's ablations (Table 6, "− swish gate" and
-    "− GroupNorm"; see retnet_ref.layers): MSR(X) = Y W_O without W_G, or Y without the per-head norm.
+    "− GroupNorm"; see retnet_ref.layers): MSR(X) = Y W_O without W_G, or Y without the per-head
+    norm.
     """
 
     vocab_size: int = 256
@@ -82,14 +85,16 @@ class RetNetConfig:
         self._check_given_fields()
         resolved = self._resolved_fields()
         if resolved["activation"] not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {self.activation!r}")
+            raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got "
+                             f"{self.activation!r}")
         if not (isinstance(self.norm_eps, numbers.Real) and self.norm_eps >= 0):
             raise ValueError(f"norm_eps must be a real number >= 0, got {self.norm_eps!r}")
         for name, value in resolved.items():
             object.__setattr__(self, name, value)
 
     def _check_given_fields(self):
-        """Sizes, switches and choices as given (the widths and defaults left to _resolved_fields)."""
+        """Sizes, switches and choices as given (the widths and defaults left to
+        _resolved_fields)."""
         for name in ("vocab_size", "d_model", "num_layers", "num_heads", "chunk_size"):
             check_positive_int(getattr(self, name), name)
         for name in ("swish_gate", "group_norm"):
@@ -98,27 +103,34 @@ class RetNetConfig:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
         if isinstance(self.gamma, str):
             if self.gamma not in GAMMA_SCHEDULES:
-                raise ValueError(f"gamma must be one of {GAMMA_SCHEDULES} or one value per head, got {self.gamma!r}")
+                raise ValueError(f"gamma must be one of {GAMMA_SCHEDULES} or one value per head, "
+                                 f"got {self.gamma!r}")
         else:
             check_gammas(self.gamma, self.num_heads)
         if isinstance(self.embed_scale, bool) or not isinstance(self.embed_scale, numbers.Real) \
                 or not math.isfinite(self.embed_scale) or self.embed_scale <= 0:
             raise ValueError(f"embed_scale must be a finite number > 0, got {self.embed_scale!r}")
         if self.normalisation not in NORMALISATIONS:
-            raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {self.normalisation!r}")
+            raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got "
+                             f"{self.normalisation!r}")
         if check_backend(self.backend) == "triton":
             check_tile_height(self.chunk_size)
 
     def _resolved_fields(self) -> dict:
-        """The fields whose None means "the variant's default", resolved, and the variant's block choices."""
+        """The fields whose None means "the variant's default", resolved, and the variant's block
+        choices."""
         official = self.variant == "official"
         default_width = self._official_width() if official else 2 * self.d_model
         return dict(
-            value_dim=default_width if self.value_dim is None else check_positive_int(self.value_dim, "value_dim"),
-            ffn_dim=default_width if self.ffn_dim is None else check_positive_int(self.ffn_dim, "ffn_dim"),
+            value_dim=default_width if self.value_dim is None
+                    else check_positive_int(self.value_dim, "value_dim"),
+            ffn_dim=default_width if self.ffn_dim is None
+                    else check_positive_int(self.ffn_dim, "ffn_dim"),
             activation=self.activation or ("swish" if official else "gelu"),
-            detach_normaliser=official if self.detach_normaliser is None else bool(self.detach_normaliser),
-            gamma=self.gamma if isinstance(self.gamma, str) else tuple(float(g) for g in self.gamma),
+            detach_normaliser=official if self.detach_normaliser is None
+                    else bool(self.detach_normaliser),
+            gamma=self.gamma if isinstance(self.gamma, str)
+                    else tuple(float(g) for g in self.gamma),
             norm_kind="rmsnorm" if official else "layernorm",
             gated_ffn=official,
         )
@@ -139,7 +151,8 @@ class RetNetConfig:
 
 
 class RetNet(nn.Module):
-    """RetNet language model: model(tokens (B, T) long, mode, chunk_size, state) → (logits (B, T, V), state)."""
+    """RetNet language model: model(tokens (B, T) long, mode, chunk_size, state) → (logits (B, T,
+    V), state)."""
 
     def __init__(self, config: RetNetConfig):
         super().__init__()
@@ -166,16 +179,21 @@ class RetNet(nn.Module):
         if state is None:
             return
         if not isinstance(state, RetNetState):
-            raise TypeError(f"state must be a RetNetState (from an earlier call) or None, got {type(state).__name__}")
+            raise TypeError("state must be a RetNetState (from an earlier call) or None, got "
+                            f"{type(state).__name__}")
         if len(state.layers) != self.config.num_layers:
-            raise ValueError(f"state has {len(state.layers)} layers, this model has {self.config.num_layers} "
+            raise ValueError(f"state has {len(state.layers)} layers, this model has "
+                             f"{self.config.num_layers} "
                              "(a state from another configuration?)")
         cfg = self.config
-        expected = (batch, cfg.num_heads, cfg.d_model // cfg.num_heads, cfg.value_dim // cfg.num_heads)
+        expected = (batch, cfg.num_heads, cfg.d_model // cfg.num_heads,
+                    cfg.value_dim // cfg.num_heads)
         for i, layer in enumerate(state.layers):
             if not isinstance(layer, RetentionState):
-                raise TypeError(f"state.layers[{i}] must be a RetentionState, got {type(layer).__name__}")
-            layer.check(*expected, device, name=f"state.layers[{i}]")   # shapes, dtype, device, n ≥ 0
+                raise TypeError(f"state.layers[{i}] must be a RetentionState, got "
+                                f"{type(layer).__name__}")
+            # shapes, dtype, device, n ≥ 0
+            layer.check(*expected, device, name=f"state.layers[{i}]")
         positions = [int(layer.n) for layer in state.layers]
         if len(set(positions)) > 1:
             raise ValueError(f"state layers disagree on the position: {positions}")
@@ -183,12 +201,15 @@ class RetNet(nn.Module):
     # ------------------------------------------------------------ forward
 
     def forward(self, tokens: torch.Tensor, mode: str = "parallel", chunk_size: int | None = None,
-                state: RetNetState | None = None, last_only: bool = False) -> tuple[torch.Tensor, RetNetState]:
-        """tokens (B, T) → (logits (B, T, V), RetNetState after the last token); last_only: the logits of
-        the last position only, (B, 1, V) (a prefill: the head's output for the whole prompt is not built).
+                state: RetNetState | None = None,
+                last_only: bool = False) -> tuple[torch.Tensor, RetNetState]:
+        """tokens (B, T) → (logits (B, T, V), RetNetState after the last token); last_only: the
+        logits of the last position only, (B, 1, V) (a prefill: the head's output for the whole
+        prompt is not built).
 
-        mode "parallel" (Eq. 5), "recurrent" (Eq. 6, a loop over tokens) or "chunkwise" (Eq. 7; needs
-        chunk_size). state: None (start of a sequence) or the state returned by any earlier call.
+        mode "parallel" (Eq. 5), "recurrent" (Eq. 6, a loop over tokens) or "chunkwise" (Eq. 7;
+        needs chunk_size). state: None (start of a sequence) or the state returned by any earlier
+        call.
         """
         check_mode(mode, chunk_size)
         self._check_tokens(tokens)
@@ -220,16 +241,20 @@ class RetNet(nn.Module):
         batch_size = check_positive_int(batch_size, "batch_size")
         weight = self.head.weight
         cfg = self.config
-        return RetNetState([RetentionState.zeros(batch_size, cfg.num_heads, cfg.d_model // cfg.num_heads,
-                                                 cfg.value_dim // cfg.num_heads, accumulation_dtype(weight.dtype),
-                                                 weight.device, position) for _ in range(cfg.num_layers)])
+        return RetNetState([RetentionState.zeros(batch_size, cfg.num_heads,
+                                                 cfg.d_model // cfg.num_heads,
+                                                 cfg.value_dim // cfg.num_heads,
+                                                 accumulation_dtype(weight.dtype),
+                                                 weight.device, position)
+                            for _ in range(cfg.num_layers)])
 
     def decode_step(self, token: torch.Tensor, state: RetNetState) -> torch.Tensor:
         """One new token per sequence, token (B,) long → logits (B, V); `state` is updated in place.
 
-        Equal to self(token[:, None], "recurrent", state=state) but without a new state, checks that read
-        the device, or any host copy: the step generate() replays as a CUDA graph, and that
-        torch.compile(fullgraph=True) traces. An out-of-range token id still fails, in the embedding.
+        Equal to self(token[:, None], "recurrent", state=state) but without a new state, checks that
+        read the device, or any host copy: the step generate() replays as a CUDA graph, and that
+        torch.compile(fullgraph=True) traces. An out-of-range token id still fails, in the
+        embedding.
         """
         check_token_tensor(token, dims=1, name="token")
         x = self.embed(token[:, None]) * self.config.embed_scale        # (B, 1, d)
@@ -246,8 +271,9 @@ class RetNet(nn.Module):
         """Continue prompt (B, T0) by max_new_tokens tokens → (B, T0 + max_new_tokens) long.
 
         The prompt is read once in chunkwise mode (chunk_size, default config.chunk_size), then each
-        new token costs one recurrent step (decode_step). temperature 0 is greedy; seed makes sampling
-        reproducible. cuda_graph: replay the step as a CUDA graph (None = on for a CUDA prompt).
+        new token costs one recurrent step (decode_step). temperature 0 is greedy; seed makes
+        sampling reproducible. cuda_graph: replay the step as a CUDA graph (None = on for a CUDA
+        prompt).
         """
         chunk_size = self.config.chunk_size if chunk_size is None else chunk_size
 
@@ -267,9 +293,10 @@ class RetNet(nn.Module):
     def from_torchscale(cls, decoder, normalisation: str = "torchscale") -> "RetNet":
         """Our model with the weights of a torchscale 0.3.0 RetNetDecoder (variant "official").
 
-        normalisation="torchscale" reproduces its per-mode outputs; "exact" keeps its weights but makes
-        the three modes agree for any ε. Its γ and θ are copied as stored (float32 values), so that the
-        two models compute the same function. Unsupported torchscale options raise ValueError.
+        normalisation="torchscale" reproduces its per-mode outputs; "exact" keeps its weights but
+        makes the three modes agree for any ε. Its γ and θ are copied as stored (float32 values), so
+        that the two models compute the same function. Unsupported torchscale options raise
+        ValueError.
         """
         torchscale.check_convertible(decoder)
         model = cls(RetNetConfig(**torchscale.config_fields(decoder, normalisation)))

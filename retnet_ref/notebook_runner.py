@@ -19,9 +19,8 @@ import sys
 import traceback
 from pathlib import Path
 
-
-# what JupyterLab writes into a notebook it saves with its default kernel: the committed notebooks carry the same,
-# so that opening and saving one does not change it
+# what JupyterLab writes into a notebook it saves with its default kernel: the committed notebooks
+# carry the same, so that opening and saving one does not change it
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 
 
@@ -84,7 +83,8 @@ def _current_env_kernel_manager():
     class CurrentEnvKernelSpecs(KernelSpecManager):
         def get_kernel_spec(self, kernel_name):
             # log level ERROR: no start-up notices on the terminal; errors still show
-            return KernelSpec(argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
+            return KernelSpec(argv=[sys.executable, "-m", "ipykernel_launcher", "-f",
+                                    "{connection_file}",
                                     "--IPKernelApp.log_level=ERROR"],
                               display_name=KERNELSPEC["display_name"], language="python", env={})
 
@@ -110,7 +110,7 @@ def execute(path: Path, out_dir: Path | None, html: bool = True, timeout: int = 
         traceback.print_exc(limit=1)
         ok = False
     finally:
-        if km.has_kernel:                # a kernel manager we pass in is ours to stop: one kernel at a time
+        if km.has_kernel:        # a kernel manager we pass in is ours to stop: one kernel at a time
             km.shutdown_kernel(now=True)
     target = path if out_dir is None else Path(out_dir) / path.name
     target.parent.mkdir(parents=True, exist_ok=True)

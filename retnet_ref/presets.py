@@ -1,8 +1,9 @@
-"""The model sizes RetNet and the Transformer baseline share, so that equal names pair equal budgets.
+"""The model sizes RetNet and the Transformer baseline share, so that equal names pair equal
+budgets.
 
 "tiny" for tests and notebooks, and the paper's 1.3B, 2.7B and 6.7B (Sun et al. 2023, Table "model
-sizes", §3.1: d_model, layers, heads). The paper does not fix a vocabulary; both models use 32,000 (a
-common sentencepiece size) with separate input embedding and output head.
+sizes", §3.1: d_model, layers, heads). The paper does not fix a vocabulary; both models use 32,000
+(a common sentencepiece size) with separate input embedding and output head.
 """
 from __future__ import annotations
 

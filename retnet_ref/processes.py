@@ -2,6 +2,7 @@
 `python -m retnet_ref train` and `python -m retnet_ref bench --suite training`."""
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass, field
 
@@ -11,7 +12,8 @@ import torch.distributed as dist
 
 @dataclass
 class Processes:
-    """This process's place among the processes (one, or torchrun's) and the device it computes on."""
+    """This process's place among the processes (one, or torchrun's) and the device it computes
+    on."""
 
     rank: int = 0
     world: int = 1
@@ -66,8 +68,8 @@ def process_device(name: str) -> torch.device:
 
 
 def start_processes(device: torch.device, group_of_one: bool = False) -> Processes:
-    """Join torchrun's process group (a group of one too if group_of_one, e.g. to wrap a model in DDP or
-    FSDP on one GPU); a single process without it needs no group."""
+    """Join torchrun's process group (a group of one too if group_of_one, e.g. to wrap a model in
+    DDP or FSDP on one GPU); a single process without it needs no group."""
     if world_size() == 1 and not group_of_one:
         return Processes(device=device)
     if device.type == "cuda":
@@ -77,9 +79,14 @@ def start_processes(device: torch.device, group_of_one: bool = False) -> Process
 
 
 def end_processes(processes: Processes):
-    """Leave the process group, if one was started."""
+    """Leave the process group, if one was started. What holds the group (a model in DDP or FSDP)
+    must be gone by then: the caller has dropped it (it lived in a function that has returned), and
+    the reference cycles it may sit in are collected here first. Such a model destroyed after the
+    group, at the process's exit, has been seen to hang the process (or abort it) at random."""
     if processes.grouped:
-        # every process reaches the end before any leaves the group: a process that tore its group down
-        # while another was still saving the checkpoint has been seen to leave that one waiting forever
+        gc.collect()
+        # every process reaches the end before any leaves the group: a process that tore its group
+        # down while another was still saving the checkpoint has been seen to leave that one waiting
+        # forever
         dist.barrier()
         dist.destroy_process_group()

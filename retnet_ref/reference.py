@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import check_positive_int, check_gamma_value, check_numpy_qkv, check_numpy_state
+from ._checks import check_gamma_value, check_numpy_qkv, check_numpy_state, check_positive_int
 from .decay import chunk_decay, decay_matrix, log_gamma, xi, zeta
 
 
@@ -39,7 +39,8 @@ def linear_recurrence(q, k, v, A, state=None):
     A = np.asarray(A)
     d = q.shape[1]
     if A.shape != (d, d):
-        raise ValueError(f"A must be square with the key dimension, expected {(d, d)}, got {A.shape}")
+        raise ValueError(f"A must be square with the key dimension, expected {(d, d)}, got "
+                         f"{A.shape}")
     s = s.astype(np.result_type(s, A))
     out = []
     for n in range(q.shape[0]):
@@ -53,8 +54,8 @@ def linear_recurrence(q, k, v, A, state=None):
 def diagonal_recurrence(q, k, v, eigenvalues, state=None):
     """The same recurrence with A = diag(λ) (Λ absorbed into the projections, paper Eq. 3):
 
-    o_n = Σ_{m≤n} Σ_j q_nj λ_j^(n-m) k_mj v_m.  With λ_j = γ e^{iθ_j} this is retention with rotation.
-    Vectorised over j; returns (o, s_T).
+    o_n = Σ_{m≤n} Σ_j q_nj λ_j^(n-m) k_mj v_m.  With λ_j = γ e^{iθ_j} this is retention with
+    rotation. Vectorised over j; returns (o, s_T).
     """
     q, k, v, s = _as_inputs(q, k, v, state)
     lam = np.asarray(eigenvalues)
@@ -95,7 +96,8 @@ def parallel(q, k, v, gamma):
 
 
 def recurrent(q, k, v, gamma, state=None):
-    """Recurrent form (Eq. 6): S_{n+1} = γ S_n + k_n^T v_n,  o_n = q_n S_{n+1}.  Returns (o, S_T)."""
+    """Recurrent form (Eq. 6): S_{n+1} = γ S_n + k_n^T v_n,  o_n = q_n S_{n+1}.  Returns (o,
+    S_T)."""
     q, k, v, S = _as_inputs(q, k, v, state)
     gamma = check_gamma_value(gamma)
     out = []

@@ -5,8 +5,8 @@ Two equivalent forms:
 - real pairs: consecutive features (x_{2j}, x_{2j+1}) are one complex number x_{2j} + i x_{2j+1},
   and rotating by angle φ maps it to (x_{2j} cos φ - x_{2j+1} sin φ, x_{2j} sin φ + x_{2j+1} cos φ).
 With both q (at n) and k (at m) rotated forward, the real dot product of the rotated vectors is
-Re[ (q e^{inθ}) · conj(k e^{imθ}) ] = Re[ Σ_j q_j conj(k_j) e^{i(n-m)θ_j} ]: it depends on n - m only.
-The paper's conj Θ form uses k̃_m = conj(k) ⊙ e^{-imθ}, the same number written differently.
+Re[ (q e^{inθ}) · conj(k e^{imθ}) ] = Re[ Σ_j q_j conj(k_j) e^{i(n-m)θ_j} ]: it depends on n - m
+only. The paper's conj Θ form uses k̃_m = conj(k) ⊙ e^{-imθ}, the same number written differently.
 """
 from __future__ import annotations
 
@@ -17,14 +17,19 @@ from ._checks import check_positive_int
 
 
 def theta_schedule(head_dim: int, base: float = 10000.0) -> np.ndarray:
-    """θ_j = base^(-j / (d/2 - 1)), j = 0..d/2-1, in float64 (the official code's linspace exponent).
+    """θ_j = base^(-j / (d/2 - 1)), j = 0..d/2-1, in float64 (the official code's linspace
+    exponent).
 
     The fastest pair turns by 1 radian per token, the slowest by 1/base.
     """
     if check_positive_int(head_dim, "head_dim") % 2:
-        raise ValueError(f"head_dim must be a positive even integer (pairs of features), got {head_dim!r}")
-    if isinstance(base, bool) or not isinstance(base, (int, float, np.integer, np.floating)) or not base > 1:
-        raise ValueError(f"base must be a real number > 1 (the slowest pair turns by 1/base per token), got {base!r}")
+        raise ValueError("head_dim must be a positive even integer (pairs of features), got "
+                         f"{head_dim!r}")
+    if isinstance(base, bool) or not isinstance(base,
+                                                (int, float, np.integer,
+                                                 np.floating)) or not base > 1:
+        raise ValueError("base must be a real number > 1 (the slowest pair turns by 1/base per "
+                         f"token), got {base!r}")
     return float(base) ** -np.linspace(0.0, 1.0, head_dim // 2)
 
 
@@ -32,7 +37,8 @@ def to_complex(x: np.ndarray) -> np.ndarray:
     """(..., d) real → (..., d/2) complex, pairing x_{2j} + i x_{2j+1}."""
     x = np.asarray(x)
     if x.shape[-1] % 2:
-        raise ValueError(f"x must have an even last dimension (pairs of features), got shape {x.shape}")
+        raise ValueError("x must have an even last dimension (pairs of features), got shape "
+                         f"{x.shape}")
     return x[..., 0::2] + 1j * x[..., 1::2]
 
 
@@ -57,19 +63,22 @@ def complex_rotate(z: np.ndarray, theta, offset: int = 0) -> np.ndarray:
 
 
 def rotate(x, theta, offset=0):
-    """Real-pair rotation of x (..., T, d) by (offset + n) θ: NumPy array or torch tensor in, same out.
+    """Real-pair rotation of x (..., T, d) by (offset + n) θ: NumPy array or torch tensor in, same
+    out.
 
     Angles are formed in float64 and their cos/sin cast to x's dtype, so that long positions do not
     lose their phase in low precision. For a tensor x everything happens on x's device: θ may be a
-    float64 tensor there (a layer's buffer) and offset a 0-d integer tensor (a decode step's position),
-    so that a step neither copies from the host nor reads a value back.
+    float64 tensor there (a layer's buffer) and offset a 0-d integer tensor (a decode step's
+    position), so that a step neither copies from the host nor reads a value back.
     """
     if isinstance(x, torch.Tensor):
         if not x.dtype.is_floating_point:
-            raise TypeError(f"x must have a real floating dtype (its pairs are rotated by cos and sin), got {x.dtype}")
+            raise TypeError("x must have a real floating dtype (its pairs are rotated by cos and "
+                            f"sin), got {x.dtype}")
         return rotate_by(x, *rotation_factors(x.shape[-2], theta, offset, x.dtype, x.device))
     if np.asarray(x).dtype.kind not in "f":
-        raise TypeError(f"x must hold real floating numbers (its pairs are rotated by cos and sin), "
+        raise TypeError("x must hold real floating numbers (its pairs are rotated by cos and "
+                        "sin), "
                         f"got dtype {np.asarray(x).dtype}")
     theta = np.asarray(theta, dtype=np.float64)
     _check_rotation_width(x, theta.shape[-1])
@@ -81,8 +90,10 @@ def rotate(x, theta, offset=0):
     return np.stack(rotated, axis=-1).reshape(x.shape)              # (..., T, d)
 
 
-def rotation_factors(length: int, theta, offset, dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of (offset + n) θ_j, n = 0..length-1, from float64 angles on device, in dtype: (T, d/2) each.
+def rotation_factors(length: int, theta, offset, dtype: torch.dtype,
+                     device) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of (offset + n) θ_j, n = 0..length-1, from float64 angles on device, in dtype:
+    (T, d/2) each.
 
     theta: NumPy values or a float64 tensor; offset: an int or a 0-d integer tensor on device.
     """
@@ -95,7 +106,8 @@ def rotation_factors(length: int, theta, offset, dtype: torch.dtype, device) -> 
 
 
 def rotate_by(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """The real-pair rotation of a tensor x (..., T, d) with given cos and sin (T, d/2) (rotation_factors)."""
+    """The real-pair rotation of a tensor x (..., T, d) with given cos and sin (T, d/2)
+    (rotation_factors)."""
     _check_rotation_width(x, cos.shape[-1])
     even, odd = x[..., 0::2], x[..., 1::2]                           # (..., T, d/2) each
     # (x_even + i x_odd) e^{iφ} = (x_even cos φ - x_odd sin φ) + i (x_even sin φ + x_odd cos φ)
@@ -106,4 +118,5 @@ def rotate_by(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Te
 
 def _check_rotation_width(x, half_width: int):
     if x.shape[-1] != 2 * half_width:
-        raise ValueError(f"x's last dimension must be 2 * len(theta) = {2 * half_width}, got {x.shape[-1]}")
+        raise ValueError(f"x's last dimension must be 2 * len(theta) = {2 * half_width}, got "
+                         f"{x.shape[-1]}")

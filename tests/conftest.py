@@ -1,6 +1,7 @@
 """Shared test setup: the hypothesis profile, the CUDA skip rule and two small oracles.
 
-The oracles (and the strategy for γ) are written here once, independently of the package (no import from retnet_ref):
+The oracles (and the strategy for γ) are written here once, independently of the package (no import
+from retnet_ref):
 - `naive_retention`: the defining double sum of unnormalised retention, one head, loops only;
 - `rel_err`: the project's error measure max |a - b| / max |b| (complex aware, in float64).
 Test modules receive them as session fixtures.
@@ -29,7 +30,8 @@ if not torch.cuda.is_available():
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked `cuda` are skipped where no CUDA device is present (select them with -m cuda)."""
+    """Tests marked `cuda` are skipped where no CUDA device is present (select them with -m
+    cuda)."""
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason=NO_CUDA_REASON)
@@ -86,12 +88,14 @@ def naive_retention():
 
 @pytest.fixture(scope="session")
 def gamma_strategy():
-    """A valid decay γ ∈ (0, 1]: 1 itself (no decay) is drawn on purpose, subnormal values may be."""
+    """A valid decay γ ∈ (0, 1]: 1 itself (no decay) is drawn on purpose, subnormal values may
+    be."""
     return st.one_of(st.just(1.0), st.floats(min_value=0.0, max_value=1.0, exclude_min=True))
 
 
 def pytest_terminal_summary(terminalreporter):
-    """One line that says whether the real-browser tests (marker `browser`) ran, and how they ended."""
+    """One line that says whether the real-browser tests (marker `browser`) ran, and how they
+    ended."""
     outcomes = {}
     for reports in terminalreporter.stats.values():
         for report in reports:

@@ -1,5 +1,5 @@
-"""Small helpers several test files share (imported as `from helpers import ...`: pytest puts tests/ on
-sys.path). The oracles and the error measure are fixtures in conftest.py."""
+"""Small helpers several test files share (imported as `from helpers import ...`: pytest puts tests/
+on sys.path). The oracles and the error measure are fixtures in conftest.py."""
 from __future__ import annotations
 
 import contextlib
@@ -32,15 +32,17 @@ def run_form(form, q, k, v, gamma, state=None, chunk_size=4):
 
 # ---------------------------------------------------------------- processes started by torchrun
 
-TORCHRUN_TIMEOUT_S = 180        # a run of the tests takes 5–15 s on two cores; only a hang reaches this
+TORCHRUN_TIMEOUT_S = 180    # a run of the tests takes 5–15 s on two cores; only a hang reaches this
 
 
 def descendants(pid: int) -> list[int]:
-    """Every process below pid (torchrun starts its workers in sessions of their own, so not a group)."""
+    """Every process below pid (torchrun starts its workers in sessions of their own, so not a
+    group)."""
     parents = {}
     for status in Path("/proc").glob("[0-9]*/status"):
         try:
-            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines()
+                          if ":\t" in line)
         except OSError:                                     # the process ended while we read
             continue
         parents.setdefault(int(fields["PPid"]), []).append(int(fields["Pid"]))
@@ -53,13 +55,15 @@ def descendants(pid: int) -> list[int]:
 
 
 def torchrun(processes: int, args, cwd: Path) -> subprocess.CompletedProcess:
-    """`torchrun --standalone --nproc_per_node=processes args` on the CPU (one thread each), its exit
-    status asserted to be 0. A run still going after TORCHRUN_TIMEOUT_S fails the test with every
-    process's Python stack: each gets SIGABRT, on which faulthandler prints where it waits."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+    """`torchrun --standalone --nproc_per_node=processes args` on the CPU (one thread each), its
+    exit status asserted to be 0. A run still going after TORCHRUN_TIMEOUT_S fails the test with
+    every process's Python stack: each gets SIGABRT, on which faulthandler prints where it waits."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={processes}",
                *map(str, args)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=env,
                                cwd=cwd)
     try:
         stdout, stderr = process.communicate(timeout=TORCHRUN_TIMEOUT_S)
@@ -68,7 +72,8 @@ def torchrun(processes: int, args, cwd: Path) -> subprocess.CompletedProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGABRT)
         stdout, stderr = process.communicate(timeout=60)
-        pytest.fail(f"{' '.join(command)}\nstill running after {TORCHRUN_TIMEOUT_S} s; where each process "
+        pytest.fail(f"{' '.join(command)}\nstill running after {TORCHRUN_TIMEOUT_S} s; where each "
+                    "process "
                     f"waited:\n{stderr[-12000:]}")
     assert process.returncode == 0, stderr[-3000:]
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)

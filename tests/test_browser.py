@@ -13,8 +13,8 @@ A second test opens the HTML that `python -m retnet_ref notebooks` writes, from 
 network request blocked, and checks that its maths renders offline.
 
 Needs Chromium (Debian's `chromium`, or RETNET_CHROMIUM=/path/to/chrome) and the Playwright driver
-(the browser extra, which make installs where it finds a Chromium); skipped with the reason when either is missing, except where
-RETNET_BROWSER_REQUIRED=1 (CI), where a missing browser fails.
+(the browser extra, which make installs where it finds a Chromium); skipped with the reason when
+either is missing, except where RETNET_BROWSER_REQUIRED=1 (CI), where a missing browser fails.
 """
 from __future__ import annotations
 

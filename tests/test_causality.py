@@ -1,11 +1,11 @@
 """A causal function lets no input reach an earlier output: every form, with NaN and ±inf inputs.
 
-One non-finite entry is planted in q, k or v at position t. Outputs before t must equal the outputs for
-the clean inputs; from t on, the entries the planted value reaches must be non-finite (it must not be
-silently dropped either): for a key, all of o_n; for v_t[c], column c of o_n; for q_t, row t only.
-The final state, which sums over every position, must be non-finite exactly where the planted value
-enters it. Checked for the NumPy reference, the torch forms, the normalised forms and (in Triton's
-interpreter without a GPU) the Triton kernels.
+One non-finite entry is planted in q, k or v at position t. Outputs before t must equal the outputs
+for the clean inputs; from t on, the entries the planted value reaches must be non-finite (it must
+not be silently dropped either): for a key, all of o_n; for v_t[c], column c of o_n; for q_t, row t
+only. The final state, which sums over every position, must be non-finite exactly where the planted
+value enters it. Checked for the NumPy reference, the torch forms, the normalised forms and (in
+Triton's interpreter without a GPU) the Triton kernels.
 """
 from __future__ import annotations
 
@@ -43,14 +43,16 @@ def torch_forms(chunk_size):
 
 
 def _normalised(q, k, v, mode, chunk_size):
-    o, state = normalized_retention(q, k, v, GAMMAS, mode, chunk_size if mode == "chunkwise" else None)
+    o, state = normalized_retention(q, k, v, GAMMAS, mode, chunk_size if mode == "chunkwise"
+                                    else None)
     return o, state.S
 
 
 def assert_causal(o_clean, o_bad, S_bad, which, t, feature):
     """The contract of the module docstring, for one planted entry."""
     o_clean, o_bad = (x.detach().to("cpu", torch.float64) for x in (o_clean, o_bad))
-    assert torch.equal(o_bad[:, :, :t], o_clean[:, :, :t]), "a later input changed an earlier output"
+    assert torch.equal(o_bad[:, :, :t], o_clean[:, :,
+                                                :t]), "a later input changed an earlier output"
     reached = torch.zeros_like(o_bad, dtype=torch.bool)
     if which == "k":
         reached[:, :, t:] = True
@@ -107,11 +109,12 @@ def test_the_reference_is_causal_under_non_finite_inputs(case):
              "chunkwise": lambda q, k, v: reference.chunkwise(q, k, v, 0.9, chunk_size)}
     for name, form in forms.items():
         o_clean, _ = form(*clean)
-        with np.errstate(invalid="ignore", over="ignore"):               # NaN or inf in a product: expected
+        with np.errstate(invalid="ignore", over="ignore"):       # NaN or inf in a product: expected
             o_bad, S_bad = form(*bad)
         as_4d = lambda x: torch.from_numpy(np.asarray(x))[None, None]
         try:
-            assert_causal(as_4d(o_clean), as_4d(o_bad), None if S_bad is None or which == "q" else as_4d(S_bad),
+            assert_causal(as_4d(o_clean), as_4d(o_bad), None if S_bad is None or which == "q"
+                          else as_4d(S_bad),
                           which, t, feature)
         except AssertionError as err:
             raise AssertionError(f"reference {name}: {err}") from None
@@ -120,16 +123,27 @@ def test_the_reference_is_causal_under_non_finite_inputs(case):
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
 
-@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")   # the interpreter's NumPy on NaN
-@pytest.mark.parametrize("device", [
-    pytest.param("cpu", marks=pytest.mark.skipif(not INTERPRETED, reason="the interpreter is off (a GPU is present)")),
-    pytest.param("cuda", marks=pytest.mark.cuda)])
-@pytest.mark.parametrize("which, value", [("k", float("nan")), ("v", float("inf")), ("q", float("-inf"))])
+# the interpreter's NumPy on NaN
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize(
+    "device",
+    [
+        pytest.param(
+            "cpu",
+            marks=pytest.mark.skipif(
+                not INTERPRETED, reason="the interpreter is off (a GPU is present)"
+            ),
+        ),
+        pytest.param("cuda", marks=pytest.mark.cuda),
+    ],
+)
+@pytest.mark.parametrize("which, value",
+                         [("k", float("nan")), ("v", float("inf")), ("q", float("-inf"))])
 def test_triton_kernels_are_causal_under_non_finite_inputs(device, which, value):
     pytest.importorskip("triton", reason="the Triton kernels need Triton")
     from retnet_ref import kernels
 
-    T, t, feature = 40, 21, 3                                            # t inside the second chunk of 16
+    T, t, feature = 40, 21, 3                                      # t inside the second chunk of 16
     gen = torch.Generator().manual_seed(0)
     clean = [torch.randn(B, H, T, 32, generator=gen).to(device) for _ in range(3)]
     bad = list(clean)

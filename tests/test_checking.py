@@ -1,4 +1,5 @@
-"""The notebooks' check helper: it fails when it should, says why, and knows an unanswered exercise."""
+"""The notebooks' check helper: it fails when it should, says why, and knows an unanswered
+exercise."""
 import math
 
 import pytest
@@ -8,7 +9,8 @@ from retnet_ref.checking import CheckFailed, check, claim, exercise, given
 
 def test_check_prints_one_line_and_passes(capsys):
     check("forms agree", 1.5e-15, 1e-12)
-    assert capsys.readouterr().out.split() == ["forms", "agree", "max", "rel", "err", "1.5e-15", "tol", "1e-12", "pass"]
+    assert capsys.readouterr().out.split() == ["forms", "agree", "max", "rel", "err", "1.5e-15",
+                                               "tol", "1e-12", "pass"]
 
 
 @pytest.mark.parametrize("err", [2e-12, math.nan, math.inf])
@@ -33,7 +35,9 @@ def test_exercise_not_attempted_is_reported_not_raised(capsys):
 
 
 def test_exercise_wraps_any_error_with_the_title_and_hint():
-    with pytest.raises(CheckFailed, match=r"Exercise 2: your answer raised ValueError: operands(.|\n)*hint: L = 2"):
+    with pytest.raises(CheckFailed,
+                       match=r"Exercise 2: your answer raised ValueError: operands(.|\n)*hint: L = "
+                             r"2"):
         with exercise("Exercise 2", hint="L = 2"):
             raise ValueError("operands could not be broadcast together")
     with pytest.raises(CheckFailed, match=r"Exercise 3: not yet\. x: max relative error"):

@@ -31,8 +31,11 @@ def test_citation_has_the_required_fields_and_matches_the_package():
 
 def test_citation_references_the_retnet_paper():
     (paper,) = [r for r in _citation()["references"] if "Retentive Network" in r["title"]]
-    assert paper["title"] == "Retentive Network: A Successor to Transformer for Large Language Models"
-    assert paper["year"] == 2023 and paper["authors"][0] == {"family-names": "Sun", "given-names": "Yutao"}
+    assert (
+        paper["title"] == "Retentive Network: A Successor to Transformer for Large Language Models"
+    )
+    assert paper["year"] == 2023 and paper["authors"][0] == {"family-names": "Sun",
+                                                             "given-names": "Yutao"}
     ids = {i["type"]: str(i["value"]) for i in paper["identifiers"]}
     assert ids["doi"] == "10.48550/arXiv.2307.08621" and ids["other"] == "arXiv:2307.08621"
     assert paper["url"] == "https://arxiv.org/abs/2307.08621"

@@ -1,4 +1,5 @@
-"""`python -m retnet_ref compare --smoke`: the whole comparison plan in miniature, as train processes on the CPU.
+"""`python -m retnet_ref compare --smoke`: the whole comparison plan in miniature, as train
+processes on the CPU.
 
 The corpus is test_train.py's fixture (a few paragraphs written for the tests), not the real one.
 """
@@ -21,7 +22,8 @@ LENGTHS = [str(PLAN.context * m) for m in (1, *PLAN.eval_lengths)]
 def compared(tmp_path_factory, fixture_corpus):  # noqa: F811
     """The smoke plan run in its three stages → (out folder, summary, stdout of the last stage)."""
     out = tmp_path_factory.mktemp("comparison")
-    common = ["compare", "--smoke", "--parallel", "2", "--corpus", str(fixture_corpus[0]), "--out", str(out),
+    common = ["compare", "--smoke", "--parallel", "2", "--corpus", str(fixture_corpus[0]), "--out",
+              str(out),
               "--device", "cpu"]
     for stage in comparison.STAGES:
         assert main([*common, "--stage", stage]) == 0
@@ -35,15 +37,21 @@ def test_every_run_of_the_plan_is_logged_and_summarised(compared):
     planned = comparison.every_run(PLAN, summary["learning_rates"])
     names = {run.name for run in planned}
     sweep = len(comparison.MODELS) * len(PLAN.learning_rates)
-    assert len(names) == sweep + 2 + 4 + 5    # sweep; main: seed 1 at S (seed 0 is the sweep's) and M; ablations
+    # sweep; main: seed 1 at S (seed 0 is the sweep's) and M; ablations
+    assert len(names) == sweep + 2 + 4 + 5
     assert set(summary["runs"]) == names
     for name in names:
         assert (out / name / "log.jsonl").is_file() and not (out / name / "checkpoint.pt").exists()
         run = summary["runs"][name]
         assert list(run["validation_perplexity"]) == LENGTHS
         assert all(math.isfinite(p) and p > 1 for p in run["validation_perplexity"].values()), name
-        assert run["validation_perplexity"][LENGTHS[0]] == pytest.approx(math.exp(run["validation_loss"][LENGTHS[0]]))
-        assert run["command"].startswith("python -m retnet_ref train ") and f"--lr {run['lr']:g}" in run["command"]
+        assert run["validation_perplexity"][LENGTHS[0]] == pytest.approx(
+            math.exp(run["validation_loss"][LENGTHS[0]])
+        )
+        assert (
+            run["command"].startswith("python -m retnet_ref train ")
+            and f"--lr {run['lr']:g}" in run["command"]
+        )
     for size, s in PLAN.sizes.items():
         tokens = {run["tokens"] for run in summary["runs"].values() if run["size"] == size}
         assert tokens == {s.batch * PLAN.context * s.steps}, size
@@ -60,7 +68,8 @@ def test_the_learning_rate_chosen_is_the_sweeps_lowest_validation_loss(compared)
         swept = {run["lr"]: run["validation_loss"][LENGTHS[0]] for run in summary["runs"].values()
                  if "sweep" in run["stages"] and run["model"] == model}
         assert sorted(swept) == list(PLAN.learning_rates)
-        assert summary["learning_rates"][model] == {"lr": min(swept, key=swept.get), "from": "sweep"}
+        assert summary["learning_rates"][model] == {"lr": min(swept, key=swept.get),
+                                                    "from": "sweep"}
 
 
 @pytest.mark.slow
@@ -68,27 +77,35 @@ def test_parameter_counts_match_within_a_size_and_the_ablations_remove_the_gate(
     _, summary = compared
     for size, s in PLAN.sizes.items():
         counts = summary["parameters"][size]
-        assert counts["retnet"] == counts["transformer"] == s.layers * (12 * s.d_model ** 2 + 4 * s.d_model) \
+        assert counts["retnet"] == counts["transformer"] == s.layers * (12 * s.d_model ** 2
+                                                                        + 4 * s.d_model) \
             + 2 * 256 * s.d_model + 2 * s.d_model
-    ablated = {run["ablation"]: run["parameters"] for run in summary["runs"].values() if run["ablation"]}
+    ablated = {run["ablation"]: run["parameters"] for run in summary["runs"].values()
+               if run["ablation"]}
     s = PLAN.sizes[PLAN.swept_size]
-    assert ablated["no-swish-gate"] == summary["parameters"]["S"]["retnet"] - s.layers * s.d_model * 2 * s.d_model
+    assert (
+        ablated["no-swish-gate"]
+        == summary["parameters"]["S"]["retnet"] - s.layers * s.d_model * 2 * s.d_model
+    )
     assert ablated["no-group-norm"] == ablated["no-decay"] == ablated["single-gamma"] \
         == summary["parameters"]["S"]["retnet"]
 
 
 @pytest.mark.slow
-def test_a_second_call_reuses_finished_runs_and_refuses_a_cut_short_one(compared, fixture_corpus, capsys):  # noqa: F811
+def test_a_second_call_reuses_finished_runs_and_refuses_a_cut_short_one(
+        compared, fixture_corpus, capsys):  # noqa: F811
     out, summary = compared
-    common = ["compare", "--smoke", "--corpus", str(fixture_corpus[0]), "--out", str(out), "--device", "cpu"]
+    common = ["compare", "--smoke", "--corpus", str(fixture_corpus[0]), "--out", str(out),
+              "--device", "cpu"]
     folder = out / f"S-retnet-official-lr{summary['learning_rates']['retnet']['lr']:g}-seed0"
     stamp = (folder / "driver.json").stat().st_mtime_ns
-    assert main(common) == 0                                    # every run finished: nothing runs again
+    assert main(common) == 0                                # every run finished: nothing runs again
     assert (folder / "driver.json").stat().st_mtime_ns == stamp
     assert json.loads((out / comparison.SUMMARY).read_text())["runs"] == summary["runs"]
     log = (folder / "log.jsonl").read_text()
     try:
-        (folder / "log.jsonl").write_text("".join(log.splitlines(keepends=True)[:-1]))   # the last step lost
+        # the last step lost
+        (folder / "log.jsonl").write_text("".join(log.splitlines(keepends=True)[:-1]))
         with pytest.raises(SystemExit) as exit_:
             main([*common, "--stage", "ablations"])
         assert exit_.value.code == 2
@@ -112,7 +129,8 @@ def test_main_without_a_sweep_or_rates_is_a_usage_error(tmp_path, capsys):
 
 
 def test_dry_run_lists_the_plan_with_parameter_counts(capsys):
-    assert main(["compare", "--dry-run", "--plan", "small", "--lr-retnet", "2e-3", "--lr-transformer", "1e-3"]) == 0
+    assert main(["compare", "--dry-run", "--plan", "small", "--lr-retnet", "2e-3",
+                 "--lr-transformer", "1e-3"]) == 0
     text = capsys.readouterr().out
     assert "S-retnet-no-swish-gate-lr0.002-seed0" in text and "M-" not in text
-    assert "9,581,056" in text and "8,008,192" in text                  # S: both models; without the gate
+    assert "9,581,056" in text and "8,008,192" in text            # S: both models; without the gate

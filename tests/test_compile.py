@@ -1,9 +1,11 @@
-"""torch.compile(fullgraph=True) traces every retention form and the model's decode step without a graph break.
+"""torch.compile(fullgraph=True) traces every retention form and the model's decode step without a
+graph break.
 
-A graph break means that some Python code reads a tensor's value or calls something dynamo cannot trace:
-on a GPU that is a host synchronisation or a host copy in the middle of a step, and it stops CUDA graphs.
-The "eager" backend runs the traced graph with ordinary kernels, so these tests cost seconds on a CPU,
-and each compiled result is compared with the uncompiled one (they must be the same numbers).
+A graph break means that some Python code reads a tensor's value or calls something dynamo cannot
+trace: on a GPU that is a host synchronisation or a host copy in the middle of a step, and it stops
+CUDA graphs. The "eager" backend runs the traced graph with ordinary kernels, so these tests cost
+seconds on a CPU, and each compiled result is compared with the uncompiled one (they must be the
+same numbers).
 """
 from __future__ import annotations
 
@@ -33,10 +35,11 @@ def inputs(length=T, seed=0):
 @pytest.mark.parametrize("gamma", [GAMMA, torch.tensor(GAMMA)], ids=["list", "tensor"])
 def test_parallel_compiles_without_graph_break(gamma):
     q, k, v, _ = inputs()
-    assert torch.equal(compiled(parallel_retention)(q, k, v, gamma), parallel_retention(q, k, v, gamma))
+    assert torch.equal(compiled(parallel_retention)(q, k, v, gamma),
+                       parallel_retention(q, k, v, gamma))
 
 
-@pytest.mark.parametrize("chunk_size", [8, 37, 64])                  # ragged last chunk, one chunk, longer than T
+@pytest.mark.parametrize("chunk_size", [8, 37, 64])    # ragged last chunk, one chunk, longer than T
 def test_chunkwise_compiles_without_graph_break(chunk_size):
     q, k, v, S0 = inputs()
     o, S = compiled(chunkwise_retention)(q, k, v, GAMMA, chunk_size, state=S0)
@@ -55,7 +58,8 @@ def test_one_recurrent_step_compiles_without_graph_break(gamma):
 def test_model_decode_step_compiles_and_equals_the_full_forward():
     torch.manual_seed(0)
     model = RetNet(RetNetConfig.preset("tiny")).double().eval()
-    tokens = torch.randint(0, model.config.vocab_size, (2, 9), generator=torch.Generator().manual_seed(1))
+    tokens = torch.randint(0, model.config.vocab_size, (2, 9),
+                           generator=torch.Generator().manual_seed(1))
     step = compiled(model.decode_step)
     with torch.no_grad():
         full, _ = model(tokens, "parallel")

@@ -1,4 +1,5 @@
-"""The analytic cost models: hand counts at small sizes, scaling laws, the two ends of the chunk family."""
+"""The analytic cost models: hand counts at small sizes, scaling laws, the two ends of the chunk
+family."""
 from __future__ import annotations
 
 import pytest
@@ -25,7 +26,8 @@ def test_parallel_is_quadratic_recurrent_linear():
 def test_chunkwise_single_chunk_is_parallel_plus_state_update():
     T, d_k, d_v = 64, 8, 4
     extra = 4 * T * d_k * d_v + 3 * T * d_v + 2 * d_k * d_v
-    assert cost.chunkwise_cost(T, T, d_k, d_v).flops == cost.parallel_cost(T, d_k, d_v).flops + extra
+    assert cost.chunkwise_cost(T, T, d_k, d_v).flops == cost.parallel_cost(T, d_k,
+                                                                           d_v).flops + extra
     assert cost.chunkwise_cost(T, 10 * T, d_k, d_v) == cost.chunkwise_cost(T, T, d_k, d_v)
 
 
@@ -37,7 +39,8 @@ def test_chunkwise_one_token_chunks_near_recurrent():
 
 def test_chunkwise_ragged_last_chunk_sums_chunks():
     whole = cost.chunkwise_cost(10, 4, 2, 2).flops
-    assert whole == 2 * cost.chunkwise_cost(4, 4, 2, 2).flops + cost.chunkwise_cost(2, 2, 2, 2).flops
+    assert whole == 2 * cost.chunkwise_cost(4, 4, 2,
+                                            2).flops + cost.chunkwise_cost(2, 2, 2, 2).flops
 
 
 def test_flop_optimal_chunk_size_is_the_minimum():
@@ -50,12 +53,18 @@ def test_kv_cache_and_state_of_the_6_7b_shape():
     shape = cost.RETNET_6_7B
     assert cost.kv_cache_bytes(8192, shape) == 2 * 8192 * 4096 * 32 * 2 == 4 * 2**30
     assert cost.retention_state_bytes(shape) == 32 * 16 * 256 * 512 * 2 == 128 * 2**20
-    assert cost.retention_state_bytes(shape, dtype="float32") == 2 * cost.retention_state_bytes(shape)
+    assert cost.retention_state_bytes(shape,
+                                      dtype="float32") == 2 * cost.retention_state_bytes(shape)
     assert cost.cache_exceeds_state_length(shape) == 256
-    assert cost.kv_cache_bytes(256, shape) >= cost.retention_state_bytes(shape) > cost.kv_cache_bytes(255, shape)
+    assert (
+        cost.kv_cache_bytes(256, shape)
+        >= cost.retention_state_bytes(shape)
+        > cost.kv_cache_bytes(255, shape)
+    )
 
 
-@pytest.mark.parametrize("bad, error", [(0, ValueError), (-1, ValueError), (2.0, TypeError), (True, TypeError)])
+@pytest.mark.parametrize("bad, error", [(0, ValueError), (-1, ValueError), (2.0, TypeError),
+                                        (True, TypeError)])
 def test_rejects_non_positive_integer_sizes(bad, error):
     with pytest.raises(error, match="positive integer"):
         cost.parallel_cost(bad, 4, 4)

@@ -1,18 +1,20 @@
-"""The torch forms on a CUDA device: the CPU checks again, plus CPU-vs-GPU agreement and device errors.
+"""The torch forms on a CUDA device: the CPU checks again, plus CPU-vs-GPU agreement and device
+errors.
 
 Every test is marked `cuda` (select with `-m cuda`) and skipped with "no CUDA device" where none is
 present (tests/conftest.py). Sizes are small so the whole file takes seconds on a GPU. The float64
-truth is always the parallel form on the CPU (checked against the NumPy reference in test_retention).
+truth is always the parallel form on the CPU (checked against the NumPy reference in
+test_retention).
 """
 from __future__ import annotations
 
 import pytest
 import torch
 
-from retnet_ref.decay import gamma_schedule
 from helpers import run_form
-from retnet_ref.retention import chunkwise_retention, parallel_retention, recurrent_retention
 from retnet_ref.checking import TOLERANCE, random_inputs
+from retnet_ref.decay import gamma_schedule
+from retnet_ref.retention import chunkwise_retention, parallel_retention, recurrent_retention
 
 pytestmark = pytest.mark.cuda
 
@@ -25,7 +27,8 @@ def cuda(*tensors, dtype=None):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("form,T", [("parallel", 64), ("parallel", 512), ("chunkwise", 64), ("chunkwise", 512),
+@pytest.mark.parametrize("form,T", [("parallel", 64), ("parallel", 512), ("chunkwise", 64),
+                                    ("chunkwise", 512),
                                     ("recurrent", 64)])
 def test_forms_on_gpu_match_float64_cpu_truth(form, T, dtype, rel_err):
     gamma = gamma_schedule(4).tolist()
@@ -45,10 +48,12 @@ def test_forms_on_gpu_agree_with_each_other(dtype, rel_err):
     assert rel_err(o_rec, o_par) <= TOLERANCE[dtype]
     for chunk_size in (1, 9, 16, 100):                              # divides, ragged, more than T
         o_chunk, S_chunk = chunkwise_retention(q, k, v, GAMMAS, chunk_size)
-        assert rel_err(o_chunk, o_par) <= TOLERANCE[dtype] and rel_err(S_chunk, S_rec) <= TOLERANCE[dtype]
+        assert rel_err(o_chunk, o_par) <= TOLERANCE[dtype] and rel_err(S_chunk,
+                                                                       S_rec) <= TOLERANCE[dtype]
     o_rec, S_rec = recurrent_retention(q, k, v, GAMMAS, state=S0)
     o_chunk, S_chunk = chunkwise_retention(q, k, v, GAMMAS, 7, state=S0)
-    assert rel_err(o_chunk, o_rec) <= TOLERANCE[dtype] and rel_err(S_chunk, S_rec) <= TOLERANCE[dtype]
+    assert rel_err(o_chunk, o_rec) <= TOLERANCE[dtype] and rel_err(S_chunk,
+                                                                   S_rec) <= TOLERANCE[dtype]
     assert S_rec.device.type == "cuda" and S_rec.dtype == torch.promote_types(dtype, torch.float32)
 
 
@@ -58,7 +63,8 @@ def test_cpu_and_gpu_agree(form, dtype, rel_err):
     q, k, v, S0 = (x.to(dtype) for x in random_inputs(2, 4, 40, 8, 6, seed=2))
     S0 = None if form == "parallel" else S0
     o_cpu, S_cpu = run_form(form, q, k, v, GAMMAS, S0, chunk_size=6)
-    o_gpu, S_gpu = run_form(form, *cuda(q, k, v), GAMMAS, None if S0 is None else S0.cuda(), chunk_size=6)
+    o_gpu, S_gpu = run_form(form, *cuda(q, k, v), GAMMAS, None if S0 is None else S0.cuda(),
+                            chunk_size=6)
     assert rel_err(o_gpu, o_cpu) <= TOLERANCE[dtype]
     if S_cpu is not None:
         assert rel_err(S_gpu, S_cpu) <= TOLERANCE[dtype]
@@ -101,10 +107,12 @@ def test_gradients_equal_across_forms_on_gpu(with_state, rel_err):
 
 @pytest.mark.parametrize("form", ["recurrent", "chunkwise"])
 def test_gradcheck_on_gpu(form):
-    """Finite differences on the GPU (fast mode: one random direction, a few launches instead of hundreds)."""
+    """Finite differences on the GPU (fast mode: one random direction, a few launches instead of
+    hundreds)."""
     q, k, v, S0 = cuda(*random_inputs(1, 2, 5, 3, 2, seed=6))
     inputs = tuple(x.requires_grad_() for x in (q, k, v, S0))
-    assert torch.autograd.gradcheck(lambda *a: run_form(form, *a[:3], [0.9, 0.5], a[3], chunk_size=2), inputs,
+    assert torch.autograd.gradcheck(lambda *a: run_form(form, *a[:3], [0.9, 0.5], a[3],
+                                                        chunk_size=2), inputs,
                                     eps=1e-6, atol=1e-8, rtol=1e-6, fast_mode=True)
 
 
@@ -136,7 +144,8 @@ def test_empty_sequence_on_gpu():
 def test_state_on_another_device(form, state_device, input_device):
     q, k, v, S0 = random_inputs(1, 2, 5, 3, 2, seed=10)
     with pytest.raises(ValueError, match="^state must be on the inputs' device"):
-        run_form(form, *(x.to(input_device) for x in (q, k, v)), [0.9, 0.5], S0.to(state_device), chunk_size=16)
+        run_form(form, *(x.to(input_device) for x in (q, k, v)), [0.9, 0.5], S0.to(state_device),
+                 chunk_size=16)
 
 
 @pytest.mark.parametrize("name", ["q", "k", "v"])
@@ -149,16 +158,19 @@ def test_q_k_v_on_different_devices(form, name):
 
 
 def test_parallel_form_peak_memory_is_about_one_score_matrix():
-    """Peak memory beyond the inputs at T = 4096 (6.7B head shapes, bf16) ≤ 1.5 × the float32 score tensor.
+    """Peak memory beyond the inputs at T = 4096 (6.7B head shapes, bf16) ≤ 1.5 × the float32 score
+    tensor.
 
-    The scores (B, H, T, T) exist in bf16 (the product) and float32 (the decayed scores) for a moment,
-    which is 1.5 × the float32 tensor; the decay matrix D is a strided view and costs no T × T memory.
+    The scores (B, H, T, T) exist in bf16 (the product) and float32 (the decayed scores) for a
+    moment, which is 1.5 × the float32 tensor; the decay matrix D is a strided view and costs no T ×
+    T memory.
     """
     B, H, T, d = 1, 16, 4096, 128
     gen = torch.Generator(device="cuda").manual_seed(12)
-    q, k, v = (torch.randn(B, H, T, d, device="cuda", dtype=torch.bfloat16, generator=gen) for _ in range(3))
+    q, k, v = (torch.randn(B, H, T, d, device="cuda", dtype=torch.bfloat16, generator=gen)
+               for _ in range(3))
     gamma = gamma_schedule(H).tolist()
-    parallel_retention(q, k, v, gamma)                                   # warm-up (cuBLAS workspace)
+    parallel_retention(q, k, v, gamma)                                  # warm-up (cuBLAS workspace)
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     before = torch.cuda.memory_allocated()
@@ -170,7 +182,8 @@ def test_parallel_form_peak_memory_is_about_one_score_matrix():
 
 
 def test_one_recurrent_step_replays_as_a_cuda_graph(rel_err):
-    """The form-level decode step captured in a CUDA graph gives the eager numbers (γ a device tensor)."""
+    """The form-level decode step captured in a CUDA graph gives the eager numbers (γ a device
+    tensor)."""
     q, k, v, S0 = cuda(*random_inputs(8, 4, 1, 16, 16, seed=13), dtype=torch.float32)
     gamma = torch.tensor(GAMMAS, device="cuda")
     expected = recurrent_retention(q, k, v, gamma, state=S0)
@@ -189,9 +202,13 @@ def test_one_recurrent_step_replays_as_a_cuda_graph(rel_err):
 
 @pytest.mark.parametrize("T,chunk_size", [(4096, 64), (4100, 256)])
 def test_chunkwise_float32_on_gpu_at_length(T, chunk_size, rel_err):
-    """Many chunks (up to 64) in one batched pass, ragged or not, against the float64 form on the GPU."""
+    """Many chunks (up to 64) in one batched pass, ragged or not, against the float64 form on the
+    GPU."""
     gamma = gamma_schedule(4).tolist()
     q, k, v, S0 = cuda(*random_inputs(1, 4, T, 32, 32, seed=T))                 # float64
     truth, S_truth = chunkwise_retention(q, k, v, gamma, 512, state=S0)
     o, S = chunkwise_retention(*(x.float() for x in (q, k, v)), gamma, chunk_size, state=S0.float())
-    assert rel_err(o, truth) <= TOLERANCE[torch.float32] and rel_err(S, S_truth) <= TOLERANCE[torch.float32]
+    assert (
+        rel_err(o, truth) <= TOLERANCE[torch.float32]
+        and rel_err(S, S_truth) <= TOLERANCE[torch.float32]
+    )

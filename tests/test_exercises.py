@@ -1,7 +1,7 @@
 """The exercise checks: a placeholder is "not attempted", a wrong answer fails with its hint.
 
-The reference solutions run in notebooks/solutions.ipynb (executed by nbval like every notebook); here
-each check meets the placeholder and the mistakes a learner is likely to make.
+The reference solutions run in notebooks/solutions.ipynb (executed by nbval like every notebook);
+here each check meets the placeholder and the mistakes a learner is likely to make.
 """
 import numpy as np
 import pytest
@@ -14,9 +14,12 @@ def unanswered(*args):
     raise NotImplementedError
 
 
-VALUE_EXERCISES = {"ex01_1": 1, "ex01_2": 1, "ex02_1": 1, "ex02_2": 1, "ex04_1": 2, "ex05_2": 2, "ex06_1": 1,
-                   "ex06_3": 1, "ex07_1": 1, "ex08_1": 1, "ex08_2": 1, "ex09_1": 1, "ex09_2": 1, "ex10_1": 1, "ex10_2": 2, "ex10_3": 2, "ex11_2": 2}
-FUNCTION_EXERCISES = ["ex01_3", "ex02_3", "ex02_4", "ex03_1", "ex03_2", "ex03_3", "ex04_2", "ex04_3", "ex05_1",
+VALUE_EXERCISES = {"ex01_1": 1, "ex01_2": 1, "ex02_1": 1, "ex02_2": 1, "ex04_1": 2, "ex05_2": 2,
+                   "ex06_1": 1,
+                   "ex06_3": 1, "ex07_1": 1, "ex08_1": 1, "ex08_2": 1, "ex09_1": 1, "ex09_2": 1,
+                   "ex10_1": 1, "ex10_2": 2, "ex10_3": 2, "ex11_2": 2}
+FUNCTION_EXERCISES = ["ex01_3", "ex02_3", "ex02_4", "ex03_1", "ex03_2", "ex03_3", "ex04_2",
+                      "ex04_3", "ex05_1",
                       "ex05_3", "ex05_4", "ex06_2", "ex06_4", "ex07_2", "ex11_1"]
 
 
@@ -41,15 +44,16 @@ def flipped_phase(q, k, distance, theta):
     (exercises.ex01_2, (2,), "count how often"),
     (exercises.ex02_2, (6,), "halfway rounds to even"),
     (exercises.ex02_3, (flipped_phase,), "Re Σ_j z_q conj"),
-    (exercises.ex04_1, (2048 * 2048 * 24 * 8 * 2, 24 * 8 * 256 * 512 * 8 * 2), "K and V"),   # K only
-    (exercises.ex05_2, (0.8 ** (3 - np.arange(4)), 0.8 ** 2), "own length L = 2"),             # ζ of a full chunk
+    (exercises.ex04_1, (2048 * 2048 * 24 * 8 * 2, 24 * 8 * 256 * 512 * 8 * 2), "K and V"),  # K only
+    # ζ of a full chunk
+    (exercises.ex05_2, (0.8 ** (3 - np.arange(4)), 0.8 ** 2), "own length L = 2"),
     (exercises.ex05_3, (lambda d_k, d_v: 64,), "derivative"),
     (exercises.ex06_1, (8,), "numbered from 0"),
-    (exercises.ex08_1, (256,), "divide and round up"),                                         # a bf16 state
-    (exercises.ex08_2, (47.77 / 17.71,), "batch 16"),                                          # batch 8's bound
-    (exercises.ex09_1, (0.9080,), "divide the loss in nats by ln 2"),                          # nats, not bits
-    (exercises.ex09_2, (1 / 1.368,), "batch × context × steps"),                               # upside down
-    (exercises.ex10_2, (1e-3, 10 * 2.0 ** -11), "smallest whole multiple"),                   # no measurement
+    (exercises.ex08_1, (256,), "divide and round up"),                             # a bf16 state
+    (exercises.ex08_2, (47.77 / 17.71,), "batch 16"),                              # batch 8's bound
+    (exercises.ex09_1, (0.9080,), "divide the loss in nats by ln 2"),              # nats, not bits
+    (exercises.ex09_2, (1 / 1.368,), "batch × context × steps"),                   # upside down
+    (exercises.ex10_2, (1e-3, 10 * 2.0 ** -11), "smallest whole multiple"),        # no measurement
 ])
 def test_wrong_answers_fail_with_the_hint(check, answer, hint):
     with pytest.raises(CheckFailed, match=f"(?s)Exercise.*{hint}"):
@@ -72,7 +76,7 @@ def test_a_wrong_chunkwise_loop_fails_with_its_hint():
 
 
 def test_a_reverse_recursion_with_the_forward_weights_fails_with_its_hint():
-    def with_zeta(q, do, dR, gamma, C):                                # ζ (the forward's weights) instead of ξ
+    def with_zeta(q, do, dR, gamma, C):                     # ζ (the forward's weights) instead of ξ
         N = -(-len(q) // C)
         dS, states = dR.copy(), [None] * N
         for i in reversed(range(N)):

@@ -21,8 +21,10 @@ from retnet_ref.transformer import TransformerConfig
 # ---------------------------------------------------------------- the NumPy reference
 
 NUMPY_FORMS = {
-    "parallel": lambda q, k, v, gamma=0.9, chunk_size=2, state=None: reference.parallel(q, k, v, gamma),
-    "recurrent": lambda q, k, v, gamma=0.9, chunk_size=2, state=None: reference.recurrent(q, k, v, gamma, state),
+    "parallel": lambda q, k, v, gamma=0.9, chunk_size=2,
+               state=None: reference.parallel(q, k, v, gamma),
+    "recurrent": lambda q, k, v, gamma=0.9, chunk_size=2,
+               state=None: reference.recurrent(q, k, v, gamma, state),
     "chunkwise": lambda q, k, v, gamma=0.9, chunk_size=2, state=None:
         reference.chunkwise(q, k, v, gamma, chunk_size, state),
 }
@@ -31,7 +33,8 @@ STATEFUL = ["recurrent", "chunkwise"]
 
 def np_inputs(T=5, d_k=3, d_v=2):
     rng = np.random.default_rng(0)
-    return rng.standard_normal((T, d_k)), rng.standard_normal((T, d_k)), rng.standard_normal((T, d_v))
+    return rng.standard_normal((T, d_k)), rng.standard_normal((T,
+                                                               d_k)), rng.standard_normal((T, d_v))
 
 
 @pytest.mark.parametrize("form", NUMPY_FORMS)
@@ -129,7 +132,8 @@ def test_diagonal_recurrence_with_eigenvalues_of_the_wrong_shape(shape):
 # ---------------------------------------------------------------- the torch forms
 
 TORCH_FORMS = {
-    "parallel": lambda q, k, v, gamma=(0.9, 0.5), chunk_size=2, state=None: parallel_retention(q, k, v, gamma),
+    "parallel": lambda q, k, v, gamma=(0.9, 0.5), chunk_size=2,
+               state=None: parallel_retention(q, k, v, gamma),
     "recurrent": lambda q, k, v, gamma=(0.9, 0.5), chunk_size=2, state=None:
         recurrent_retention(q, k, v, gamma, state=state),
     "chunkwise": lambda q, k, v, gamma=(0.9, 0.5), chunk_size=2, state=None:
@@ -184,7 +188,8 @@ def test_torch_tensors_that_are_not_4d(form, name, ndim):
         TORCH_FORMS[form](**args)
 
 
-@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool, torch.complex128, torch.float8_e4m3fn])
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool, torch.complex128,
+                                   torch.float8_e4m3fn])
 @pytest.mark.parametrize("name", ["q", "k", "v"])
 @pytest.mark.parametrize("form", TORCH_FORMS)
 def test_torch_integer_bool_or_complex_dtype(form, name, dtype):
@@ -204,7 +209,8 @@ def test_torch_q_k_v_of_mixed_dtypes(form, dtypes):
         TORCH_FORMS[form](q, k, v)
 
 
-@pytest.mark.parametrize("gamma", [(0.9,), (0.9, 0.5, 0.1), ()], ids=["1 for 2 heads", "3 for 2 heads", "empty"])
+@pytest.mark.parametrize("gamma", [(0.9,), (0.9, 0.5, 0.1), ()],
+                         ids=["1 for 2 heads", "3 for 2 heads", "empty"])
 @pytest.mark.parametrize("form", TORCH_FORMS)
 def test_torch_gamma_list_whose_length_is_not_the_number_of_heads(form, gamma):
     with pytest.raises(ValueError, match="^gamma must hold one value per head: expected length 2"):
@@ -227,7 +233,8 @@ def test_torch_gamma_as_one_number_instead_of_a_list(form, gamma):
 @pytest.mark.parametrize("bad", [0.0, -0.1, 1.5, float("nan"), float("inf")])
 @pytest.mark.parametrize("form", TORCH_FORMS)
 def test_torch_gamma_outside_the_unit_interval(form, bad):
-    with pytest.raises(ValueError, match=r"^gamma must lie in \(0, 1\] for every head.*at heads \[1\]"):
+    with pytest.raises(ValueError,
+                       match=r"^gamma must lie in \(0, 1\] for every head.*at heads \[1\]"):
         TORCH_FORMS[form](*torch_inputs(), gamma=[0.9, bad])
 
 
@@ -255,10 +262,12 @@ def test_torch_chunk_size_that_is_not_positive(chunk_size):
         chunkwise_retention(*torch_inputs(), [0.9, 0.5], chunk_size)
 
 
-@pytest.mark.parametrize("shape", [(1, 2, 2, 3), (1, 1, 3, 2), (2, 2, 3, 2), (2, 3, 2), (1, 2, 3, 2, 1)])
+@pytest.mark.parametrize("shape", [(1, 2, 2, 3), (1, 1, 3, 2), (2, 2, 3, 2), (2, 3, 2),
+                                   (1, 2, 3, 2, 1)])
 @pytest.mark.parametrize("form", ["recurrent", "chunkwise"])
 def test_torch_state_of_the_wrong_shape(form, shape):
-    with pytest.raises(ValueError, match=r"^state must have shape \(B, H, d_k, d_v\) = \(1, 2, 3, 2\)"):
+    with pytest.raises(ValueError,
+                       match=r"^state must have shape \(B, H, d_k, d_v\) = \(1, 2, 3, 2\)"):
         TORCH_FORMS[form](*torch_inputs(), state=torch.zeros(shape, dtype=torch.float64))
 
 
@@ -303,7 +312,8 @@ def test_torch_bad_input_is_caught_before_any_work_even_for_empty_sequences(form
                          ids=["ndarray", "tensor"])
 @pytest.mark.parametrize("form", TORCH_FORMS)
 def test_complex_gamma_is_rejected_with_where_the_rotation_belongs(form, gamma):
-    with pytest.raises(TypeError, match="^gamma must .* the rotation e\\^\\{iθ\\} is applied to q and k"):
+    with pytest.raises(TypeError,
+                       match="^gamma must .* the rotation e\\^\\{iθ\\} is applied to q and k"):
         TORCH_FORMS[form](*torch_inputs(), gamma=gamma)
 
 
@@ -312,12 +322,14 @@ def test_complex_state_is_rejected_by_normalized_retention():
     from retnet_ref.state import RetentionState
 
     q = torch.randn(1, 2, 3, 4, dtype=torch.float64)
-    state = RetentionState(torch.zeros(1, 2, 4, 4, dtype=torch.complex128), torch.zeros(1, 2, 4, dtype=torch.complex128), 0)
+    state = RetentionState(torch.zeros(1, 2, 4, 4, dtype=torch.complex128),
+                           torch.zeros(1, 2, 4, dtype=torch.complex128), 0)
     with pytest.raises(TypeError, match="^state.S and state.z must have a real floating dtype"):
         normalized_retention(q, q, q, [0.9, 0.5], "recurrent", state=state)
 
 
-@pytest.mark.parametrize("x", [torch.ones(1, 3, 4, dtype=torch.int64), np.ones((3, 4), dtype=np.int64)],
+@pytest.mark.parametrize("x", [torch.ones(1, 3, 4, dtype=torch.int64), np.ones((3, 4),
+                                                                               dtype=np.int64)],
                          ids=["tensor", "ndarray"])
 def test_rotating_integers_is_an_error(x):
     from retnet_ref.rotation import rotate, theta_schedule
@@ -342,7 +354,8 @@ def test_effective_memory_needs_gamma_in_the_unit_interval(gamma):
         effective_memory(gamma)
 
 
-# ---------------------------------------------------------------- the models and the config: every error names its argument
+# ---------------------------------------------------------------- the models and the config: every
+# error names its argument
 
 
 def _models():
@@ -391,12 +404,15 @@ def test_reference_inputs_named():
     with pytest.raises(ValueError, match="^q must be a rectangular"):
         reference.parallel([[1.0, 2.0], [3.0]], [[1.0, 2.0], [3.0, 4.0]], [[1.0], [2.0]], 0.9)
     with pytest.raises(TypeError, match="^q requires grad"):
-        reference.parallel(torch.randn(3, 2, requires_grad=True), torch.randn(3, 2), torch.randn(3, 2), 0.9)
+        reference.parallel(torch.randn(3, 2, requires_grad=True), torch.randn(3, 2),
+                           torch.randn(3, 2), 0.9)
 
 
 def test_a_layer_refuses_input_of_another_dtype():
     from retnet_ref.layers import MultiScaleRetention
-    with pytest.raises(TypeError, match="^x is torch.float64 on cpu but the layer's weights are torch.float32"):
+    with pytest.raises(
+        TypeError, match="^x is torch.float64 on cpu but the layer's weights are torch.float32"
+    ):
         MultiScaleRetention(8, 2)(torch.randn(1, 3, 8, dtype=torch.float64))
 
 
@@ -407,7 +423,8 @@ def test_generate_rejects_bad_seeds(seed):
         model.generate(torch.zeros(1, 3, dtype=torch.long), 2, temperature=1.0, seed=seed)
 
 
-# ---------------------------------------------------------------- float16 range and the parallel form's memory
+# ---------------------------------------------------------------- float16 range and the parallel
+# form's memory
 
 
 @pytest.mark.parametrize("form", ["parallel", "chunkwise", "recurrent"])
@@ -433,12 +450,14 @@ def test_the_parallel_form_refuses_scores_that_cannot_fit(monkeypatch):
     from retnet_ref import retention
     monkeypatch.setattr(retention, "available_bytes", lambda device: 1000)
     q = torch.randn(1, 2, 20, 4)                            # scores: 1·2·20·20 float32 = 3200 bytes
-    with pytest.raises(MemoryError, match=r"needs .* GiB for its \(B, H, T, T\) = \(1, 2, 20, 20\)"):
+    with pytest.raises(MemoryError,
+                       match=r"needs .* GiB for its \(B, H, T, T\) = \(1, 2, 20, 20\)"):
         parallel_retention(q, q, q, [0.9, 0.8])
     chunkwise_retention(q, q, q, [0.9, 0.8], 8)             # linear memory: not refused
 
 
-# ---------------------------------------------------------------- sizes and counts: one rule everywhere
+# ---------------------------------------------------------------- sizes and counts: one rule
+# everywhere
 
 SIZE_ARGUMENTS = {
     "RetNetConfig d_model": lambda n: RetNetConfig(d_model=n),
@@ -469,14 +488,16 @@ def test_a_size_below_one_is_a_value_error(make, value):
 
 # ---------------------------------------------------------------- booleans are not decays
 
-BOOLEAN_GAMMAS = {"list": [True, True], "mixed tuple": (True, 0.5), "NumPy bool array": np.array([True, True]),
+BOOLEAN_GAMMAS = {"list": [True, True], "mixed tuple": (True, 0.5),
+                  "NumPy bool array": np.array([True, True]),
                   "torch bool tensor": torch.tensor([True, True])}
 
 
 @pytest.mark.parametrize("gamma", BOOLEAN_GAMMAS.values(), ids=BOOLEAN_GAMMAS.keys())
 @pytest.mark.parametrize("form", TORCH_FORMS)
 def test_torch_gamma_of_booleans(form, gamma):
-    """True is the number 1 to Python and NumPy, but never a decay here: refused in every container."""
+    """True is the number 1 to Python and NumPy, but never a decay here: refused in every
+    container."""
     with pytest.raises(TypeError, match="^gamma must"):
         TORCH_FORMS[form](*torch_inputs(), gamma=gamma)
 

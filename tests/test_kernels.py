@@ -1,10 +1,11 @@
-"""The Triton kernels (retnet_ref.kernels) against the float64 forms: outputs, states, gradients, errors.
+"""The Triton kernels (retnet_ref.kernels) against the float64 forms: outputs, states, gradients,
+errors.
 
 On a machine without a GPU the kernels run on CPU tensors in Triton's interpreter (tests/conftest.py
-sets TRITON_INTERPRET=1), at small sizes; on a GPU the same tests run compiled, and the `cuda` ones at
-full size. The truth is the float64 PyTorch chunkwise form (equal to the NumPy reference to ~1e-15,
-tests/test_retention.py). Widths are chosen so that d_v spans more than one 64-wide block with a
-ragged last block, and lengths so that the last chunk is ragged.
+sets TRITON_INTERPRET=1), at small sizes; on a GPU the same tests run compiled, and the `cuda` ones
+at full size. The truth is the float64 PyTorch chunkwise form (equal to the NumPy reference to
+~1e-15, tests/test_retention.py). Widths are chosen so that d_v spans more than one 64-wide block
+with a ragged last block, and lengths so that the last chunk is ragged.
 """
 from __future__ import annotations
 
@@ -13,23 +14,26 @@ import os
 import pytest
 import torch
 
-pytest.importorskip("triton", reason="the Triton kernels need Triton (pip install 'retnet_ref[triton]')")
+pytest.importorskip("triton",
+                    reason="the Triton kernels need Triton (pip install 'retnet_ref[triton]')")
 
-from retnet_ref import kernels                                            # noqa: E402
-from retnet_ref.decay import gamma_schedule                               # noqa: E402
-from retnet_ref.model import RetNet, RetNetConfig                         # noqa: E402
-from retnet_ref.normalized import normalized_step_, step_decay_factors   # noqa: E402
-from retnet_ref.state import RetentionState   # noqa: E402
-from retnet_ref.retention import chunkwise_retention                      # noqa: E402
-from retnet_ref.checking import TOLERANCE, random_inputs, relative_error    # noqa: E402
+from retnet_ref import kernels  # noqa: E402
+from retnet_ref.checking import TOLERANCE, random_inputs, relative_error  # noqa: E402
+from retnet_ref.decay import gamma_schedule  # noqa: E402
+from retnet_ref.model import RetNet, RetNetConfig  # noqa: E402
+from retnet_ref.normalized import normalized_step_, step_decay_factors  # noqa: E402
+from retnet_ref.retention import chunkwise_retention  # noqa: E402
+from retnet_ref.state import RetentionState  # noqa: E402
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
-DEVICES = [pytest.param("cpu", marks=pytest.mark.skipif(not INTERPRETED, reason="the interpreter is off "
-                                                         "(TRITON_INTERPRET unset: a GPU is present)")),
+DEVICES = [pytest.param("cpu", marks=pytest.mark.skipif(not INTERPRETED,
+                                                        reason="the interpreter is off "
+                                                         "(TRITON_INTERPRET unset: a GPU is "
+                                                         "present)")),
            pytest.param("cuda", marks=pytest.mark.cuda)]
-GAMMAS = [1.0, 1 - 2 ** -16, 0.97, 0.5]                                   # no decay, a slow head, two fast
-# Triton 3.9's interpreter converts bfloat16 wrongly (x * 2 of bf16 values comes back as ±2 or 0), so
-# bfloat16 is checked compiled, on the GPU only
+GAMMAS = [1.0, 1 - 2 ** -16, 0.97, 0.5]                            # no decay, a slow head, two fast
+# Triton 3.9's interpreter converts bfloat16 wrongly (x * 2 of bf16 values comes back as ±2 or 0),
+# so bfloat16 is checked compiled, on the GPU only
 DEVICE_DTYPES = [pytest.param(*p.values, torch.float32, marks=p.marks) for p in DEVICES] + [
     pytest.param("cuda", torch.bfloat16, marks=pytest.mark.cuda)]
 
@@ -48,14 +52,18 @@ def test_chunkwise_forward_and_gradients_match_float64(device, dtype, T, chunk_s
     exact = [x.clone().requires_grad_() for x in (q64, k64, v64, S64)]
     fast = [x.clone().requires_grad_() for x in (q, k, v, S0)]
     o_ref, R_ref = chunkwise_retention(*exact[:3], GAMMAS, 5, exact[3] if with_state else None)
-    o, R = kernels.chunkwise_retention(*fast[:3], GAMMAS, chunk_size, fast[3] if with_state else None)
+    o, R = kernels.chunkwise_retention(*fast[:3], GAMMAS, chunk_size, fast[3] if with_state
+                                       else None)
     assert o.dtype == dtype and o.device.type == device and R.dtype == torch.float32
     tol = TOLERANCE[dtype]
     assert relative_error(o, o_ref) < tol and relative_error(R, R_ref) < tol
-    # the gradients of a loss that reads both outputs (the final state's gradient enters the backward)
+    # the gradients of a loss that reads both outputs (the final state's gradient enters the
+    # backward)
     gen = torch.Generator().manual_seed(1)
-    w_o, w_R = torch.randn(o_ref.shape, generator=gen, dtype=torch.float64), torch.randn(R_ref.shape, generator=gen,
-                                                                                         dtype=torch.float64)
+    w_o, w_R = (
+        torch.randn(o_ref.shape, generator=gen, dtype=torch.float64),
+        torch.randn(R_ref.shape, generator=gen, dtype=torch.float64),
+    )
     ((o_ref * w_o).sum() + (R_ref * w_R).sum()).backward()
     ((o.double() * w_o.to(device)).sum() + (R.double() * w_R.to(device)).sum()).backward()
     for name, a, b in zip("qkvS", fast, exact):
@@ -75,8 +83,9 @@ def test_chunkwise_empty_sequence_returns_the_state(device):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("normalisation", ["exact", "torchscale"])
 def test_fused_step_equals_the_pytorch_step(device, normalisation):
-    """Several steps of the fused kernel against normalized_step_: output, S, z and n. d_v = 200 spans
-    four programs per head, so a program that read z after another had updated it would show."""
+    """Several steps of the fused kernel against normalized_step_: output, S, z and n. d_v = 200
+    spans four programs per head, so a program that read z after another had updated it would
+    show."""
     B, H, d_k, d_v = 2, 4, 32, 200
     gen = torch.Generator().manual_seed(2)
     S, z = torch.randn(B, H, d_k, d_v, generator=gen), torch.randn(B, H, d_k, generator=gen)
@@ -96,16 +105,19 @@ def test_fused_step_equals_the_pytorch_step(device, normalisation):
 
 def small_model(device, backend="torch", **ablation):
     torch.manual_seed(0)
-    config = RetNetConfig(vocab_size=50, d_model=64, num_layers=2, num_heads=2, chunk_size=16, backend=backend,
+    config = RetNetConfig(vocab_size=50, d_model=64, num_layers=2, num_heads=2, chunk_size=16,
+                          backend=backend,
                           **ablation)
     return RetNet(config).to(device)
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("ablation", [{}, dict(swish_gate=False, group_norm=False)], ids=["full", "no-gate-no-gn"])
+@pytest.mark.parametrize("ablation", [{}, dict(swish_gate=False, group_norm=False)],
+                         ids=["full", "no-gate-no-gn"])
 def test_model_on_triton_kernels_matches_pytorch_forms(device, ablation):
-    """Chunkwise training (logits, loss gradients) and a decode step agree between the two backends, also
-    with the gate and GroupNorm off (Table 6's ablations: the fused step computes the heads only)."""
+    """Chunkwise training (logits, loss gradients) and a decode step agree between the two backends,
+    also with the gate and GroupNorm off (Table 6's ablations: the fused step computes the heads
+    only)."""
     model = small_model(device, **ablation)
     tokens = torch.randint(0, 50, (2, 37), generator=torch.Generator().manual_seed(3)).to(device)
     results = {}
@@ -114,7 +126,8 @@ def test_model_on_triton_kernels_matches_pytorch_forms(device, ablation):
         logits, state = model(tokens, "chunkwise", 16)
         logits.square().mean().backward()
         step_logits = model.decode_step(tokens[:, 0], state)
-        results[backend] = (logits, [p.grad.clone() for p in model.parameters()], step_logits, state)
+        results[backend] = (logits, [p.grad.clone() for p in model.parameters()], step_logits,
+                            state)
     (l_t, g_t, s_t, st_t), (l_k, g_k, s_k, st_k) = results["torch"], results["triton"]
     tol = TOLERANCE[torch.float32]
     assert relative_error(l_k, l_t) < tol and relative_error(s_k, s_t) < tol
@@ -139,9 +152,10 @@ def test_bad_input_is_named(device):
     with pytest.raises(ValueError, match="backend must be one of"):
         RetNetConfig(backend="cuda")
     with pytest.raises(ValueError, match="tile height"):
-        RetNetConfig(backend="triton")                                      # chunk_size 512 is no tile
+        RetNetConfig(backend="triton")                                   # chunk_size 512 is no tile
     with pytest.raises(ValueError, match="chunk_size must be one of"):
-        small_model(device, "triton")(torch.zeros(1, 20, dtype=torch.long, device=device), "chunkwise", 20)
+        small_model(device, "triton")(torch.zeros(1, 20, dtype=torch.long, device=device),
+                                      "chunkwise", 20)
 
 
 def test_cpu_tensors_need_the_interpreter(monkeypatch):
@@ -157,9 +171,11 @@ def test_cpu_tensors_need_the_interpreter(monkeypatch):
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_full_size_chunkwise_with_a_ragged_end(dtype):
-    """Head width 128, the paper's schedule of 8 heads, T = 1000 (a ragged last chunk of 40 at C = 64)."""
+    """Head width 128, the paper's schedule of 8 heads, T = 1000 (a ragged last chunk of 40 at C =
+    64)."""
     gammas = gamma_schedule(8).tolist()
-    (q64, k64, v64, S64), (q, k, v, S0) = inputs("cuda", dtype, 1000, d_k=128, d_v=128, heads=8, seed=5)
+    (q64, k64, v64, S64), (q, k, v, S0) = inputs("cuda", dtype, 1000, d_k=128, d_v=128, heads=8,
+                                                 seed=5)
     exact = [x.cuda().requires_grad_() for x in (q64, k64, v64, S64)]
     fast = [x.clone().requires_grad_() for x in (q, k, v, S0)]
     o_ref, R_ref = chunkwise_retention(*exact[:3], gammas, 100, exact[3])
@@ -174,20 +190,24 @@ def test_full_size_chunkwise_with_a_ragged_end(dtype):
 
 @pytest.mark.cuda
 def test_fused_step_in_a_cuda_graph_at_the_largest_preset_shape():
-    """The 6.7B layer's heads (16 × 256 × 512), captured in a CUDA graph and replayed, as generate() does."""
+    """The 6.7B layer's heads (16 × 256 × 512), captured in a CUDA graph and replayed, as generate()
+    does."""
     B, H, d_k, d_v = 8, 16, 256, 512
     gen = torch.Generator(device="cuda").manual_seed(4)
-    S, z = torch.randn(B, H, d_k, d_v, device="cuda", generator=gen), torch.randn(B, H, d_k, device="cuda",
+    S, z = torch.randn(B, H, d_k, d_v, device="cuda",
+                       generator=gen), torch.randn(B, H, d_k, device="cuda",
                                                                                     generator=gen)
     ours, theirs = RetentionState(S.clone(), z.clone(), 9), RetentionState(S.clone(), z.clone(), 9)
     log_g = torch.log(torch.tensor(gamma_schedule(H), dtype=torch.float64, device="cuda"))
-    q, k = (torch.randn(B, H, 1, d_k, device="cuda", dtype=torch.bfloat16, generator=gen) for _ in range(2))
+    q, k = (torch.randn(B, H, 1, d_k, device="cuda", dtype=torch.bfloat16, generator=gen)
+            for _ in range(2))
     v = torch.randn(B, H, 1, d_v, device="cuda", dtype=torch.bfloat16, generator=gen)
     gap, floor = step_decay_factors(log_g, ours.n, d_k, torch.float32)
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):                                          # compile outside the capture
-        kernels.triton_normalized_step_(q, k, v, RetentionState(S.clone(), z.clone(), 9), gap, floor)
+    with torch.cuda.stream(side):                                      # compile outside the capture
+        kernels.triton_normalized_step_(q, k, v, RetentionState(S.clone(), z.clone(), 9), gap,
+                                        floor)
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
@@ -201,13 +221,14 @@ def test_fused_step_in_a_cuda_graph_at_the_largest_preset_shape():
 
 @pytest.mark.cuda
 def test_chunkwise_with_more_than_two_to_the_31_state_elements():
-    """A 1.3B layer's heads (d_k = 256, d_v = 512) over 65,600 tokens at B·H = 16: the per-chunk states
-    (B·H, T/C, d_k, d_v) hold 2.2e9 elements, past what a 32-bit offset reaches (a prefill of 8 × 32k
-    tokens crashed with an illegal memory access before the offsets were 64-bit)."""
+    """A 1.3B layer's heads (d_k = 256, d_v = 512) over 65,600 tokens at B·H = 16: the per-chunk
+    states (B·H, T/C, d_k, d_v) hold 2.2e9 elements, past what a 32-bit offset reaches (a prefill of
+    8 × 32k tokens crashed with an illegal memory access before the offsets were 64-bit)."""
     B, H, T, d_k, d_v, C = 2, 8, 65600, 256, 512, 64
     assert B * H * -(-T // C) * d_k * d_v > 2 ** 31
     gen = torch.Generator(device="cuda").manual_seed(6)
-    q, k = (torch.randn(B, H, T, d_k, device="cuda", generator=gen).div_(16).bfloat16() for _ in range(2))
+    q, k = (torch.randn(B, H, T, d_k, device="cuda", generator=gen).div_(16).bfloat16()
+            for _ in range(2))
     v = torch.randn(B, H, T, d_v, device="cuda", generator=gen).bfloat16()
     gammas = gamma_schedule(H).tolist()
     o, R = kernels.chunkwise_retention(q, k, v, gammas, C)
@@ -215,4 +236,5 @@ def test_chunkwise_with_more_than_two_to_the_31_state_elements():
     # the last batch·head holds the offsets past 2^31; compare it alone and everything together
     assert relative_error(o[-1, -1], o_ref[-1, -1]) < TOLERANCE[torch.bfloat16]
     assert relative_error(o, o_ref) < TOLERANCE[torch.bfloat16]
-    assert relative_error(R, R_ref) < TOLERANCE[torch.bfloat16]      # v ⊙ ζ enters the products in bfloat16
+    # v ⊙ ζ enters the products in bfloat16
+    assert relative_error(R, R_ref) < TOLERANCE[torch.bfloat16]

@@ -1,4 +1,5 @@
-"""MultiScaleRetention (Eq. 8), FeedForward and RetNetBlock (Eq. 9): formulas, modes, state, bad input."""
+"""MultiScaleRetention (Eq. 8), FeedForward and RetNetBlock (Eq. 9): formulas, modes, state, bad
+input."""
 from __future__ import annotations
 
 import pytest
@@ -9,14 +10,15 @@ from retnet_ref.decay import gamma_schedule
 from retnet_ref.layers import FeedForward, MultiScaleRetention, RetNetBlock, RMSNorm
 from retnet_ref.model import RetNetConfig
 from retnet_ref.normalized import normalized_retention
-from retnet_ref.state import RetentionState
 from retnet_ref.retention import parallel_retention
 from retnet_ref.rotation import rotate, theta_schedule
+from retnet_ref.state import RetentionState
 
 D, HEADS, T = 32, 4, 19
 TOL64 = 1e-12   # float64 forms: measured ≤ 2e-15
 # the paper's ablations of MSR (Table 6): the gate, the per-head norm, or both switched off
-ABLATIONS = [dict(swish_gate=False), dict(group_norm=False), dict(swish_gate=False, group_norm=False)]
+ABLATIONS = [dict(swish_gate=False), dict(group_norm=False),
+             dict(swish_gate=False, group_norm=False)]
 ABLATION_IDS = ["no-gate", "no-groupnorm", "neither"]
 
 
@@ -30,7 +32,8 @@ def msr(seed=0, qk_gain=1.0, **kwargs):
 
 
 def x_input(length=T, seed=1, batch=2):
-    return torch.randn(batch, length, D, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return torch.randn(batch, length, D, generator=torch.Generator().manual_seed(seed),
+                       dtype=torch.float64)
 
 
 def run_modes(layer, x):
@@ -40,14 +43,20 @@ def run_modes(layer, x):
 
 def test_shapes_and_widths():
     layer = MultiScaleRetention(D, HEADS)
-    assert (layer.key_head_dim, layer.value_head_dim, layer.value_dim) == (D // HEADS, 2 * D // HEADS, 2 * D)
-    assert [p.shape for p in layer.parameters()] == [(D, D), (D, D), (2 * D, D), (2 * D, D), (D, 2 * D)]
+    assert (layer.key_head_dim, layer.value_head_dim, layer.value_dim) == (D // HEADS,
+                                                                           2 * D // HEADS, 2 * D)
+    assert [p.shape for p in layer.parameters()] == [(D, D), (D, D), (2 * D, D), (2 * D, D),
+                                                     (D, 2 * D)]
     assert layer.gamma.tolist() == gamma_schedule(HEADS).tolist()
-    assert MultiScaleRetention(D, HEADS, gamma="linspace").gamma.tolist() == gamma_schedule(HEADS, "linspace").tolist()
+    assert (
+        MultiScaleRetention(D, HEADS, gamma="linspace").gamma.tolist()
+        == gamma_schedule(HEADS, "linspace").tolist()
+    )
 
 
 def rotated_heads(layer, x):
-    """q, k (rotated) and v of the layer's heads, written out from its weights: (B, H, T, d) each."""
+    """q, k (rotated) and v of the layer's heads, written out from its weights: (B, H, T, d)
+    each."""
     B = x.shape[0]
     heads = lambda w, d: (x @ w.T).view(B, T, HEADS, d).transpose(1, 2)      # (B, H, T, d)
     theta = theta_schedule(D // HEADS)
@@ -57,7 +66,8 @@ def rotated_heads(layer, x):
 
 
 def test_msr_is_equation_8_written_out(rel_err):
-    """With ε = 0 the per-head norm is blind to the row scales: plain retention heads give the same output."""
+    """With ε = 0 the per-head norm is blind to the row scales: plain retention heads give the same
+    output."""
     layer = msr(eps=0.0, qk_gain=4.0)
     x = x_input()
     y, _ = layer(x)
@@ -97,7 +107,8 @@ def test_ablations_keep_the_modes_equal_and_the_decode_step(ablation, rel_err):
 
 
 def test_ablations_remove_exactly_their_parameters():
-    """No gate: W_G (d × 2d) is gone; no GroupNorm: nothing to remove (the per-head norm has no affine)."""
+    """No gate: W_G (d × 2d) is gone; no GroupNorm: nothing to remove (the per-head norm has no
+    affine)."""
     count = lambda layer: sum(p.numel() for p in layer.parameters())
     full = count(MultiScaleRetention(D, HEADS))
     assert count(MultiScaleRetention(D, HEADS, swish_gate=False)) == full - D * 2 * D
@@ -133,7 +144,8 @@ def test_torchscale_normalisation_modes_disagree_unless_eps_is_zero(rel_err):
     for eps in (1e-6, 0.0):
         layer = msr(qk_gain=4.0, head_norm="rmsnorm", eps=eps, normalisation="torchscale")
         ys = run_modes(layer, x_input())
-        errors[eps] = max(rel_err(ys["recurrent"], ys["parallel"]), rel_err(ys["chunkwise"], ys["parallel"]))
+        errors[eps] = max(rel_err(ys["recurrent"], ys["parallel"]),
+                          rel_err(ys["chunkwise"], ys["parallel"]))
     assert errors[1e-6] > 1e-6
     assert errors[0.0] < TOL64
 
@@ -166,7 +178,8 @@ def test_rmsnorm_formula():
     norm = RMSNorm(7, eps=1e-3)
     with torch.no_grad():
         norm.weight.copy_(torch.arange(7.0))
-    expected = x / torch.sqrt((x ** 2).mean(-1, keepdim=True) + 1e-3) * torch.arange(7.0, dtype=torch.float64)
+    expected = x / torch.sqrt((x ** 2).mean(-1, keepdim=True)
+                              + 1e-3) * torch.arange(7.0, dtype=torch.float64)
     assert torch.allclose(norm(x), expected, rtol=1e-14, atol=0)
     assert RMSNorm(7, affine=False).weight is None
 
@@ -175,7 +188,8 @@ def test_feed_forward_plain_and_gated():
     torch.manual_seed(0)
     x = torch.randn(2, 3, D, dtype=torch.float64)
     plain = FeedForward(D, 2 * D).double()
-    assert torch.allclose(plain(x), F.gelu(x @ plain.fc1.weight.T) @ plain.fc2.weight.T, rtol=1e-14, atol=1e-15)
+    assert torch.allclose(plain(x), F.gelu(x @ plain.fc1.weight.T) @ plain.fc2.weight.T, rtol=1e-14,
+                          atol=1e-15)
     glu = FeedForward(D, 40, activation="swish", gated=True).double()
     expected = (F.silu(x @ glu.fc1.weight.T) * (x @ glu.gate.weight.T)) @ glu.fc2.weight.T
     assert torch.allclose(glu(x), expected, rtol=1e-14, atol=1e-15)

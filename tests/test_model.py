@@ -1,4 +1,5 @@
-"""The RetNet language model: presets, the three modes, state hand-off, generation, precision, bad input."""
+"""The RetNet language model: presets, the three modes, state hand-off, generation, precision, bad
+input."""
 from __future__ import annotations
 
 import pytest
@@ -12,12 +13,14 @@ from retnet_ref.state import RetNetState
 
 MODES = [("parallel", None), ("recurrent", None), ("chunkwise", 8), ("chunkwise", 5)]
 VARIANTS = ["paper", "official"]
-# Tolerances (max |a - b| / max |b| over the logits), each from a measurement on CPU, tiny preset, T ≤ 256:
+# Tolerances (max |a - b| / max |b| over the logits), each from a measurement on CPU, tiny preset, T
+# ≤ 256:
 TOL64 = 1e-12     # float64 modes: measured ≤ 1.5e-15
 TOL32 = 5e-6      # float32 modes, against each other and against float64: measured ≤ 7.6e-7
-TOL_BF16 = 5e-2   # bf16 autocast against float32 (logits come out in bf16, inputs of every matmul are
-                  # rounded to 8 bits): measured ≤ 1.6e-2 on CPU (paper 1.0e-2, official 1.6e-2, T ≤ 256)
-                  # and ≤ 1.8e-2 on one H200 (T ≤ 1024); 5e-2 leaves a margin of about 3
+# bf16 autocast against float32 (logits come out in bf16, inputs of every matmul are
+TOL_BF16 = 5e-2
+                  # rounded to 8 bits): measured ≤ 1.6e-2 on CPU (paper 1.0e-2, official 1.6e-2, T ≤
+                  # 256) and ≤ 1.8e-2 on one H200 (T ≤ 1024); 5e-2 leaves a margin of about 3
 
 
 def tiny(variant="paper", dtype=torch.float64, seed=0, **overrides):
@@ -29,7 +32,8 @@ def tiny(variant="paper", dtype=torch.float64, seed=0, **overrides):
 
 # exact counts (meta device): paper variant = L (12 d² + 4 d) + 2 V d + 2 d with V = 32,000
 PRESET_PARAMETERS = {
-    ("1.3B", "paper"): 1_339_232_256, ("2.7B", "paper"): 2_680_755_200, ("6.7B", "paper"): 6_705_127_424,
+    ("1.3B", "paper"): 1_339_232_256, ("2.7B", "paper"): 2_680_755_200,
+                     ("6.7B", "paper"): 6_705_127_424,
     ("1.3B", "official"): 1_351_714_816, ("2.7B", "official"): 2_687_142_400,
     ("6.7B", "official"): 6_771_970_048,
 }
@@ -50,10 +54,13 @@ def test_paper_presets_have_their_nominal_size(name, variant):
 
 def test_preset_table():
     c = RetNetConfig.preset("6.7B")
-    assert (c.d_model, c.num_layers, c.num_heads, c.ffn_dim, c.value_dim) == (4096, 32, 16, 8192, 8192)
-    assert c.d_model // c.num_heads == 256 and c.value_dim // c.num_heads == 512    # the paper's head dims
+    assert (c.d_model, c.num_layers, c.num_heads, c.ffn_dim, c.value_dim) == (4096, 32, 16, 8192,
+                                                                              8192)
+    # the paper's head dims
+    assert c.d_model // c.num_heads == 256 and c.value_dim // c.num_heads == 512
     o = RetNetConfig.preset("1.3B", variant="official")
-    assert (o.value_dim, o.ffn_dim, o.norm_kind, o.gated_ffn, o.activation) == (3456, 3456, "rmsnorm", True, "swish")
+    assert (o.value_dim, o.ffn_dim, o.norm_kind, o.gated_ffn,
+            o.activation) == (3456, 3456, "rmsnorm", True, "swish")
     assert RetNetConfig.preset("tiny", num_layers=3).num_layers == 3
 
 
@@ -77,7 +84,8 @@ def test_modes_give_the_same_gradients_in_float64(variant, rel_err):
     for mode, chunk_size in MODES[:3]:
         model = tiny(variant)
         logits, _ = model(x, mode, chunk_size)
-        torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), x[:, 1:].flatten()).backward()
+        torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1),
+                                          x[:, 1:].flatten()).backward()
         grads[mode] = {name: p.grad for name, p in model.named_parameters()}
     for mode in ("recurrent", "chunkwise"):
         for name, g in grads[mode].items():
@@ -86,19 +94,22 @@ def test_modes_give_the_same_gradients_in_float64(variant, rel_err):
 
 # the paper's ablations of MSR (Table 6), in both variants
 ABLATIONS = [pytest.param(variant, ablation, id=f"{variant}-{name}") for variant in VARIANTS
-             for name, ablation in (("no-gate", dict(swish_gate=False)), ("no-groupnorm", dict(group_norm=False)),
+             for name, ablation in (("no-gate", dict(swish_gate=False)), ("no-groupnorm",
+                                                                          dict(group_norm=False)),
                                     ("neither", dict(swish_gate=False, group_norm=False)))]
 
 
 @pytest.mark.parametrize("variant, ablation", ABLATIONS)
 def test_ablated_models_keep_the_three_forms_equal(variant, ablation, rel_err):
-    """Logits, loss gradients and the decode step agree in float64 with the gate or GroupNorm off."""
+    """Logits, loss gradients and the decode step agree in float64 with the gate or GroupNorm
+    off."""
     x = token_ids(length=13)
     logits, grads = {}, {}
     for mode, chunk_size in MODES[:3]:
         model = tiny(variant, **ablation)
         logits[mode], state = model(x, mode, chunk_size)
-        torch.nn.functional.cross_entropy(logits[mode][:, :-1].flatten(0, 1), x[:, 1:].flatten()).backward()
+        torch.nn.functional.cross_entropy(logits[mode][:, :-1].flatten(0, 1),
+                                          x[:, 1:].flatten()).backward()
         grads[mode] = {name: p.grad for name, p in model.named_parameters()}
     for mode in ("recurrent", "chunkwise"):
         assert rel_err(logits[mode], logits["parallel"]) < TOL64
@@ -111,7 +122,8 @@ def test_ablated_models_keep_the_three_forms_equal(variant, ablation, rel_err):
 
 @pytest.mark.parametrize("variant, ablation", ABLATIONS)
 def test_ablations_change_the_parameter_count_by_exactly_what_they_remove(variant, ablation):
-    """No gate: W_G (d × value_dim) in every layer; no GroupNorm: nothing (the per-head norm has no affine)."""
+    """No gate: W_G (d × value_dim) in every layer; no GroupNorm: nothing (the per-head norm has no
+    affine)."""
     full, ablated = tiny(variant), tiny(variant, **ablation)
     c = full.config
     removed = 0 if ablation.get("swish_gate", True) else c.num_layers * c.d_model * c.value_dim
@@ -169,11 +181,11 @@ def test_bf16_autocast_on_cpu(variant, rel_err):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_bf16_autocast_at_a_long_length_in_every_mode(variant, rel_err):
-    """T = 512 (eight times the default heads' memory of 64 tokens), recurrent included: measured ≤ 2.7e-2
-    against float32 (official recurrent; paper ≤ 1.1e-2). Every mode's state stays in the accumulation
-    dtype, float32, under autocast (a bf16 state would compound one rounding per token or chunk; the
-    parallel and chunkwise modes returned one before their state products ran with autocast off), and
-    the three modes' states agree as their outputs do."""
+    """T = 512 (eight times the default heads' memory of 64 tokens), recurrent included: measured ≤
+    2.7e-2 against float32 (official recurrent; paper ≤ 1.1e-2). Every mode's state stays in the
+    accumulation dtype, float32, under autocast (a bf16 state would compound one rounding per token
+    or chunk; the parallel and chunkwise modes returned one before their state products ran with
+    autocast off), and the three modes' states agree as their outputs do."""
     x = token_ids(length=512)
     model = tiny(variant, torch.float32)
     states = {}
@@ -183,10 +195,12 @@ def test_bf16_autocast_at_a_long_length_in_every_mode(variant, rel_err):
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 low, states[mode] = model(x, mode, chunk_size)
             assert rel_err(low, full) < TOL_BF16, mode
-            assert all(layer.S.dtype == layer.z.dtype == torch.float32 for layer in states[mode].layers), mode
+            assert all(layer.S.dtype == layer.z.dtype == torch.float32
+                       for layer in states[mode].layers), mode
     for mode in ("parallel", "chunkwise"):
         for ours, recurrent in zip(states[mode].layers, states["recurrent"].layers):
-            assert rel_err(ours.S, recurrent.S) < TOL_BF16 and rel_err(ours.z, recurrent.z) < TOL_BF16, mode
+            assert rel_err(ours.S, recurrent.S) < TOL_BF16 and rel_err(ours.z,
+                                                                       recurrent.z) < TOL_BF16, mode
 
 
 @pytest.mark.cuda
@@ -230,7 +244,8 @@ def test_seeded_sampling_is_reproducible():
     first = model.generate(prompt, 10, temperature=1.0, top_k=20, seed=7)
     assert torch.equal(first, model.generate(prompt, 10, temperature=1.0, top_k=20, seed=7))
     assert not torch.equal(first, model.generate(prompt, 10, temperature=1.0, top_k=20, seed=8))
-    assert torch.equal(model.generate(prompt, 10, temperature=1.0, top_k=1, seed=3), model.generate(prompt, 10))
+    assert torch.equal(model.generate(prompt, 10, temperature=1.0, top_k=1, seed=3),
+                       model.generate(prompt, 10))
     assert torch.equal(model.generate(prompt, 0), prompt)
 
 
@@ -316,11 +331,13 @@ def test_foreign_states_are_rejected():
 @pytest.mark.parametrize("first", ["parallel", "chunkwise"])
 @pytest.mark.parametrize("then", ["parallel", "recurrent", "chunkwise"])
 def test_gradients_flow_through_a_carried_state(first, then, rel_err):
-    """A loss on the continuation's logits alone, computed from the prefix's state, has the weight gradients
-    of the same loss on one pass over the whole sequence: the prefix's keys and values reach the loss only
-    through the carried state (a detached state would lose that part of every gradient)."""
+    """A loss on the continuation's logits alone, computed from the prefix's state, has the weight
+    gradients of the same loss on one pass over the whole sequence: the prefix's keys and values
+    reach the loss only through the carried state (a detached state would lose that part of every
+    gradient)."""
     model, x, split = tiny(), token_ids(length=21), 13
-    weights = torch.randn(2, 21 - split, model.config.vocab_size, generator=torch.Generator().manual_seed(2),
+    weights = torch.randn(2, 21 - split, model.config.vocab_size,
+                          generator=torch.Generator().manual_seed(2),
                           dtype=torch.float64)
 
     def gradients(logits):
@@ -376,7 +393,8 @@ def test_generation_on_cuda_equals_cpu_and_parallel_recomputation():
     assert torch.equal(on_gpu, greedy_by_parallel_recomputation(model, prompt.cuda(), 6))
 
 
-# ---------------------------------------------------------------- the decode step (in place, graph-friendly)
+# ---------------------------------------------------------------- the decode step (in place,
+# graph-friendly)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -385,12 +403,14 @@ def test_decode_step_equals_the_recurrent_mode_and_writes_the_state_in_place(var
     with torch.no_grad():
         _, state = model(x[:, :7], "chunkwise", chunk_size=3)
         _, expected = model(x[:, :7], "chunkwise", chunk_size=3)
-        pointers = [(layer.S.data_ptr(), layer.z.data_ptr(), layer.n.data_ptr()) for layer in state.layers]
+        pointers = [(layer.S.data_ptr(), layer.z.data_ptr(), layer.n.data_ptr())
+                    for layer in state.layers]
         for t in range(7, 12):
             logits = model.decode_step(x[:, t], state)                      # (B, V)
             reference, expected = model(x[:, t:t + 1], "recurrent", state=expected)
             assert rel_err(logits, reference[:, 0]) <= TOL64
-    assert [(layer.S.data_ptr(), layer.z.data_ptr(), layer.n.data_ptr()) for layer in state.layers] == pointers
+    assert [(layer.S.data_ptr(), layer.z.data_ptr(), layer.n.data_ptr())
+            for layer in state.layers] == pointers
     assert all(layer.n == 12 for layer in state.layers)
     assert all(rel_err(a.S, b.S) <= TOL64 and rel_err(a.z, b.z) <= TOL64
                for a, b in zip(state.layers, expected.layers))
@@ -415,7 +435,8 @@ def test_snapshot_restores_the_state_after_decode_steps():
         model.decode_step(x[:, 3], state)
         restore()
     assert state.n == 3
-    assert all(torch.equal(layer.S, S) and torch.equal(layer.z, z) for layer, (S, z) in zip(state.layers, before))
+    assert all(torch.equal(layer.S, S) and torch.equal(layer.z, z) for layer,
+               (S, z) in zip(state.layers, before))
 
 
 def test_decay_and_angle_buffers_stay_float64_when_the_model_changes_dtype():
@@ -447,7 +468,8 @@ def test_cuda_graph_generation_equals_eager_generation(dtype):
     eager = model.generate(prompt, max_new_tokens=8, cuda_graph=False)
     graphed = model.generate(prompt, max_new_tokens=8, cuda_graph=True)
     assert torch.equal(graphed, eager)
-    sampled = [model.generate(prompt, 8, temperature=1.0, top_k=20, seed=3, cuda_graph=g) for g in (False, True)]
+    sampled = [model.generate(prompt, 8, temperature=1.0, top_k=20, seed=3, cuda_graph=g)
+               for g in (False, True)]
     assert torch.equal(*sampled)
 
 
@@ -463,7 +485,7 @@ def test_any_positive_temperature_samples_even_the_smallest():
     logits = torch.tensor([[0.0, 3.0, -1.0], [5.0, 5.0 - 1e-3, 1.0]])
     for temperature in (1e-300, 1e-30):
         token = sample_next(logits, temperature, generator=torch.Generator().manual_seed(0))
-        assert token.tolist() == [1, 0]                                     # the limit T → 0 is greedy
+        assert token.tolist() == [1, 0]                                  # the limit T → 0 is greedy
 
 
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
@@ -485,4 +507,5 @@ def test_last_only_gives_the_last_positions_logits_and_the_same_state(mode):
     assert last.shape == (prompt.shape[0], 1, model.config.vocab_size)
     # the head multiplies one row instead of T: another BLAS path, the same numbers up to rounding
     assert torch.allclose(last, full[:, -1:], rtol=1e-12, atol=1e-12)
-    assert all(torch.equal(a.S, b.S) and torch.equal(a.z, b.z) for a, b in zip(state.layers, last_state.layers))
+    assert all(torch.equal(a.S, b.S) and torch.equal(a.z, b.z) for a,
+               b in zip(state.layers, last_state.layers))

@@ -1,4 +1,5 @@
-"""Normalised retention (paper §2.2) in three forms: exact agreement, state hand-off, torchscale scales."""
+"""Normalised retention (paper §2.2) in three forms: exact agreement, state hand-off, torchscale
+scales."""
 from __future__ import annotations
 
 import math
@@ -8,18 +9,20 @@ import torch
 
 from retnet_ref.decay import decay_row_sum, gamma_schedule
 from retnet_ref.normalized import normalized_retention, row_sums
-from retnet_ref.state import RetentionState
 from retnet_ref.retention import parallel_retention
+from retnet_ref.state import RetentionState
 
 B, H, T, D_K, D_V = 2, 3, 23, 8, 5
 GAMMA = gamma_schedule(H).tolist()
 TOL64 = 1e-12   # float64: sums of ≤ T products, ~T·2^-53 (measured ≤ 5e-16)
-FORMS = [("parallel", None), ("recurrent", None), ("chunkwise", 1), ("chunkwise", 4), ("chunkwise", 7),
+FORMS = [("parallel", None), ("recurrent", None), ("chunkwise", 1), ("chunkwise", 4),
+         ("chunkwise", 7),
          ("chunkwise", T), ("chunkwise", 64)]
 
 
 def inputs(seed=0, q_scale=3.0, length=T, dtype=torch.float64, requires_grad=False):
-    """q scaled up so that normalisation (3)'s max(|Σ R|, 1) is active in some rows and not in others."""
+    """q scaled up so that normalisation (3)'s max(|Σ R|, 1) is active in some rows and not in
+    others."""
     gen = torch.Generator().manual_seed(seed)
     q = torch.randn(B, H, length, D_K, generator=gen, dtype=dtype) * q_scale
     k = torch.randn(B, H, length, D_K, generator=gen, dtype=dtype)
@@ -28,7 +31,8 @@ def inputs(seed=0, q_scale=3.0, length=T, dtype=torch.float64, requires_grad=Fal
 
 
 def paper_parallel(q, k, v, gamma):
-    """§2.2 written out on the full matrices: D̃ = D / sqrt(row sums), R = QK^T/√d_k ⊙ D̃, R̃ = R / max(|Σ R|, 1)."""
+    """§2.2 written out on the full matrices: D̃ = D / sqrt(row sums), R = QK^T/√d_k ⊙ D̃, R̃ = R /
+    max(|Σ R|, 1)."""
     n = torch.arange(q.shape[2], dtype=torch.float64)
     lag = n[:, None] - n[None, :]
     g = torch.tensor(gamma, dtype=torch.float64)[:, None, None]
@@ -40,7 +44,8 @@ def paper_parallel(q, k, v, gamma):
 
 
 def test_normalisation_is_active_in_the_test_inputs():
-    """The clamp of normalisation (3) bites in some rows and not in others (else the test proves less)."""
+    """The clamp of normalisation (3) bites in some rows and not in others (else the test proves
+    less)."""
     q, k, v = inputs()
     o, _ = normalized_retention(q, k, v, GAMMA)
     row_sum = paper_parallel(q, k, torch.ones_like(v[..., :1]), GAMMA)   # Σ_m R̃_nm
@@ -78,8 +83,10 @@ def test_state_hands_off_between_forms(first, second, third, rel_err):
     q, k, v = inputs()
     whole, whole_state = normalized_retention(q, k, v, GAMMA)
     state, parts = None, []
-    for (mode, chunk_size), (start, stop) in zip((first, second, third), ((0, 10), (10, 15), (15, T))):
-        part, state = normalized_retention(q[:, :, start:stop], k[:, :, start:stop], v[:, :, start:stop],
+    for (mode, chunk_size), (start, stop) in zip((first, second, third),
+                                                 ((0, 10), (10, 15), (15, T))):
+        part, state = normalized_retention(q[:, :, start:stop], k[:, :, start:stop],
+                                           v[:, :, start:stop],
                                            GAMMA, mode, chunk_size, state)
         parts.append(part)
     assert rel_err(torch.cat(parts, dim=2), whole) < TOL64
@@ -108,7 +115,8 @@ def test_row_sums_at_an_offset_match_the_closed_form():
 
 
 def test_torchscale_rows_are_positive_multiples_of_the_exact_rows():
-    """Every torchscale mode scales whole rows: the ratio to the exact output is one positive number per row."""
+    """Every torchscale mode scales whole rows: the ratio to the exact output is one positive number
+    per row."""
     q, k, v = inputs()
     exact, _ = normalized_retention(q, k, v, GAMMA)
     for mode, chunk_size in [("parallel", None), ("recurrent", None), ("chunkwise", 4)]:
@@ -177,7 +185,8 @@ def test_bad_states_are_rejected():
     other_batch = RetentionState.zeros(B + 1, H, D_K, D_V, torch.float64)
     with pytest.raises(ValueError, match="state.S"):
         normalized_retention(q, k, v, GAMMA, state=other_batch)
-    bad_z = RetentionState(torch.zeros(B, H, D_K, D_V, dtype=torch.float64), torch.zeros(B, H, D_V), 0)
+    bad_z = RetentionState(torch.zeros(B, H, D_K, D_V, dtype=torch.float64), torch.zeros(B, H, D_V),
+                           0)
     with pytest.raises(ValueError, match="state.z"):
         normalized_retention(q, k, v, GAMMA, state=bad_z)
     negative = RetentionState.zeros(B, H, D_K, D_V, torch.float64)
@@ -187,11 +196,13 @@ def test_bad_states_are_rejected():
 
 
 def test_torchscale_chunkwise_scale_written_out_for_two_chunks(naive_retention, rel_err):
-    """torchscale's chunkwise divisor (retnet_ref.torchscale) by hand, C = 2, one head, d_k = 2, γ = 1/2:
+    """torchscale's chunkwise divisor (retnet_ref.torchscale) by hand, C = 2, one head, d_k = 2, γ =
+    1/2:
 
-        scale_r = √d_k sqrt(c_r) max(inner_r, cross_i),   c_r = Σ_{j≤r} γ^j (the chunk's own row sums)
-        inner_r = max(Σ_{m in chunk, m ≤ n} |q_n·k_m| γ^(n-m) / (√d_k sqrt(c_r)), 1)
-        cross_i = max(max_j Σ_l |S_{i-1}|_{lj} / (√d_k c_{C-1}), 1),   S_{i-1} the plain state at the chunk's start
+        scale_r = √d_k sqrt(c_r) max(inner_r, cross_i),   c_r = Σ_{j≤r} γ^j (the chunk's own row
+        sums) inner_r = max(Σ_{m in chunk, m ≤ n} |q_n·k_m| γ^(n-m) / (√d_k sqrt(c_r)), 1)
+        cross_i = max(max_j Σ_l |S_{i-1}|_{lj} / (√d_k c_{C-1}), 1),   S_{i-1} the plain state at
+        the chunk's start
 
     After chunk 0, S = γ k_0^T v_0 + k_1^T v_1 = [[0], [8]], so cross_1 = 8 / (√2 · 1.5) ≈ 3.8 beats
     inner in both rows of chunk 1: the cross term decides them."""
@@ -211,10 +222,12 @@ def test_torchscale_chunkwise_scale_written_out_for_two_chunks(naive_retention, 
                             for m in range(start, n + 1)) / row_norm, 1.0)
             scale.append(row_norm * max(inner, cross))
             decided_by_cross.append(cross > inner)
-        S = [g ** C * S[i] + sum(g ** (start + C - 1 - m) * k[m][i] * v[m][0] for m in range(start, start + C))
+        S = [g ** C * S[i] + sum(g ** (start + C - 1 - m) * k[m][i] * v[m][0]
+                                 for m in range(start, start + C))
              for i in range(d_k)]
     assert decided_by_cross == [False, False, True, True]
-    expected = naive_retention(q, k, v, g) / torch.tensor(scale, dtype=torch.float64)[:, None].numpy()
+    expected = naive_retention(q, k, v, g) / torch.tensor(scale,
+                                                          dtype=torch.float64)[:, None].numpy()
     x = [torch.tensor(t, dtype=torch.float64)[None, None] for t in (q, k, v)]   # (1, 1, 4, d)
     out, _ = normalized_retention(*x, [g], "chunkwise", C, normalisation="torchscale")
     assert rel_err(out[0, 0], expected) < 1e-14

@@ -1,8 +1,8 @@
 """The NumPy float64 reference (retnet_ref.reference) against plain, independent computations.
 
-Every form is compared with the defining double sum (conftest.naive_retention_loop), with each other,
-and across a state hand-off; the general linear recurrence is compared with a brute-force sum of
-matrix powers. Error measure: max |a - b| / max |b|; float64 forms agree to 1e-12 (sums of ≤ 40
+Every form is compared with the defining double sum (conftest.naive_retention_loop), with each
+other, and across a state hand-off; the general linear recurrence is compared with a brute-force sum
+of matrix powers. Error measure: max |a - b| / max |b|; float64 forms agree to 1e-12 (sums of ≤ 40
 products carry ~40·2^-53 ≈ 4e-15 relative error, so 1e-12 leaves a wide margin yet catches any
 wrong factor, which shows up at 1e-2 or more).
 """
@@ -72,7 +72,8 @@ def test_recurrent_equals_double_sum(shape, gamma, with_state, naive_retention, 
 @pytest.mark.parametrize("with_state", [False, True])
 @pytest.mark.parametrize("gamma", GAMMAS)
 @pytest.mark.parametrize("T", [1, 12, 33])
-def test_chunkwise_equals_double_sum_for_every_kind_of_chunk(T, gamma, with_state, naive_retention, rel_err):
+def test_chunkwise_equals_double_sum_for_every_kind_of_chunk(T, gamma, with_state, naive_retention,
+                                                             rel_err):
     q, k, v, S0 = random_qkv(3, T, 5, 3)
     S0 = S0 if with_state else None
     truth = naive_retention(q, k, v, gamma, S0)
@@ -125,7 +126,8 @@ def test_theta_and_conj_theta_give_the_relative_phase(gamma, rel_err):
 
 @pytest.mark.parametrize("form", ["parallel", "recurrent", "chunkwise"])
 def test_real_pair_rotation_is_the_real_part_of_complex_retention(form, rel_err):
-    """Rotating real pairs of q and k by +nθ gives Re of retention on (q e^{inθ}, conj(k) e^{-imθ})."""
+    """Rotating real pairs of q and k by +nθ gives Re of retention on (q e^{inθ}, conj(k)
+    e^{-imθ})."""
     T, d = 21, 8
     q, k, v, _ = random_qkv(6, T, d, 3)
     theta = theta_schedule(d)
@@ -167,7 +169,8 @@ def test_state_term_is_what_distinguishes_a_started_sequence(rel_err):
 
 
 def test_low_precision_inputs_are_computed_in_float64(rel_err):
-    """float32 inputs are widened first: the result is float64 and equals the float64 run on the same values."""
+    """float32 inputs are widened first: the result is float64 and equals the float64 run on the
+    same values."""
     q, k, v, S0 = (x.astype(np.float32) for x in random_qkv(14, 25, 4, 3))
     widened = [x.astype(np.float64) for x in (q, k, v, S0)]
     for run in (lambda *a: reference.recurrent(*a[:3], 0.97, state=a[3]),
@@ -207,7 +210,8 @@ def test_state_hand_off_equals_one_pass(first, second, T1, rel_err):
 def test_empty_sequence():
     q, k, v, S0 = random_qkv(10, 0, 3, 2)
     assert reference.parallel(q, k, v, 0.9).shape == (0, 2)
-    for o, S in (reference.recurrent(q, k, v, 0.9, state=S0), reference.chunkwise(q, k, v, 0.9, 4, state=S0)):
+    for o, S in (reference.recurrent(q, k, v, 0.9, state=S0),
+                 reference.chunkwise(q, k, v, 0.9, 4, state=S0)):
         assert o.shape == (0, 2)
         np.testing.assert_array_equal(S, S0)
     for o, S in (reference.recurrent(q, k, v, 0.9), reference.chunkwise(q, k, v, 0.9, 4)):
@@ -249,16 +253,17 @@ def test_linear_recurrence_equals_brute_force(seed, rel_err):
 
 
 def test_diagonalised_recurrence_absorbs_p_into_q_and_k(rel_err):
-    """A = P diag(λ) P^{-1}: (q P, k P^{-T}, state P^{-1} S_0) through diag(λ) gives the same output."""
+    """A = P diag(λ) P^{-1}: (q P, k P^{-T}, state P^{-1} S_0) through diag(λ) gives the same
+    output."""
     rng = np.random.default_rng(11)
     q, k, v, S0 = random_qkv(11, 17, 4, 3)
     A = _stable_matrix(rng, 4)
-    lam, P = np.linalg.eig(A)                                       # complex in general
+    lam, P = np.linalg.eig(A)                                   # complex in general
     assert np.iscomplexobj(lam) and np.abs(lam.imag).max() > 1e-3  # a genuine rotation part
     P_inv = np.linalg.inv(P)
     o_full, S_full = reference.linear_recurrence(q, k, v, A, state=S0)
     o_diag, S_diag = reference.diagonal_recurrence(q @ P, k @ P_inv.T, v, lam, state=P_inv @ S0)
-    assert rel_err(o_diag, o_full) <= 1e-11                         # eig/inv conditioning costs a digit
+    assert rel_err(o_diag, o_full) <= 1e-11                     # eig/inv conditioning costs a digit
     assert np.abs(o_diag.imag).max() <= 1e-11 * np.abs(o_full).max()
     assert rel_err(P @ S_diag, S_full) <= 1e-11
 
@@ -288,7 +293,8 @@ def test_diagonal_recurrence_with_equal_eigenvalues_is_the_recurrent_form(rel_er
 @given(T=st.integers(0, 40), d_k=st.integers(1, 6), d_v=st.integers(1, 6), data=st.data(),
        chunk_size=st.integers(1, 50), with_state=st.booleans(), complex_qk=st.booleans(),
        seed=st.integers(0, 2 ** 32 - 1))
-def test_property_all_forms_equal_double_sum(T, d_k, d_v, data, chunk_size, with_state, complex_qk, seed,
+def test_property_all_forms_equal_double_sum(T, d_k, d_v, data, chunk_size, with_state, complex_qk,
+                                             seed,
                                              gamma_strategy, naive_retention, rel_err):
     gamma = data.draw(gamma_strategy, label="gamma")
     q, k, v, S0 = random_qkv(seed, T, d_k, d_v, complex_qk)

@@ -12,8 +12,9 @@ def test_every_committed_report_loads_with_its_environment():
     for name in names:
         report = results.load(name)
         env = report["environment"]
-        assert env["gpu"] == "NVIDIA H200" and env["command"].startswith("python -m retnet_ref bench")
-        assert f"--out results/{name}.json" in env["command"]           # the command as run from the root
+        assert env["gpu"] == "NVIDIA H200" and env["command"].startswith("python -m retnet_ref "
+                                                                         "bench")
+        assert f"--out results/{name}.json" in env["command"]     # the command as run from the root
         assert all(suite in report for suite in report["options"]["suites"])
 
 

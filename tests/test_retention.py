@@ -2,9 +2,10 @@
 
 - float64: each form against the defining double sum and against the NumPy reference, head by head,
   with heads of different γ; the forms against each other; state hand-off; hypothesis properties.
-- autograd: gradcheck of every form (q, k, v and the initial state) and equal gradients across forms.
-- float32 / bfloat16: error against float64 under checking.TOLERANCE (the project's single source for
-  these numbers and their reasons); output and state dtypes.
+- autograd: gradcheck of every form (q, k, v and the initial state) and equal gradients across
+  forms.
+- float32 / bfloat16: error against float64 under checking.TOLERANCE (the project's single source
+  for these numbers and their reasons); output and state dtypes.
 """
 from __future__ import annotations
 
@@ -18,30 +19,37 @@ from hypothesis import strategies as st
 
 from helpers import run_form
 from retnet_ref import reference
+from retnet_ref.checking import TOLERANCE, random_inputs
 from retnet_ref.decay import gamma_schedule
 from retnet_ref.numerics import plain_sum_recurrent
-from retnet_ref.retention import (chunkwise_retention, compensated_decay_and_add, parallel_retention,
-                                  recurrent_retention)
-from retnet_ref.checking import TOLERANCE, random_inputs
+from retnet_ref.retention import (
+    chunkwise_retention,
+    compensated_decay_and_add,
+    parallel_retention,
+    recurrent_retention,
+)
 from retnet_ref.verify import SLOW_HEADS, float64_truth
 
 TOL = TOLERANCE[torch.float64]
-GAMMAS = [1.0, 0.97, 0.5, 1e-9]                    # one head each: no decay, slow, fast, almost none
-CHUNK_SIZES = [1, 4, 7, 21, 50]                    # for T = 21: 1, ragged, divides, T, more than T
+GAMMAS = [1.0, 0.97, 0.5, 1e-9]                   # one head each: no decay, slow, fast, almost none
+CHUNK_SIZES = [1, 4, 7, 21, 50]                   # for T = 21: 1, ragged, divides, T, more than T
 
 
 def per_head(x, b, h):
     return x[b, h].detach().numpy()
 
 
-# ---------------------------------------------------------------- float64 against independent truths
+# ---------------------------------------------------------------- float64 against independent
+# truths
 
 
 @pytest.mark.parametrize("form,chunk_size,with_state",
-                         [("parallel", None, False)]                 # the parallel form takes no state
-                         + [(form, c, s) for form, c in [("recurrent", None)] + [("chunkwise", c) for c in CHUNK_SIZES]
+                         [("parallel", None, False)]              # the parallel form takes no state
+                         + [(form, c, s) for form, c in [("recurrent", None)]
+                            + [("chunkwise", c) for c in CHUNK_SIZES]
                             for s in (False, True)])
-def test_forms_equal_double_sum_head_by_head(form, chunk_size, with_state, naive_retention, rel_err):
+def test_forms_equal_double_sum_head_by_head(form, chunk_size, with_state, naive_retention,
+                                             rel_err):
     q, k, v, S0 = random_inputs(2, 4, 21, 5, 3, seed=1)
     S0 = S0 if with_state else None
     o, _ = run_form(form, q, k, v, GAMMAS, S0, chunk_size)
@@ -91,7 +99,8 @@ def test_heads_really_use_their_own_gamma(rel_err):
     assert rel_err(swapped[:, 2:], o[:, 2:]) <= TOL
 
 
-@pytest.mark.parametrize("as_type", [list, tuple, np.array, lambda g: torch.tensor(g, dtype=torch.float64)],
+@pytest.mark.parametrize("as_type", [list, tuple, np.array,
+                                     lambda g: torch.tensor(g, dtype=torch.float64)],
                          ids=["list", "tuple", "ndarray", "tensor"])
 def test_gamma_may_be_any_sequence_or_tensor(as_type):
     q, k, v, _ = random_inputs(1, 4, 9, 3, 2, seed=5)
@@ -147,7 +156,8 @@ def test_empty_sequence(dtype):
 
 @settings(max_examples=40)
 @given(B=st.integers(1, 3), H=st.integers(1, 3), T=st.integers(0, 40), d_k=st.integers(1, 6),
-       d_v=st.integers(1, 6), data=st.data(), chunk_size=st.integers(1, 50), with_state=st.booleans(),
+       d_v=st.integers(1, 6), data=st.data(), chunk_size=st.integers(1, 50),
+       with_state=st.booleans(),
        seed=st.integers(0, 2 ** 31 - 1))
 def test_property_forms_equal_reference(B, H, T, d_k, d_v, data, chunk_size, with_state, seed,
                                         gamma_strategy, rel_err):
@@ -161,7 +171,8 @@ def test_property_forms_equal_reference(B, H, T, d_k, d_v, data, chunk_size, wit
     for b in range(B):
         for h in range(H):
             state = None if S0 is None else per_head(S0, b, h)
-            ref_o, ref_S = reference.recurrent(per_head(q, b, h), per_head(k, b, h), per_head(v, b, h),
+            ref_o, ref_S = reference.recurrent(per_head(q, b, h), per_head(k, b, h),
+                                               per_head(v, b, h),
                                                gamma[h], state=state)
             assert rel_err(o_rec[b, h], ref_o) <= TOL and rel_err(S_rec[b, h], ref_S) <= TOL
             assert rel_err(o_chunk[b, h], ref_o) <= TOL and rel_err(S_chunk[b, h], ref_S) <= TOL
@@ -177,21 +188,24 @@ def _grad_inputs(with_state, seed=9):
     return tuple(x.requires_grad_() for x in ((q, k, v, S0) if with_state else (q, k, v)))
 
 
-@pytest.mark.parametrize("form,with_state", [("parallel", False), ("recurrent", False), ("recurrent", True),
+@pytest.mark.parametrize("form,with_state",
+                         [("parallel", False), ("recurrent", False), ("recurrent", True),
                                              ("chunkwise", False), ("chunkwise", True)])
 def test_gradcheck(form, with_state):
     """Analytic gradients (q, k, v and the state) equal finite differences in float64."""
     inputs = _grad_inputs(with_state)
 
     def fn(q, k, v, state=None):
-        o, S = run_form(form, q, k, v, [0.9, 0.5], state, chunk_size=2)   # T = 5: a ragged last chunk
+        # T = 5: a ragged last chunk
+        o, S = run_form(form, q, k, v, [0.9, 0.5], state, chunk_size=2)
         return o if S is None else (o, S)
 
     assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-8, rtol=1e-6)
 
 
 def _gradients(form, inputs, weights, chunk_size=3):
-    """d loss / d (q, k, v[, S_0]); inputs of length 4 carry an initial state, and then S_T enters the loss."""
+    """d loss / d (q, k, v[, S_0]); inputs of length 4 carry an initial state, and then S_T enters
+    the loss."""
     with_state = len(inputs) == 4
     o, S = run_form(form, *inputs[:3], GAMMAS, inputs[3] if with_state else None, chunk_size)
     # a random scalar loss: Σ w_o ⊙ o (+ Σ w_S ⊙ S_T when a state is handed in and out)
@@ -212,7 +226,8 @@ def test_gradients_equal_across_forms(with_state, rel_err):
         for name, g, g_rec in zip("qkvS", grads[form], grads["recurrent"]):
             assert rel_err(g, g_rec) <= 1e-10, (form, name)
     for chunk_size in (1, 23, 40):
-        for g, g_rec in zip(_gradients("chunkwise", inputs, weights, chunk_size), grads["recurrent"]):
+        for g, g_rec in zip(_gradients("chunkwise", inputs, weights, chunk_size),
+                            grads["recurrent"]):
             assert rel_err(g, g_rec) <= 1e-10, chunk_size
 
 
@@ -224,14 +239,16 @@ HEADS = 4
 
 @functools.lru_cache(maxsize=None)
 def _float64_case(T):
-    """Seeded float64 inputs of length T and their float64 parallel output (shared by all dtypes and forms)."""
+    """Seeded float64 inputs of length T and their float64 parallel output (shared by all dtypes and
+    forms)."""
     gamma = gamma_schedule(HEADS).tolist()
     q, k, v, _ = random_inputs(1, HEADS, T, 32, 32, seed=T)
     return (q, k, v), gamma, parallel_retention(q, k, v, gamma)
 
 
 def _low_precision_error(form, dtype, T, rel_err, chunk_size=64):
-    """Relative error of `form` run in `dtype` against the float64 parallel form (same float64 inputs)."""
+    """Relative error of `form` run in `dtype` against the float64 parallel form (same float64
+    inputs)."""
     inputs, gamma, truth = _float64_case(T)
     o, _ = run_form(form, *(x.to(dtype) for x in inputs), gamma, chunk_size=chunk_size)
     assert o.dtype == dtype
@@ -246,15 +263,17 @@ def test_low_precision_error_within_tolerance(form, T, dtype, rel_err):
     assert _low_precision_error(form, dtype, T, rel_err) <= TOLERANCE[dtype]
 
 
-@pytest.mark.parametrize("dtype,state_dtype", [(torch.float64, torch.float64), (torch.float32, torch.float32),
-                                               (torch.bfloat16, torch.float32), (torch.float16, torch.float32)],
+@pytest.mark.parametrize("dtype,state_dtype",
+                         [(torch.float64, torch.float64), (torch.float32, torch.float32),
+                                               (torch.bfloat16, torch.float32),
+                                               (torch.float16, torch.float32)],
                          ids=str)
 @pytest.mark.parametrize("form", ["recurrent", "chunkwise"])
 def test_output_has_input_dtype_and_state_is_float32_or_wider(form, dtype, state_dtype):
     q, k, v, S0 = (x.to(dtype) for x in random_inputs(1, 2, 9, 4, 3, seed=12))
     o, S = run_form(form, q, k, v, [0.9, 0.99])
     assert o.dtype == dtype and S.dtype == state_dtype
-    o, S = run_form(form, q, k, v, [0.9, 0.99], state=S0)           # a state given in the input dtype
+    o, S = run_form(form, q, k, v, [0.9, 0.99], state=S0)         # a state given in the input dtype
     assert o.dtype == dtype and S.dtype == state_dtype
     assert parallel_retention(q, k, v, [0.9, 0.99]).dtype == dtype
 
@@ -273,9 +292,9 @@ def test_bfloat16_state_is_carried_in_float32_across_a_hand_off(rel_err):
 
 @pytest.mark.parametrize("gamma", [0.999, 1 - 1 / 1923])
 def test_float32_recurrent_decay_does_not_drift_for_gamma_float32_cannot_hold(gamma, rel_err):
-    # Multiplying a float32 state by fl(γ) at every step drifts by δ / (√2 (1 - γ)), δ = |fl(γ) - γ| / γ:
-    # 9e-6 for γ = 0.999 at T = 4096, over the tolerance (notebooks/10_numerics.ipynb, §4b). The update
-    # subtracts the float32 gap 1 - γ instead and stays near 1e-6.
+    # Multiplying a float32 state by fl(γ) at every step drifts by δ / (√2 (1 - γ)), δ = |fl(γ) - γ|
+    # / γ: 9e-6 for γ = 0.999 at T = 4096, over the tolerance (notebooks/10_numerics.ipynb, §4b).
+    # The update subtracts the float32 gap 1 - γ instead and stays near 1e-6.
     q, k, v, _ = random_inputs(1, 1, 4096, 32, 32, seed=4096)
     truth = parallel_retention(q, k, v, [gamma])
     o, _ = recurrent_retention(*(t.float() for t in (q, k, v)), [gamma])
@@ -284,47 +303,58 @@ def test_float32_recurrent_decay_does_not_drift_for_gamma_float32_cannot_hold(ga
 
 
 def test_compensated_step_keeps_exactly_what_the_rounding_of_the_state_lost():
-    """S_{n+1} + e_{n+1} = S_n + x_n with no rounding at all (Fast2Sum); here γ = 1, e_n = 0, x_n = k_n^T v_n."""
+    """S_{n+1} + e_{n+1} = S_n + x_n with no rounding at all (Fast2Sum); here γ = 1, e_n = 0, x_n =
+    k_n^T v_n."""
     gen = torch.Generator().manual_seed(3)
     S = torch.randn(2, 3, 8, 5, generator=gen) * 100
     k_n, v_n = torch.randn(2, 3, 8, generator=gen), torch.randn(2, 3, 5, generator=gen)
-    S_next, e_next = compensated_decay_and_add(S, torch.zeros_like(S), k_n, v_n, torch.zeros(3, 1, 1))
-    x = k_n[..., :, None] * v_n[..., None, :]                                 # fl(k_n^T v_n), one rounding each
+    S_next, e_next = compensated_decay_and_add(S, torch.zeros_like(S), k_n, v_n,
+                                               torch.zeros(3, 1, 1))
+    x = k_n[..., :, None] * v_n[..., None, :]                     # fl(k_n^T v_n), one rounding each
     assert torch.equal(S_next.double() + e_next.double(), S.double() + x.double())
-    assert torch.equal(S_next, S + x) and e_next.abs().max() > 0                # something was lost, and kept
+    assert torch.equal(S_next, S + x) and e_next.abs().max() > 0  # something was lost, and kept
 
 
 def test_float32_recurrent_error_does_not_grow_with_the_memory_of_slow_heads(rel_err):
-    """T = 16,384 on the slowest default heads and γ = 1: the compensated sum stays near 4u (measured ≤ 2.7e-7
-    over 4 seeds), where the plain sum it replaced already crossed the tolerance (1.4-1.9e-5 for γ = 1 - 2^-20)."""
+    """T = 16,384 on the slowest default heads and γ = 1: the compensated sum stays near 4u
+    (measured ≤ 2.7e-7 over 4 seeds), where the plain sum it replaced already crossed the tolerance
+    (1.4-1.9e-5 for γ = 1 - 2^-20)."""
     gamma = list(SLOW_HEADS.values())
     q, k, v, _ = random_inputs(1, len(gamma), 16384, 32, 32, seed=16384)
     truth = float64_truth(q, k, v, gamma)
     x = [t.float() for t in (q, k, v)]
     compensated, plain = recurrent_retention(*x, gamma)[0], plain_sum_recurrent(*x, gamma)
-    assert all(rel_err(compensated[:, h], truth[:, h]) <= TOLERANCE[torch.float32] / 10 for h in range(len(gamma)))
+    assert all(rel_err(compensated[:, h], truth[:, h]) <= TOLERANCE[torch.float32] / 10
+               for h in range(len(gamma)))
     assert rel_err(plain[:, 2], truth[:, 2]) > TOLERANCE[torch.float32]
 
 
-@pytest.mark.parametrize("T,gamma", [(65536, 1 - 2 ** -18), (65536, 0.999), (131072, 1 - 3e-6), (131072, 1.0)],
+@pytest.mark.parametrize("T,gamma", [(65536, 1 - 2 ** -18), (65536, 0.999), (131072, 1 - 3e-6),
+                                     (131072, 1.0)],
                          ids=["6.7B head 13", "0.999", "1-3e-6", "1"])
 def test_float32_chunkwise_does_not_drift_at_long_lengths(T, gamma, rel_err):
-    """The chunk states come from float64 powers γ^(C(i-j)), not from a float32 γ^C multiplied in T/C times.
+    """The chunk states come from float64 powers γ^(C(i-j)), not from a float32 γ^C multiplied in
+    T/C times.
 
-    The carried version reached 1.6e-5 for γ = 1 - 2^-18 at T = 65,536 with chunks of 64 (three times the
-    tolerance); the closed form measures ≤ 5.6e-7 in all four cases (outputs and final state).
+    The carried version reached 1.6e-5 for γ = 1 - 2^-18 at T = 65,536 with chunks of 64 (three
+    times the tolerance); the closed form measures ≤ 5.6e-7 in all four cases (outputs and final
+    state).
     """
     gen = torch.Generator().manual_seed(1)
     q, k, v = (torch.randn(1, 1, T, 16, generator=gen, dtype=torch.float64) for _ in range(3))
     truth, S_truth = chunkwise_retention(q, k, v, [gamma], 1024)
     o, S = chunkwise_retention(q.float(), k.float(), v.float(), [gamma], 64)
-    assert rel_err(o, truth) <= TOLERANCE[torch.float32] / 5 and rel_err(S, S_truth) <= TOLERANCE[torch.float32] / 5
+    assert (
+        rel_err(o, truth) <= TOLERANCE[torch.float32] / 5
+        and rel_err(S, S_truth) <= TOLERANCE[torch.float32] / 5
+    )
 
 
 @pytest.mark.parametrize("form", ["recurrent", "chunkwise"])
 @pytest.mark.parametrize("T", [0, 5])
 def test_the_returned_state_is_never_the_callers_tensor(form, T):
-    """A decode step writes its state in place, so a returned state that aliased the input would change it."""
+    """A decode step writes its state in place, so a returned state that aliased the input would
+    change it."""
     q, k, v = (torch.randn(1, 2, T, 3, dtype=torch.float64) for _ in range(3))
     S0 = torch.randn(1, 2, 3, 3, dtype=torch.float64)
     _, S = recurrent_retention(q, k, v, [0.9, 0.5], state=S0) if form == "recurrent" else \

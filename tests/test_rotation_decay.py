@@ -1,10 +1,9 @@
 """Rotation (θ schedule, complex and real-pair forms) and decay (γ schedules, D, ζ, ξ, γ^L, c_n).
 
-Truths are written independently: powers of γ with Python's `**` or mpmath at 50 digits, rotations as
-complex exponentials, sums as loops.
+Truths are written independently: powers of γ with Python's `**` or mpmath at 50 digits, rotations
+as complex exponentials, sums as loops.
 """
 from __future__ import annotations
-
 
 import mpmath
 import numpy as np
@@ -12,7 +11,14 @@ import pytest
 import torch
 
 from retnet_ref import decay
-from retnet_ref.rotation import angles, complex_rotate, from_complex, rotate, theta_schedule, to_complex
+from retnet_ref.rotation import (
+    angles,
+    complex_rotate,
+    from_complex,
+    rotate,
+    theta_schedule,
+    to_complex,
+)
 
 TOL = 1e-12
 
@@ -40,7 +46,8 @@ def test_theta_schedule_smallest_head_and_other_base():
     assert abs(theta_schedule(8, base=100.0)[-1] - 1e-2) <= 1e-16
 
 
-@pytest.mark.parametrize("head_dim, error", [(0, ValueError), (-2, ValueError), (3, ValueError), (7, ValueError),
+@pytest.mark.parametrize("head_dim, error",
+                         [(0, ValueError), (-2, ValueError), (3, ValueError), (7, ValueError),
                                              (2.0, TypeError), (True, TypeError), ("8", TypeError)])
 def test_theta_schedule_rejects_bad_head_dim(head_dim, error):
     with pytest.raises(error, match="head_dim"):
@@ -74,7 +81,8 @@ def test_real_pair_rotation_equals_complex_rotation():
     for offset in (0, 5):
         z = to_complex(x) * np.exp(1j * (np.arange(offset, offset + 9)[:, None] * theta))
         np.testing.assert_allclose(rotate(x, theta, offset), from_complex(z), rtol=0, atol=1e-14)
-        np.testing.assert_allclose(from_complex(complex_rotate(to_complex(x), theta, offset)), from_complex(z),
+        np.testing.assert_allclose(from_complex(complex_rotate(to_complex(x), theta, offset)),
+                                   from_complex(z),
                                    rtol=0, atol=1e-14)
 
 
@@ -85,7 +93,8 @@ def test_rotation_preserves_pair_norms():
 
 
 def test_rotated_score_is_real_part_of_complex_score(rel_err):
-    """rotate(q)_n · rotate(k)_m = Re[ (q e^{inθ}) · conj(k e^{imθ}) ] = Re[ Σ_j q_j conj(k_j) e^{i(n-m)θ_j} ]."""
+    """rotate(q)_n · rotate(k)_m = Re[ (q e^{inθ}) · conj(k e^{imθ}) ] = Re[ Σ_j q_j conj(k_j)
+    e^{i(n-m)θ_j} ]."""
     rng = _rng(2)
     T, d = 17, 12
     q, k = rng.standard_normal((2, T, d))
@@ -131,11 +140,13 @@ def test_numpy_and_torch_rotate_agree(dtype, tol):
     expected = rotate(x, theta, offset=3)
     got = rotate(torch.tensor(x, dtype=dtype), torch.tensor(theta), offset=3)
     assert isinstance(got, torch.Tensor) and got.dtype == dtype and got.shape == x.shape
-    np.testing.assert_allclose(got.double().numpy(), expected, rtol=0, atol=tol * np.abs(expected).max())
+    np.testing.assert_allclose(got.double().numpy(), expected, rtol=0,
+                               atol=tol * np.abs(expected).max())
 
 
 def test_torch_rotate_at_long_positions_keeps_the_phase_in_float32():
-    """Angles are formed in float64, so a float32 rotation at position 10^6 is still right to float32 eps."""
+    """Angles are formed in float64, so a float32 rotation at position 10^6 is still right to
+    float32 eps."""
     x = _rng(6).standard_normal((4, 8))
     theta = theta_schedule(8)
     expected = rotate(x, theta, offset=10 ** 6)
@@ -167,10 +178,12 @@ def test_linspace_schedule_endpoints_and_geometric_gaps():
 
 def test_schedule_with_one_head():
     assert decay.gamma_schedule(1).tolist() == [1 - 1 / 32]
-    assert decay.gamma_gap_schedule(1, kind="linspace").tolist() == pytest.approx([1 / 32], rel=1e-15)
+    assert decay.gamma_gap_schedule(1,
+                                    kind="linspace").tolist() == pytest.approx([1 / 32], rel=1e-15)
 
 
-@pytest.mark.parametrize("num_heads, error", [(0, ValueError), (-1, ValueError), (2.0, TypeError), (True, TypeError)])
+@pytest.mark.parametrize("num_heads, error",
+                         [(0, ValueError), (-1, ValueError), (2.0, TypeError), (True, TypeError)])
 def test_schedule_rejects_bad_num_heads(num_heads, error):
     with pytest.raises(error, match="num_heads"):
         decay.gamma_schedule(num_heads)
@@ -203,7 +216,8 @@ def test_why_log_space_gamma_rounds_to_one_in_low_precision():
 
 
 def test_effective_memory():
-    np.testing.assert_allclose(decay.effective_memory(decay.gamma_schedule(4)), [32, 64, 128, 256], rtol=1e-12)
+    np.testing.assert_allclose(decay.effective_memory(decay.gamma_schedule(4)), [32, 64, 128, 256],
+                               rtol=1e-12)
     assert decay.effective_memory(1.0) == np.inf
     assert decay.effective_memory(0.5) == 2.0
 
@@ -228,12 +242,15 @@ def test_decay_matrix_is_masked_powers(gamma):
 
 
 def test_decay_matrix_is_finite_for_tiny_gamma_and_long_sequences():
-    for log_g in (decay.log_gamma(1e-300), np.log(np.nextafter(0, 1))):   # 1e-300 and the smallest subnormal
+    # 1e-300 and the smallest subnormal
+    for log_g in (decay.log_gamma(1e-300), np.log(np.nextafter(0, 1))):
         D = decay.decay_matrix(2000, log_g)
         assert np.all(np.isfinite(D)) and np.all(D >= 0)
         np.testing.assert_array_equal(np.diag(D), 1.0)
         assert D[-1, 0] == 0.0 and np.all(np.triu(D, 1) == 0)
-    assert decay.decay_matrix(3, decay.log_gamma(1e-300))[1, 0] == pytest.approx(1e-300, rel=1e-12, abs=0)
+    assert decay.decay_matrix(3, decay.log_gamma(1e-300))[1,
+                                                          0] == pytest.approx(1e-300, rel=1e-12,
+                                                                              abs=0)
     Dt = decay.decay_matrix(2000, torch.tensor([decay.log_gamma(1e-300), 0.0], dtype=torch.float64))
     assert bool(torch.isfinite(Dt).all())
     assert bool((Dt[1] == torch.tril(torch.ones(2000, 2000, dtype=torch.float64))).all())
@@ -251,8 +268,10 @@ def test_decay_matrix_for_several_heads_stacks_heads_first():
 @pytest.mark.parametrize("gamma", [1.0, 0.97, 1e-9])
 def test_zeta_xi_and_chunk_decay_definitions(L, gamma):
     lg = decay.log_gamma(gamma)
-    np.testing.assert_allclose(decay.zeta(L, lg), [gamma ** (L - r - 1) for r in range(L)], rtol=1e-13, atol=0)
-    np.testing.assert_allclose(decay.xi(L, lg), [gamma ** (r + 1) for r in range(L)], rtol=1e-13, atol=0)
+    np.testing.assert_allclose(decay.zeta(L, lg), [gamma ** (L - r - 1) for r in range(L)],
+                               rtol=1e-13, atol=0)
+    np.testing.assert_allclose(decay.xi(L, lg), [gamma ** (r + 1) for r in range(L)], rtol=1e-13,
+                               atol=0)
     assert decay.chunk_decay(L, lg) == pytest.approx(gamma ** L, rel=1e-13, abs=0)
     # ζ_0 γ = γ^L and ξ_{L-1} = γ^L: both ends meet the chunk decay
     assert decay.xi(L, lg)[-1] == pytest.approx(decay.chunk_decay(L, lg), rel=1e-15, abs=0)
@@ -308,4 +327,5 @@ def test_torch_decay_factors_follow_device_and_dtype_of_log_gamma():
 def test_causal_decay_from_the_powers_equals_the_decay_matrix(dtype):
     log_g = torch.log(torch.tensor([1.0, 0.97, 0.5, 1e-9], dtype=torch.float64))
     for T in (1, 2, 37):
-        assert torch.equal(decay.causal_decay(T, log_g, dtype), decay.decay_matrix(T, log_g).to(dtype))
+        assert torch.equal(decay.causal_decay(T, log_g, dtype),
+                           decay.decay_matrix(T, log_g).to(dtype))

@@ -1,7 +1,8 @@
 """The SymPy proofs behind notebooks 01 (recurrence) and 02 (rotation and decay).
 
 Each proof asserts its identity itself; a test runs it and checks what it returns for display.
-A proof that cannot fail would prove nothing, so the checker is also shown to reject wrong identities.
+A proof that cannot fail would prove nothing, so the checker is also shown to reject wrong
+identities.
 """
 import pytest
 import sympy as sp
@@ -25,7 +26,8 @@ def test_unrolled_recurrence_rejects_a_wrong_power_of_A(wrong_power):
 def test_outputs_are_a_causal_score_sum():
     scores = ch01_recurrence.prove_causal_scores(steps=3, d_k=2, d_v=2)
     assert scores.blockshape == (3, 3)
-    assert all(scores.blocks[n, m] == sp.ZeroMatrix(1, 1) for n in range(3) for m in range(n + 1, 3))
+    assert all(scores.blocks[n, m] == sp.ZeroMatrix(1, 1) for n in range(3)
+               for m in range(n + 1, 3))
     assert str(scores.blocks[2, 0]) == "q_2*A**2*k_0.T"
 
 
@@ -40,7 +42,8 @@ def test_a_wrong_eigenvector_is_rejected():
     block, vectors, diagonal = ch01_recurrence.prove_rotation_scaling_eigen(max_power=0)
     swapped = vectors[:, [1, 0]]   # eigenvectors paired with the wrong eigenvalues
     with pytest.raises(AssertionError, match="identity fails"):
-        common.assert_identity(block, swapped * diagonal * swapped.inv(), "γR = Λ diag(λ) Λ^-1, columns swapped")
+        common.assert_identity(block, swapped * diagonal * swapped.inv(),
+                               "γR = Λ diag(λ) Λ^-1, columns swapped")
 
 
 def test_decay_and_rotation_split():
@@ -81,4 +84,5 @@ def test_real_pair_rotation_rejects_a_backward_key_rotation():
     n, m = sp.symbols("n m", integer=True)
     # rotating k by -mθ instead of +mθ gives a score that depends on n + m
     with pytest.raises(AssertionError, match="identity fails"):
-        common.assert_identity(relative, relative.subs(m, -m), "q^T R((m-n)θ) k with k rotated backwards")
+        common.assert_identity(relative, relative.subs(m, -m),
+                               "q^T R((m-n)θ) k with k rotated backwards")

@@ -1,4 +1,5 @@
-"""The SymPy proofs behind notebooks 03-05, one test per proof, and the wrong chunk splits rejected."""
+"""The SymPy proofs behind notebooks 03-05, one test per proof, and the wrong chunk splits
+rejected."""
 from __future__ import annotations
 
 import numpy as np
@@ -22,8 +23,10 @@ def test_parallel_proof_can_fail():
     gamma, thetas = sp.Symbol("gamma", positive=True), sp.symbols("theta_0:2", real=True)
     Q, K, V, S0 = common.retention_symbols(3, 2, 1)
     Theta, _ = common.rotation_symbolic(3, thetas)
-    wrong = common.parallel_symbolic(Q.multiply_elementwise(Theta), K.multiply_elementwise(Theta), V, gamma)
-    recurrent, _ = common.recurrence_symbolic(Q, K, V, [gamma * sp.exp(sp.I * t) for t in thetas], S0)
+    wrong = common.parallel_symbolic(Q.multiply_elementwise(Theta), K.multiply_elementwise(Theta),
+                                     V, gamma)
+    recurrent, _ = common.recurrence_symbolic(Q, K, V, [gamma * sp.exp(sp.I * t) for t in thetas],
+                                              S0)
     assert not common.is_zero_matrix(wrong - recurrent)
 
 
@@ -31,7 +34,8 @@ def test_recurrent_equals_parallel():
     shown = ch04_recurrent.prove_recurrent_equals_parallel()
     gamma = sp.Symbol("gamma", positive=True)
     s00, k00, v00, k10, v10, k20, v20 = sp.symbols("s_00 k_00 v_00 k_10 v_10 k_20 v_20")
-    assert sp.expand(shown["S_3"] - (gamma**3 * s00 + gamma**2 * k00 * v00 + gamma * k10 * v10 + k20 * v20)) == 0
+    assert sp.expand(shown["S_3"] - (gamma**3 * s00 + gamma**2 * k00 * v00 + gamma * k10 * v10
+                                     + k20 * v20)) == 0
 
 
 def test_state_handoff():
@@ -57,14 +61,16 @@ def test_wrong_chunk_splits_rejected(variant):
 
 
 def test_no_zeta_harmless_only_for_one_token_chunks():
-    """Without ζ every chunk of length 1 is still right (ζ = [1]); from length 2 on the state is wrong."""
+    """Without ζ every chunk of length 1 is still right (ζ = [1]); from length 2 on the state is
+    wrong."""
     assert ch05_chunkwise.chunk_split_matches(4, 1, "no_zeta")
     assert not ch05_chunkwise.chunk_split_matches(2, 2, "no_zeta")
 
 
 def test_chunkwise_variant_v4_matches_reference_numerically():
     rng = np.random.default_rng(0)
-    q, k, v = rng.standard_normal((37, 4)), rng.standard_normal((37, 4)), rng.standard_normal((37, 3))
+    q, k, v = rng.standard_normal((37, 4)), rng.standard_normal((37,
+                                                                 4)), rng.standard_normal((37, 3))
     s0 = rng.standard_normal((4, 3))
     o, R = ch05_chunkwise.chunkwise_variant(q, k, v, 0.9, 8, s0)
     o_ref, R_ref = reference.chunkwise(q, k, v, 0.9, 8, state=s0)
@@ -74,5 +80,6 @@ def test_chunkwise_variant_v4_matches_reference_numerically():
 
 def test_chunkwise_variant_rejects_unknown_name():
     with pytest.raises(ValueError, match="variant"):
-        ch05_chunkwise.chunkwise_variant(np.zeros((2, 1)), np.zeros((2, 1)), np.zeros((2, 1)), 0.5, 1,
+        ch05_chunkwise.chunkwise_variant(np.zeros((2, 1)), np.zeros((2, 1)), np.zeros((2, 1)), 0.5,
+                                         1,
                                    np.zeros((1, 1)), "v2")

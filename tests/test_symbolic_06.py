@@ -1,4 +1,5 @@
-"""Notebook 06's SymPy proofs (normalisation, GroupNorm, swish gate), and that the checks can fail."""
+"""Notebook 06's SymPy proofs (normalisation, GroupNorm, swish gate), and that the checks can
+fail."""
 import pytest
 import sympy as sp
 
@@ -45,7 +46,8 @@ def test_normalisation_row_scalars():
 
 def test_swish_gate():
     x = sp.Symbol("x", real=True)
-    assert sp.simplify(ch06_multiscale.prove_swish_gate()["swish"] - x * (1 / (1 + sp.exp(-x)))) == 0
+    assert sp.simplify(ch06_multiscale.prove_swish_gate()["swish"] - x * (1 / (1
+                                                                               + sp.exp(-x)))) == 0
 
 
 def test_parameter_budget():

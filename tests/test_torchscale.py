@@ -2,13 +2,14 @@
 
 Run with torchscale installed: `make peers` installs it (CI does), or
 `pip install --no-deps torchscale==0.3.0 fairscale==0.4.0`. Both come without their dependencies:
-fairscale is imported for its wrappers only (checkpoint_wrapper, wrap), and torchscale imports timm only
-for drop-path, used here at drop_path_rate 0; where timm is missing, a stand-in with an identity
-drop_path is put in sys.modules for the import and removed afterwards (_stand_in_timm).
+fairscale is imported for its wrappers only (checkpoint_wrapper, wrap), and torchscale imports timm
+only for drop-path, used here at drop_path_rate 0; where timm is missing, a stand-in with an
+identity drop_path is put in sys.modules for the import and removed afterwards (_stand_in_timm).
 
 Tolerance for converted-vs-torchscale (float64 models, max |a - b| / max |b| over the logits): 1e-6.
-torchscale computes its RMSNorm and its GLU activation in float32 even inside a float64 model, so its
-logits carry float32 rounding (unit roundoff 6e-8); measured ≤ 1.2e-7 in every mode, ε and length.
+torchscale computes its RMSNorm and its GLU activation in float32 even inside a float64 model, so
+its logits carry float32 rounding (unit roundoff 6e-8); measured ≤ 1.2e-7 in every mode, ε and
+length.
 """
 from __future__ import annotations
 
@@ -21,18 +22,22 @@ import torch
 from helpers import token_ids
 from retnet_ref.model import RetNet
 
-pytest.importorskip("fairscale", reason="torchscale parity needs fairscale==0.4.0 (pip install --no-deps)")
-pytest.importorskip("torchscale", reason="torchscale parity needs torchscale==0.3.0 (pip install --no-deps)")
+pytest.importorskip("fairscale",
+                    reason="torchscale parity needs fairscale==0.4.0 (pip install --no-deps)")
+pytest.importorskip("torchscale",
+                    reason="torchscale parity needs torchscale==0.3.0 (pip install --no-deps)")
 
-PARITY_TOL = 1e-6   # torchscale's float32 norms and activation (module docstring); measured ≤ 1.2e-7
-TOL64 = 1e-12       # our own modes in float64; measured ≤ 6e-16
+PARITY_TOL = 1e-6  # torchscale's float32 norms and activation (module docstring); measured ≤ 1.2e-7
+TOL64 = 1e-12      # our own modes in float64; measured ≤ 6e-16
 VOCAB, CHUNK = 97, 8
-RAGGED, WHOLE = 30, 32   # lengths with and without a last partial chunk (torchscale pads it with zeros)
+# lengths with and without a last partial chunk (torchscale pads it with zeros)
+RAGGED, WHOLE = 30, 32
 
 
 def _stand_in_timm() -> dict:
-    """The modules torchscale imports from timm, as stand-ins: only timm.models.layers.drop_path, which
-    RetNetDecoder calls with drop_path_rate 0 (the identity); a nonzero rate in training is refused."""
+    """The modules torchscale imports from timm, as stand-ins: only timm.models.layers.drop_path,
+    which RetNetDecoder calls with drop_path_rate 0 (the identity); a nonzero rate in training is
+    refused."""
     def drop_path(x, drop_prob=0.0, training=False):
         if training and drop_prob:
             raise NotImplementedError("stand-in timm: drop-path is not available")
@@ -70,14 +75,16 @@ if getattr(torchscale, "__version__", "0.3.0") != "0.3.0":
 
 
 def torchscale_decoder(eps=1e-6, qk_gain=1.0, seed=0, **overrides):
-    """A small float64 torchscale RetNetDecoder with random weights; qk_gain scales W_Q and W_K so that
-    normalisation (3) (the clamp max(|Σ R|, 1)) becomes active."""
+    """A small float64 torchscale RetNetDecoder with random weights; qk_gain scales W_Q and W_K so
+    that normalisation (3) (the clamp max(|Σ R|, 1)) becomes active."""
     torch.manual_seed(seed)
     args = dict(decoder_embed_dim=64, decoder_value_embed_dim=96, decoder_retention_heads=2,
-                decoder_ffn_embed_dim=80, decoder_layers=2, vocab_size=VOCAB, recurrent_chunk_size=CHUNK,
+                decoder_ffn_embed_dim=80, decoder_layers=2, vocab_size=VOCAB,
+                recurrent_chunk_size=CHUNK,
                 activation_fn="swish", layernorm_eps=eps)
     args.update(overrides)
-    decoder = RetNetDecoder(TSConfig(**args), embed_tokens=torch.nn.Embedding(VOCAB, 64)).double().eval()
+    decoder = RetNetDecoder(TSConfig(**args),
+                            embed_tokens=torch.nn.Embedding(VOCAB, 64)).double().eval()
     with torch.no_grad():
         for layer in decoder.layers:
             layer.retention.q_proj.weight.mul_(qk_gain)
@@ -121,19 +128,21 @@ def test_torchscale_modes_disagree_at_its_default_eps_and_agree_at_zero(rel_err)
     """With ε = 1e-6 torchscale's modes differ by far more than its float32 rounding (measured here:
     recurrent 7.3e-6 and chunkwise 8.3e-6 relative to parallel); with ε = 0 they agree to ≤ 1.1e-7.
     (With qk_gain 1 the clamp of normalisation (3) is inactive: recurrent then equals parallel, but
-    chunkwise still differs by 4.0e-3 at ε = 1e-6, its rows being scaled down by the carried state.)"""
+    chunkwise still differs by 4.0e-3 at ε = 1e-6, its rows being scaled down by the carried
+    state.)"""
     disagreement = {}
     for eps in (1e-6, 0.0):
         modes = torchscale_modes(torchscale_decoder(eps, qk_gain=8.0), token_ids(2, WHOLE, VOCAB))
-        disagreement[eps] = torch.tensor([rel_err(modes[m], modes["parallel"]) for m in ("recurrent", "chunkwise")])
+        disagreement[eps] = torch.tensor([rel_err(modes[m], modes["parallel"])
+                                          for m in ("recurrent", "chunkwise")])
     assert (disagreement[1e-6] > 1e-6).all()
     assert (disagreement[0.0] < PARITY_TOL).all()
 
 
 def test_torchscale_chunkwise_with_eps_zero_and_a_partial_chunk_gives_nan():
-    """A peer defect, recorded: torchscale pads the last chunk with zero rows; with ε = 0 its per-head
-    RMSNorm turns them into 0/0 = NaN, which the next layer's masked score matrix (NaN · 0) spreads
-    into the real rows of that chunk. Our chunkwise form does not pad."""
+    """A peer defect, recorded: torchscale pads the last chunk with zero rows; with ε = 0 its
+    per-head RMSNorm turns them into 0/0 = NaN, which the next layer's masked score matrix (NaN · 0)
+    spreads into the real rows of that chunk. Our chunkwise form does not pad."""
     decoder = torchscale_decoder(0.0)
     x = token_ids(2, RAGGED, VOCAB)
     assert torch.isnan(torchscale_modes(decoder, x)["chunkwise"]).any()

@@ -1,4 +1,5 @@
-"""The Transformer baseline: static KV-cache decoding, generation, parameter budget, causality, bad input."""
+"""The Transformer baseline: static KV-cache decoding, generation, parameter budget, causality, bad
+input."""
 import pytest
 import torch
 from torch._dynamo.testing import CompileCounterWithBackend
@@ -18,7 +19,8 @@ def cache_pointers(cache):
 
 
 def decode(model, x, prefix, capacity=None):
-    """Prefill x[:, :prefix] with forward into an empty cache, then decode_step the rest → (logits, cache)."""
+    """Prefill x[:, :prefix] with forward into an empty cache, then decode_step the rest → (logits,
+    cache)."""
     cache = model.empty_cache(x.shape[0], capacity or x.shape[1])
     logits, returned = model(x[:, :prefix], cache)
     assert returned is cache
@@ -28,7 +30,8 @@ def decode(model, x, prefix, capacity=None):
     return torch.cat(pieces, dim=1), cache
 
 
-# ---------------------------------------------------------------- the static cache equals a full forward
+# ---------------------------------------------------------------- the static cache equals a full
+# forward
 
 
 @pytest.mark.parametrize("prefix", [1, 5, 11])
@@ -40,7 +43,7 @@ def test_kv_cache_decoding_equals_full_forward(prefix, rel_err):
         logits, _ = model(x[:, :prefix], cache)
         pieces = [logits]
         for t in range(prefix, x.shape[1]):
-            logits, returned = model(x[:, t:t + 1], cache)          # forward with a cache, one token
+            logits, returned = model(x[:, t:t + 1], cache)         # forward with a cache, one token
             assert returned is cache
             pieces.append(logits)
     assert cache.length == x.shape[1]
@@ -58,8 +61,8 @@ def test_decode_step_equals_full_forward(rel_err):
 
 @pytest.mark.parametrize("capacity", [13, 20])
 def test_multi_token_extension_of_a_cache_equals_full_forward(capacity, rel_err):
-    # several new tokens after a cache need a bottom-right-aligned causal mask (is_causal is top-left);
-    # with spare capacity the unwritten slots must stay out of the attention
+    # several new tokens after a cache need a bottom-right-aligned causal mask (is_causal is
+    # top-left); with spare capacity the unwritten slots must stay out of the attention
     model, x = tiny_model(), token_ids(3, 13)
     with torch.no_grad():
         full, _ = model(x)
@@ -77,11 +80,12 @@ def test_forward_with_a_cache_and_decode_step_mix(rel_err):
         full, _ = model(x)
         cache = model.empty_cache(2, 20)
         pieces = [model(x[:, :3], cache)[0]]
-        pieces += [model.decode_step(x[:, t], cache)[:, None] for t in (3, 4)]            # (B, 1, V) each
+        pieces += [model.decode_step(x[:, t], cache)[:, None] for t in (3, 4)]      # (B, 1, V) each
         pieces.append(model(x[:, 5:9], cache)[0])
-        pieces.append(model.decode_step(x[:, 9], cache)[:, None])                         # (B, 1, V)
+        pieces.append(model.decode_step(x[:, 9], cache)[:, None])                   # (B, 1, V)
         pieces.append(model(x[:, 10:11], cache)[0])
-        pieces += [model.decode_step(x[:, t], cache)[:, None] for t in range(11, 16)]     # (B, 1, V) each
+        # (B, 1, V) each
+        pieces += [model.decode_step(x[:, t], cache)[:, None] for t in range(11, 16)]
     assert cache.length == 16
     assert rel_err(torch.cat(pieces, dim=1), full) <= 1e-10
 
@@ -103,11 +107,12 @@ def test_cache_holds_rotated_keys_and_values_per_layer(rel_err):
     config = TransformerConfig.preset("tiny")
     model, x = tiny_model(), token_ids(2, 7)
     with torch.no_grad():
-        _, full = model(x)                                          # no cache given: one of capacity 7
+        _, full = model(x)                                       # no cache given: one of capacity 7
         _, decoded = decode(model, x, prefix=2, capacity=9)
         attention = model.layers[0].attn
-        h = model.layers[0].attn_norm(model.embed(x))               # (B, T, d)
-        rotated_keys = rotate(attention._heads(attention.k_proj(h)), attention.theta)   # (B, H, T, d_head)
+        h = model.layers[0].attn_norm(model.embed(x))            # (B, T, d)
+        # (B, H, T, d_head)
+        rotated_keys = rotate(attention._heads(attention.k_proj(h)), attention.theta)
     assert full.length == full.capacity == 7 and decoded.capacity == 9
     assert len(full.keys) == len(full.values) == config.num_layers
     for t in (*full.keys, *full.values):
@@ -115,7 +120,7 @@ def test_cache_holds_rotated_keys_and_values_per_layer(rel_err):
     assert torch.equal(full.keys[0], rotated_keys)
     for a, b in zip(decoded.keys + decoded.values, full.keys + full.values):
         assert rel_err(a[:, :, :7], b) <= 1e-10
-        assert not a[:, :, 7:].any()                                # slots past the length untouched
+        assert not a[:, :, 7:].any()                               # slots past the length untouched
     assert full.nbytes() == 2 * config.num_layers * 2 * 7 * config.d_model * 8
 
 
@@ -131,8 +136,10 @@ def test_empty_cache_is_allocated_once_at_full_capacity():
     assert cache.nbytes() == 2 * config.num_layers * 3 * 10 * config.d_model * 8
     assert model.empty_cache(1, 4, dtype=torch.float32).keys[0].dtype == torch.float32
     assert model.empty_cache(1, 4, device="meta").length.device.type == "meta"
-    for batch_size, capacity, name, error in [(0, 4, "batch_size", ValueError), (2.0, 4, "batch_size", TypeError),
-                                              (2, 0, "capacity", ValueError), (2, True, "capacity", TypeError)]:
+    for batch_size, capacity, name, error in [(0, 4, "batch_size", ValueError),
+                                              (2.0, 4, "batch_size", TypeError),
+                                              (2, 0, "capacity", ValueError),
+                                              (2, True, "capacity", TypeError)]:
         with pytest.raises(error, match=name):
             model.empty_cache(batch_size, capacity)
 
@@ -148,7 +155,8 @@ def test_snapshot_rewinds_the_cache(rel_err):
             model.decode_step(token, cache)
         rewind()
         assert cache.length == 5
-        logits = torch.stack([model.decode_step(x[:, t], cache) for t in range(5, 8)], dim=1)   # (B, 3, V)
+        # (B, 3, V)
+        logits = torch.stack([model.decode_step(x[:, t], cache) for t in range(5, 8)], dim=1)
     assert rel_err(logits, expected[:, 5:]) <= 1e-10
 
 
@@ -156,8 +164,8 @@ def test_snapshot_rewinds_the_cache(rel_err):
 
 
 def test_decode_step_compiles_to_one_graph(rel_err):
-    # fullgraph=True fails on any graph break (a host read, a data-dependent branch); the counter shows
-    # that the step is compiled once: its shapes do not change as the cache fills
+    # fullgraph=True fails on any graph break (a host read, a data-dependent branch); the counter
+    # shows that the step is compiled once: its shapes do not change as the cache fills
     torch._dynamo.reset()
     model, x = tiny_model(), token_ids(2, 8)
     counter = CompileCounterWithBackend("eager")
@@ -167,8 +175,10 @@ def test_decode_step_compiles_to_one_graph(rel_err):
         compiled_cache, eager_cache = model.empty_cache(2, 8), model.empty_cache(2, 8)
         model(x[:, :5], compiled_cache)
         model(x[:, :5], eager_cache)
-        compiled = torch.stack([compiled_step(x[:, t], compiled_cache) for t in range(5, 8)], dim=1)   # (B, 3, V)
-        eager = torch.stack([model.decode_step(x[:, t], eager_cache) for t in range(5, 8)], dim=1)     # (B, 3, V)
+        # (B, 3, V)
+        compiled = torch.stack([compiled_step(x[:, t], compiled_cache) for t in range(5, 8)], dim=1)
+        # (B, 3, V)
+        eager = torch.stack([model.decode_step(x[:, t], eager_cache) for t in range(5, 8)], dim=1)
     assert counter.frame_count == 1
     assert compiled_cache.length == 8
     assert rel_err(compiled, eager) <= 1e-12
@@ -184,8 +194,12 @@ def test_theta_stays_float64_when_the_model_is_cast():
         assert layer.attn.theta.dtype == torch.float64 and torch.equal(layer.attn.theta, exact)
     assert model.empty_cache(1, 4).keys[0].dtype == torch.bfloat16
     model.half().to("meta")
-    assert model.layers[0].attn.theta.device.type == "meta" and model.layers[0].attn.theta.dtype == torch.float64
-    assert not any("theta" in name for name in model.state_dict())  # derived from the config, not saved
+    assert (
+        model.layers[0].attn.theta.device.type == "meta"
+        and model.layers[0].attn.theta.dtype == torch.float64
+    )
+    # derived from the config, not saved
+    assert not any("theta" in name for name in model.state_dict())
 
 
 # ---------------------------------------------------------------- generation
@@ -198,7 +212,7 @@ def test_greedy_generation_equals_argmax_recomputation():
     expected = prompt
     with torch.no_grad():
         for _ in range(6):
-            logits, _ = model(expected)                           # no cache: a full forward each step
+            logits, _ = model(expected)                         # no cache: a full forward each step
             expected = torch.cat([expected, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
     assert torch.equal(out, expected)
 
@@ -228,7 +242,7 @@ def test_parameters_per_layer_are_12_d_squared_plus_norms(preset):
     per_layer = count_parameters(model.layers[0])
     # 4 d² (W_Q, W_K, W_V, W_O) + 8 d² (FFN d×4d, 4d×d) + two LayerNorms (weight and bias)
     assert per_layer == 12 * d * d + 4 * d == config.layer_parameters()
-    embeddings = 2 * config.vocab_size * d                        # input table and output projection
+    embeddings = 2 * config.vocab_size * d                       # input table and output projection
     assert count_parameters(model) == config.num_layers * per_layer + embeddings + 2 * d
 
 
@@ -275,7 +289,8 @@ def test_decode_step_leaves_the_id_range_to_the_embedding():
         model.decode_step(torch.tensor([256]), model.empty_cache(1, 4))
 
 
-@pytest.mark.parametrize("bad, error", [(torch.tensor([1, 2, 3]), ValueError), (torch.tensor([[1.0, 2.0]]), TypeError),
+@pytest.mark.parametrize("bad, error", [(torch.tensor([1, 2, 3]), ValueError),
+                                        (torch.tensor([[1.0, 2.0]]), TypeError),
                                         (torch.zeros(2, 0, dtype=torch.long), ValueError),
                                         (torch.zeros(0, 2, dtype=torch.long), ValueError)])
 def test_malformed_tokens_are_rejected(bad, error):
@@ -286,7 +301,8 @@ def test_malformed_tokens_are_rejected(bad, error):
         model(bad, model.empty_cache(2, 4))
 
 
-@pytest.mark.parametrize("bad, error", [(torch.tensor([[1, 2]]), ValueError), (torch.tensor([1.0, 2.0]), TypeError),
+@pytest.mark.parametrize("bad, error", [(torch.tensor([[1, 2]]), ValueError),
+                                        (torch.tensor([1.0, 2.0]), TypeError),
                                         (torch.tensor(3), ValueError)])
 def test_malformed_decode_tokens_are_rejected(bad, error):
     model = tiny_model()
@@ -320,7 +336,8 @@ def test_cache_of_another_depth_or_type_is_rejected():
         with pytest.raises(TypeError, match="KVCache"):
             model.decode_step(token_ids(2, 1)[:, 0], (cache.keys, cache.values))
         with pytest.raises(ValueError, match="cache.length"):
-            model(token_ids(2, 1), KVCache(cache.keys, cache.values, 0))   # an int cannot advance in place
+            # an int cannot advance in place
+            model(token_ids(2, 1), KVCache(cache.keys, cache.values, 0))
 
 
 def test_cache_on_another_device_is_rejected():
@@ -339,13 +356,13 @@ def test_cache_without_room_is_rejected():
         model(token_ids(2, 4), cache)
         with pytest.raises(ValueError, match=r"cache capacity 5 cannot hold 4 \+ 2 tokens"):
             model(token_ids(2, 2), cache)
-        assert cache.length == 4                                    # the failed call wrote nothing
-        model.decode_step(token_ids(2, 1)[:, 0], cache)                # the last free slot
+        assert cache.length == 4                             # the failed call wrote nothing
+        model.decode_step(token_ids(2, 1)[:, 0], cache)      # the last free slot
         with pytest.raises(ValueError, match=r"cache capacity 5 cannot hold 5 \+ 1 tokens"):
             model(token_ids(2, 1), cache)
-        with pytest.raises(IndexError):                             # decode_step: index_copy_ itself fails
+        with pytest.raises(IndexError):                      # decode_step: index_copy_ itself fails
             model.decode_step(token_ids(2, 1)[:, 0], cache)
-        _, full = model(token_ids(2, 3))                               # no cache given: capacity exactly T
+        _, full = model(token_ids(2, 3))                     # no cache given: capacity exactly T
         with pytest.raises(ValueError, match=r"cache capacity 3 cannot hold 3 \+ 1 tokens"):
             model(token_ids(2, 1), full)
 
@@ -391,7 +408,7 @@ def test_kv_cache_decoding_on_cuda_equals_cpu_and_full_forward(rel_err):
         assert cache.length.device.type == "cuda"
         pieces = [gpu(gpu_x[:, :5], cache)[0]]
         torch.cuda.synchronize()
-        torch.cuda.set_sync_debug_mode("error")                     # decode_step must not synchronise
+        torch.cuda.set_sync_debug_mode("error")                   # decode_step must not synchronise
         try:
             for t in range(5, x.shape[1]):
                 pieces.append(gpu.decode_step(gpu_x[:, t], cache)[:, None])       # (B, 1, V)
@@ -419,7 +436,8 @@ def test_generation_with_a_cuda_graph_equals_eager_generation(dtype):
     eager = model.generate(prompt, max_new_tokens=10, cuda_graph=False)
     graphed = model.generate(prompt, max_new_tokens=10, cuda_graph=True)
     assert torch.equal(graphed, eager)
-    assert torch.equal(model.generate(prompt, max_new_tokens=10), graphed)   # None: on for a CUDA prompt
+    # None: on for a CUDA prompt
+    assert torch.equal(model.generate(prompt, max_new_tokens=10), graphed)
     if dtype == torch.float64:
         assert torch.equal(graphed.cpu(), model.cpu().generate(prompt.cpu(), max_new_tokens=10))
 
@@ -431,6 +449,8 @@ def test_last_only_gives_the_last_positions_logits():
         full, _ = model(prompt)
         last, _ = model(prompt, last_only=True)
         cached, cache = model(prompt, model.empty_cache(1, 8), last_only=True)
-    # the head multiplies one row instead of T: another BLAS path, the same numbers up to float32 rounding
-    assert last.shape == (1, 1, model.config.vocab_size) and torch.allclose(last, full[:, -1:], rtol=1e-5, atol=1e-6)
+    # the head multiplies one row instead of T: another BLAS path, the same numbers up to float32
+    # rounding
+    assert last.shape == (1, 1, model.config.vocab_size) and torch.allclose(last, full[:, -1:],
+                                                                            rtol=1e-5, atol=1e-6)
     assert torch.allclose(cached, full[:, -1:], rtol=1e-5, atol=1e-6) and int(cache.length) == 5

@@ -14,7 +14,8 @@ from retnet_ref.retention import parallel_retention
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "retnet_ref", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "retnet_ref", *args], capture_output=True,
+                          text=True,
                           timeout=300)
 
 
@@ -22,11 +23,12 @@ def test_verify_command_passes_and_prints_the_table():
     result = run_cli("verify", "--lengths", "16", "32")
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["device", "dtype", "T", "comparison", "max", "rel", "err", "tolerance", "result"]
+    assert lines[0].split() == ["device", "dtype", "T", "comparison", "max", "rel", "err",
+                                "tolerance", "result"]
     devices = verify.available_devices()
     rows = [line for line in lines if line.partition(" ")[0] in devices]
-    # per length, device and dtype: 3 forms vs truth, 2 pairs and the hand-off; on the CPU in float64 the
-    # parallel form is the truth, and the NumPy check takes its row
+    # per length, device and dtype: 3 forms vs truth, 2 pairs and the hand-off; on the CPU in
+    # float64 the parallel form is the truth, and the NumPy check takes its row
     assert len(rows) == 2 * len(devices) * 3 * 6
     assert all(row.endswith("pass") for row in rows)
     assert "FAIL" not in result.stdout
@@ -43,7 +45,8 @@ def test_help_explains_the_commands():
     verify_help = run_cli("verify", "--help")
     assert verify_help.returncode == 0
     text = " ".join(verify_help.stdout.split())                      # argparse wraps lines
-    for phrase in ("--lengths", "--long-lengths", "--chunk-size", "--device", "Exits 1 if any comparison fails",
+    for phrase in ("--lengths", "--long-lengths", "--chunk-size", "--device",
+                   "Exits 1 if any comparison fails",
                    "Tolerances"):
         assert phrase in text, phrase
 
@@ -105,7 +108,8 @@ def test_tolerances_are_ordered_by_precision():
     (["--lengths", "0"], "--lengths: expected a positive integer, got 0"),
     (["--lengths", "-4"], "--lengths: expected a positive integer, got -4"),
     (["--chunk-size", "0"], "--chunk-size: expected a positive integer, got 0"),
-    (["--recurrent-max-length", "x"], "--recurrent-max-length: expected a positive integer, got 'x'"),
+    (["--recurrent-max-length", "x"],
+     "--recurrent-max-length: expected a positive integer, got 'x'"),
 ])
 def test_bad_values_are_usage_errors(args, message, capsys):
     with pytest.raises(SystemExit) as stop:
@@ -129,21 +133,24 @@ def test_version(capsys):
 
 
 def test_skipped_recurrent_rows_are_announced_with_the_option_that_keeps_them(capsys):
-    assert cli.main(["verify", "--lengths", "8", "20", "--recurrent-max-length", "10", "--device", "cpu"]) == 0
+    assert cli.main(["verify", "--lengths", "8", "20", "--recurrent-max-length", "10", "--device",
+                     "cpu"]) == 0
     out = capsys.readouterr().out
     assert "recurrent form skipped at T = 20" in out and "--recurrent-max-length 20 keeps it" in out
-    recurrent_rows = [line.split()[2] for line in out.splitlines() if "recurrent vs float64 truth" in line]
-    assert recurrent_rows == ["8"] * 3                                  # three dtypes at T = 8, none at 20
+    recurrent_rows = [line.split()[2] for line in out.splitlines()
+                      if "recurrent vs float64 truth" in line]
+    assert recurrent_rows == ["8"] * 3                           # three dtypes at T = 8, none at 20
 
 
 def test_notebooks_command_fails_loudly_when_it_finds_no_notebook(monkeypatch, tmp_path, capsys):
-    monkeypatch.chdir(tmp_path)                                    # outside any checkout: ./notebooks is missing
+    monkeypatch.chdir(tmp_path)                       # outside any checkout: ./notebooks is missing
     assert cli.main(["notebooks"]) == 1
     assert "no notebooks found" in capsys.readouterr().err
 
 
 def test_every_row_of_the_default_report_measures_a_difference():
-    """A row whose two sides run identical operations prints 0 and cannot fail: the report has none."""
+    """A row whose two sides run identical operations prints 0 and cannot fail: the report has
+    none."""
     rows = verify.report(devices=["cpu"])
     assert len(rows) == 54 and all(r.error > 0 for r in rows), [r for r in rows if r.error == 0]
     assert sum("chunkwise → recurrent" in r.pair for r in rows) == 9
@@ -151,10 +158,12 @@ def test_every_row_of_the_default_report_measures_a_difference():
 
 
 def test_the_long_truth_is_the_float64_parallel_form():
-    """verify.float64_truth (chunkwise, memory linear in T) stands for the parallel form where that cannot fit."""
+    """verify.float64_truth (chunkwise, memory linear in T) stands for the parallel form where that
+    cannot fit."""
     gamma = list(verify.SLOW_HEADS.values())
     q, k, v, _ = checking.random_inputs(1, len(gamma), 4096, 32, 32, seed=4096)
-    assert checking.relative_error(verify.float64_truth(q, k, v, gamma), parallel_retention(q, k, v, gamma)) \
+    assert checking.relative_error(verify.float64_truth(q, k, v, gamma),
+                                   parallel_retention(q, k, v, gamma)) \
         <= 1e-14
 
 
@@ -165,8 +174,10 @@ def test_the_slow_heads_are_default_heads_of_the_largest_preset_and_no_decay():
 def test_long_lengths_option_adds_float32_rows_per_slow_head(capsys):
     assert cli.main(["verify", "--lengths", "16", "--long-lengths", "300", "--device", "cpu"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if " 300 " in line]
-    pairs = [f"{form} vs float64 truth, {head}" for form in ("chunkwise", "recurrent") for head in verify.SLOW_HEADS]
-    assert len(rows) == len(pairs) and all(row.startswith("cpu    float32") and row.endswith("pass") for row in rows)
+    pairs = [f"{form} vs float64 truth, {head}" for form in ("chunkwise", "recurrent")
+             for head in verify.SLOW_HEADS]
+    assert len(rows) == len(pairs) and all(row.startswith("cpu    float32") and row.endswith("pass")
+                                           for row in rows)
     assert all(pair in row for pair, row in zip(pairs, rows))
 
 
@@ -178,13 +189,15 @@ def test_long_lengths_is_not_an_impl_option(capsys):
 
 @pytest.mark.slow
 def test_float32_chunkwise_and_recurrent_within_tolerance_at_65536():
-    """verify --long-lengths at its default T = 65,536, chunks of 64: every slow head within the float32 tolerance.
+    """verify --long-lengths at its default T = 65,536, chunks of 64: every slow head within the
+    float32 tolerance.
 
-    Measured (4 seeds; retnet_ref/verify.py): the recurrent form with its compensated sum ≤ 3.5e-7; the
-    plain sum it replaced reached 9.4e-5 on γ = 1 - 2^-20. About 10 s on 2 CPU cores.
+    Measured (4 seeds; retnet_ref/verify.py): the recurrent form with its compensated sum ≤ 3.5e-7;
+    the plain sum it replaced reached 9.4e-5 on γ = 1 - 2^-20. About 10 s on 2 CPU cores.
     """
     rows = list(verify.long_rows(chunk_size=64, devices=["cpu"]))
     assert [r.length for r in rows] == [65536] * 8
     assert all(r.passed for r in rows), [r for r in rows if not r.passed]
-    assert all(r.error > 0 for r in rows)                              # real comparisons, not copies
-    assert max(r.error for r in rows if r.pair.startswith("recurrent")) <= checking.TOLERANCE[torch.float32] / 5
+    assert all(r.error > 0 for r in rows)                             # real comparisons, not copies
+    assert max(r.error for r in rows
+               if r.pair.startswith("recurrent")) <= checking.TOLERANCE[torch.float32] / 5

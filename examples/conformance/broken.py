@@ -1,10 +1,13 @@
-"""Deliberately broken chunkwise retention, one known mistake each, for the conformance report to catch.
+"""Deliberately broken chunkwise retention, one known mistake each, for the conformance report to
+catch.
 
     python -m retnet_ref verify --impl examples/conformance/broken.py:no_zeta --dtypes float64
 
 `chunk_loop` is Eq. 7 one chunk at a time; `flaw` switches on one mistake:
-    no_zeta             R_i = K_[i]^T V_[i] + γ^C R_(i-1): ζ left out (arXiv v1 and the pseudocode figure)
-    float32_chunk_decay γ^L taken as a float32 γ to the power L, multiplied into the state at every chunk
+    no_zeta             R_i = K_[i]^T V_[i] + γ^C R_(i-1): ζ left out (arXiv v1 and the pseudocode
+                        figure)
+    float32_chunk_decay γ^L taken as a float32 γ to the power L, multiplied into the state at every
+    chunk
     leaky_mask          the causal mask built with tril(diagonal=1): row n also sees token n + 1
     ragged_end          ξ of a short last chunk counted from the end of a full chunk, γ^(C-L+r+1)
 The report's diagnoses name each; with flaw=None every row passes.
@@ -39,17 +42,25 @@ def chunk_loop(q, k, v, gamma, form, chunk_size=None, state=None, flaw=None):
         xi = torch.exp(log_g * (r + 1 + shift)).to(acc)[..., None]          # (H, L, 1)
         out.append((inner.to(acc) + (qc.to(acc) @ R) * xi).to(q.dtype))
         # ζ_r = γ^(L-r-1)
-        zeta = torch.ones_like(r) if flaw == "no_zeta" else torch.exp(log_g * (L - 1 - r))   # (H, L) or (L,)
-        # γ^L from float64 log γ, or (the flaw) a float32 γ raised to L, rounded anew for every chunk
-        decay = gamma.float().to(q.device) ** L if flaw == "float32_chunk_decay" else torch.exp(L * log_g[:, 0])
-        U = kc.to(acc).transpose(-1, -2) @ (vc.to(acc) * zeta.to(acc)[..., None])   # (B, H, d_k, d_v)
+        # (H, L) or (L,)
+        zeta = torch.ones_like(r) if flaw == "no_zeta" else torch.exp(log_g * (L - 1 - r))
+        # γ^L from float64 log γ, or (the flaw) a float32 γ raised to L, rounded anew for every
+        # chunk
+        decay = (
+            gamma.float().to(q.device) ** L
+            if flaw == "float32_chunk_decay"
+            else torch.exp(L * log_g[:, 0])
+        )
+        # (B, H, d_k, d_v)
+        U = kc.to(acc).transpose(-1, -2) @ (vc.to(acc) * zeta.to(acc)[..., None])
         # R_i = K_[i]^T (V_[i] ⊙ ζ) + γ^L R_(i-1)
         R = U + decay.to(acc)[:, None, None] * R
     return torch.cat(out, dim=2), R                                         # (B, H, T, d_v)
 
 
 def broken(flaw):
-    return Implementation(partial(chunk_loop, flaw=flaw), Conventions(forms=("chunkwise",)), f"broken: {flaw}")
+    return Implementation(partial(chunk_loop, flaw=flaw), Conventions(forms=("chunkwise",)),
+                          f"broken: {flaw}")
 
 
 unbroken = broken(None)

@@ -27,12 +27,17 @@ def normalised(normalisation):
     return retention
 
 
-forms = Implementation(stateful, Conventions(forms=("recurrent", "chunkwise")), "ours: recurrent, chunkwise")
-parallel = Implementation(parallel_only, Conventions(forms=("parallel",), initial_state=False, final_state=False),
+forms = Implementation(stateful, Conventions(forms=("recurrent", "chunkwise")),
+                       "ours: recurrent, chunkwise")
+parallel = Implementation(parallel_only,
+                          Conventions(forms=("parallel",), initial_state=False, final_state=False),
                           "ours: parallel")
 # the paper's three normalisations, exact in every form
 paper = Implementation(normalised("exact"), Conventions(normalisation="paper", initial_state=False,
-                                                         final_state=False), "ours: normalised as the paper")
+                                                         final_state=False),
+                       "ours: normalised as the paper")
 # the official code's row scales, which differ per form (declared "paper", its report shows why)
-torchscale = Implementation(normalised("torchscale"), Conventions(normalisation="torchscale", initial_state=False,
-                                                                   final_state=False), "ours: torchscale's scales")
+torchscale = Implementation(normalised("torchscale"),
+                            Conventions(normalisation="torchscale", initial_state=False,
+                                                                   final_state=False),
+                            "ours: torchscale's scales")

@@ -1,4 +1,5 @@
-"""fla's plain PyTorch retention, `naive_retention(q, k, v)` (fla-core 0.6.0, flash-linear-attention).
+"""fla's plain PyTorch retention, `naive_retention(q, k, v)` (fla-core 0.6.0,
+flash-linear-attention).
 
 Its conventions, declared below: layout (B, H, T, d); the default schedule γ_h = 1 - 2^(-5-h), built
 inside from the number of heads; q·k scaled by 1/√d_k; the parallel form only; no state in or out.
@@ -21,4 +22,5 @@ def parallel(q, k, v, gamma, form, chunk_size=None, state=None):
 
 
 naive = Implementation(parallel, Conventions(gamma="default", scale=RSQRT_DK, forms=("parallel",),
-                                             initial_state=False, final_state=False), "fla naive_retention")
+                                             initial_state=False, final_state=False),
+                       "fla naive_retention")

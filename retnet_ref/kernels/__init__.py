@@ -1,7 +1,9 @@
-"""Triton kernels for retention: the chunkwise form (Eq. 7) forward and backward, and a fused decode step.
+"""Triton kernels for retention: the chunkwise form (Eq. 7) forward and backward, and a fused decode
+step.
 
-    chunkwise_retention(q, k, v, gamma, chunk_size=64, state=None) → (o, R_last)   (kernels.chunkwise)
-    normalized_step_(q, k, v, state, gap, floor, normalisation)     → õ            (kernels.step)
+    chunkwise_retention(q, k, v, gamma, chunk_size=64, state=None) → (o, R_last)
+    (kernels.chunkwise) normalized_step_(q, k, v, state, gap, floor, normalisation)     → õ
+    (kernels.step)
 
 The same contract as the PyTorch forms in retnet_ref.retention and retnet_ref.normalized: layout
 (B, H, T, d), one γ per head, an initial state, the state after the last token in the accumulation
@@ -17,7 +19,7 @@ import torch
 
 try:
     import triton  # noqa: F401
-except ImportError:                                                   # pragma: no cover - depends on the install
+except ImportError:  # pragma: no cover - depends on the install
     triton = None
 
 from .._checks import check_positive_int
@@ -27,17 +29,20 @@ TILE_HEIGHTS = (16, 32, 64, 128)
 
 
 def require_triton(*tensors: torch.Tensor) -> None:
-    """Triton is installed and the tensors are where its kernels run (CUDA, or CPU under the interpreter)."""
+    """Triton is installed and the tensors are where its kernels run (CUDA, or CPU under the
+    interpreter)."""
     if triton is None:
         raise ImportError("backend='triton' needs Triton: pip install 'retnet_ref[triton]' "
                           "(CUDA builds of PyTorch include it)")
     interpreted = os.environ.get("TRITON_INTERPRET") == "1"
     for x in tensors:
         if x.device.type != "cuda" and not (interpreted and x.device.type == "cpu"):
-            raise ValueError(f"backend='triton' runs on CUDA tensors (or CPU tensors with TRITON_INTERPRET=1), "
+            raise ValueError("backend='triton' runs on CUDA tensors (or CPU tensors with "
+                             "TRITON_INTERPRET=1), "
                              f"got a tensor on {x.device}")
         if x.dtype not in (torch.float16, torch.bfloat16, torch.float32):
-            raise TypeError(f"backend='triton' takes float16, bfloat16 or float32 inputs, got {x.dtype} "
+            raise TypeError("backend='triton' takes float16, bfloat16 or float32 inputs, got "
+                            f"{x.dtype} "
                             "(float64 is the PyTorch forms' and the reference's job)")
 
 
@@ -48,12 +53,13 @@ def check_backend(backend: str) -> str:
 
 
 def check_tile_height(chunk_size) -> int:
-    """The kernels' chunk is a tile of C rows: a power of two from 16 (the matrix units' least) to 128
-    (a C × C float32 score tile per program must fit in registers). Any chunk size gives the same
-    function (Eq. 7 = Eq. 5), so this limits only the choice of tile."""
+    """The kernels' chunk is a tile of C rows: a power of two from 16 (the matrix units' least) to
+    128 (a C × C float32 score tile per program must fit in registers). Any chunk size gives the
+    same function (Eq. 7 = Eq. 5), so this limits only the choice of tile."""
     C = check_positive_int(chunk_size, "chunk_size")
     if C not in TILE_HEIGHTS:
-        raise ValueError(f"chunk_size must be one of {TILE_HEIGHTS} for backend='triton' (the kernels' tile "
+        raise ValueError(f"chunk_size must be one of {TILE_HEIGHTS} for backend='triton' (the "
+                         "kernels' tile "
                          f"height; every chunk size computes the same retention), got {C}")
     return C
 

@@ -4,24 +4,26 @@ The forward is two passes, as the equations fall apart:
 
 1. chunk states, sequential in the chunk index i, parallel over (batch·head, d_k block, d_v block):
        R_i = γ^{L_i} R_{i-1} + K_[i]^T (V_[i] ⊙ ζ),   ζ_r = γ^{L_i-1-r},   R_{-1} = S_0
-   written R_{i-1} - (1 - γ^{L_i}) R_{i-1} + …, with the gap 1 - γ^{L_i} from float64 (the drift of a
-   rounded γ^L multiplied in N times stays out, as in retention._chunk_states). Each program keeps
+   written R_{i-1} - (1 - γ^{L_i}) R_{i-1} + …, with the gap 1 - γ^{L_i} from float64 (the drift of
+   a rounded γ^L multiplied in N times stays out, as in retention._chunk_states). Each program keeps
    its (BK, BV) block of R in registers and stores R_{i-1} for every chunk.
 2. outputs, parallel over (chunk, batch·head, d_v block), no recursion left:
        O_[i] = (Q_[i] K_[i]^T ⊙ D) V_[i] + (Q_[i] R_{i-1}) ⊙ ξ,   ξ_r = γ^{r+1}
 
 The backward is the same two passes run on the gradients. With dS_i = ∂loss/∂R_i (the state after
 chunk i; dS_{N-1} the gradient of the returned final state):
-       dS_{i-1} = γ^{L_i} dS_i + Q_[i]^T (dO_[i] ⊙ ξ)                     (reverse time; dS_{-1} = ∂/∂S_0)
-       dQ_[i] = (dO_[i] V_[i]^T ⊙ D) K_[i] + (dO_[i] R_{i-1}^T) ⊙ ξ
+       dS_{i-1} = γ^{L_i} dS_i + Q_[i]^T (dO_[i] ⊙ ξ)                     (reverse time; dS_{-1} =
+       ∂/∂S_0) dQ_[i] = (dO_[i] V_[i]^T ⊙ D) K_[i] + (dO_[i] R_{i-1}^T) ⊙ ξ
        dK_[i] = (dO_[i] V_[i]^T ⊙ D)^T Q_[i] + (V_[i] dS_i^T) ⊙ ζ
        dV_[i] = (Q_[i] K_[i]^T ⊙ D)^T dO_[i] + (K_[i] dS_i) ⊙ ζ
-(notebooks/11_triton_kernel.ipynb derives them and checks them against autograd of the parallel form).
+(notebooks/11_triton_kernel.ipynb derives them and checks them against autograd of the parallel
+form).
 
 A last chunk shorter than C has its own length L < C: loads past T are masked to zero and its ζ and
 gap use L. Decay exponents inside a chunk are at most C, so they are taken in float32 from log γ.
-Operands of every matrix product have the input dtype (float32 products in IEEE precision, not tf32),
-sums are float32, states are stored in the input dtype between the passes and the final state in float32.
+Operands of every matrix product have the input dtype (float32 products in IEEE precision, not
+tf32), sums are float32, states are stored in the input dtype between the passes and the final state
+in float32.
 """
 from __future__ import annotations
 
@@ -31,9 +33,9 @@ import torch
 import triton
 import triton.language as tl
 
-from . import check_tile_height, require_triton
 from .._checks import check_torch_qkv, check_torch_state
 from ..retention import accumulation_dtype, log_gamma_per_head
+from . import check_tile_height, require_triton
 
 
 @triton.jit
@@ -47,22 +49,25 @@ def _chunk_range(i, T, C: tl.constexpr):
 def _tile(ptr, bh, t, t_ok, T, D: tl.constexpr, start, B: tl.constexpr):
     """x[bh, t, start:start+B] of a (BH, T, D) tensor: (C, B), zero past T and past D."""
     cols = start + tl.arange(0, B)
-    return tl.load(ptr + bh * T * D + t[:, None] * D + cols[None, :], mask=t_ok[:, None] & (cols < D)[None, :],
+    return tl.load(ptr + bh * T * D + t[:, None] * D + cols[None, :],
+                   mask=t_ok[:, None] & (cols < D)[None, :],
                    other=0.0)
 
 
 @triton.jit
 def _state_block(ptr, base, rows0, cols0, DK: tl.constexpr, DV: tl.constexpr, BK: tl.constexpr,
                  BV: tl.constexpr):
-    """Pointers and mask of the block [rows0:rows0+BK, cols0:cols0+BV] of a (DK, DV) state at base."""
+    """Pointers and mask of the block [rows0:rows0+BK, cols0:cols0+BV] of a (DK, DV) state at
+    base."""
     rows, cols = rows0 + tl.arange(0, BK), cols0 + tl.arange(0, BV)
-    return ptr + base + rows[:, None] * DV + cols[None, :], (rows < DK)[:, None] & (cols < DV)[None, :]
+    return ptr + base + rows[:, None] * DV + cols[None, :], (rows < DK)[:,
+                                                                        None] & (cols < DV)[None, :]
 
 
 @triton.jit
 def _decayed(scores, log_g, C: tl.constexpr):
-    """scores ⊙ D, D_rs = γ^(r-s) for r ≥ s, else 0, by selection: (C, C), float32. A NaN or inf score
-    above the diagonal (a non-finite future key) becomes 0 instead of NaN · 0 = NaN."""
+    """scores ⊙ D, D_rs = γ^(r-s) for r ≥ s, else 0, by selection: (C, C), float32. A NaN or inf
+    score above the diagonal (a non-finite future key) becomes 0 instead of NaN · 0 = NaN."""
     r = tl.arange(0, C)
     gap = (r[:, None] - r[None, :]).to(tl.float32)
     return tl.where(gap >= 0, scores * tl.exp(tl.maximum(gap, 0.0) * log_g), 0.0)
@@ -73,11 +78,14 @@ def _states_kernel(a_ptr, b_ptr, init_ptr, states_ptr, final_ptr, log_g_ptr, gap
                    T, N, H, REVERSE: tl.constexpr, HAS_INIT: tl.constexpr, C: tl.constexpr,
                    DA: tl.constexpr, DB: tl.constexpr, BA: tl.constexpr, BB: tl.constexpr,
                    PRECISION: tl.constexpr):
-    """The recursion over chunks, forward (a = k, b = v, weights ζ) or reversed (a = q, b = dO, weights ξ).
+    """The recursion over chunks, forward (a = k, b = v, weights ζ) or reversed (a = q, b = dO,
+    weights ξ).
 
-    X ← X - (1 - γ^{L_i}) X + A_[i]^T (B_[i] ⊙ w);  states[bh, i] = X before chunk i's term is added.
+    X ← X - (1 - γ^{L_i}) X + A_[i]^T (B_[i] ⊙ w);  states[bh, i] = X before chunk i's term is
+    added.
     """
-    bh, ja, jb = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)     # int64: offsets pass 2^31
+    # int64: offsets pass 2^31
+    bh, ja, jb = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
     log_g = tl.load(log_g_ptr + bh % H)
     ptrs, ok = _state_block(init_ptr, bh * DA * DB, ja * BA, jb * BB, DA, DB, BA, BB)
     if HAS_INIT:
@@ -87,7 +95,8 @@ def _states_kernel(a_ptr, b_ptr, init_ptr, states_ptr, final_ptr, log_g_ptr, gap
     r = tl.arange(0, C).to(tl.float32)
     for step in range(N):
         i = N - 1 - step if REVERSE else step
-        out_ptrs, _ = _state_block(states_ptr, (bh * N + i) * DA * DB, ja * BA, jb * BB, DA, DB, BA, BB)
+        out_ptrs, _ = _state_block(states_ptr, (bh * N + i) * DA * DB, ja * BA, jb * BB, DA, DB, BA,
+                                   BB)
         tl.store(out_ptrs, X.to(states_ptr.dtype.element_ty), mask=ok)
         t, t_ok, L = _chunk_range(i, T, C)
         A = _tile(a_ptr, bh, t, t_ok, T, DA, ja * BA, BA)                   # (C, BA)
@@ -120,7 +129,8 @@ def _output_kernel(q_ptr, k_ptr, v_ptr, states_ptr, o_ptr, log_g_ptr, T, N, H, C
     v = _tile(v_ptr, bh, t, t_ok, T, DV, jv * BV, BV)                        # (C, BV)
     # a non-finite v_s[c] may reach o_r[c] for r ≥ s only: the product runs on finite values and the
     # rows from the first non-finite one on are set to NaN (a product with the zeros of D would not
-    # keep it out of the rows above); later chunks receive it through R, which pass 1 carries forward
+    # keep it out of the rows above); later chunks receive it through R, which pass 1 carries
+    # forward
     r = tl.arange(0, C)
     v_bad = (v - v) != 0                                                     # NaN or ±inf
     first_bad = tl.min(tl.where(v_bad, r[:, None], C), axis=0)               # (BV,), C where none
@@ -137,8 +147,10 @@ def _output_kernel(q_ptr, k_ptr, v_ptr, states_ptr, o_ptr, log_g_ptr, T, N, H, C
 
 
 @triton.jit
-def _dq_dk_kernel(q_ptr, k_ptr, v_ptr, do_ptr, states_ptr, dstates_ptr, dq_ptr, dk_ptr, log_g_ptr, T, N, H,
-                  C: tl.constexpr, DK: tl.constexpr, DV: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+def _dq_dk_kernel(q_ptr, k_ptr, v_ptr, do_ptr, states_ptr, dstates_ptr, dq_ptr, dk_ptr, log_g_ptr,
+                  T, N, H,
+                  C: tl.constexpr, DK: tl.constexpr, DV: tl.constexpr, BK: tl.constexpr,
+                  BV: tl.constexpr,
                   PRECISION: tl.constexpr):
     """dQ_[i] and dK_[i] for one block of d_k columns (module docstring)."""
     i, bh, jk = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2)
@@ -153,9 +165,11 @@ def _dq_dk_kernel(q_ptr, k_ptr, v_ptr, do_ptr, states_ptr, dstates_ptr, dq_ptr, 
         dscores += tl.dot(do, tl.trans(v), input_precision=PRECISION)
         base = (bh * N + i) * DK * DV
         R_ptrs, ok = _state_block(states_ptr, base, jk * BK, v0, DK, DV, BK, BV)
-        cross_q += tl.dot(do, tl.trans(tl.load(R_ptrs, mask=ok, other=0.0)), input_precision=PRECISION)
+        cross_q += tl.dot(do, tl.trans(tl.load(R_ptrs, mask=ok, other=0.0)),
+                          input_precision=PRECISION)
         dS_ptrs, _ = _state_block(dstates_ptr, base, jk * BK, v0, DK, DV, BK, BV)
-        cross_k += tl.dot(v, tl.trans(tl.load(dS_ptrs, mask=ok, other=0.0)), input_precision=PRECISION)
+        cross_k += tl.dot(v, tl.trans(tl.load(dS_ptrs, mask=ok, other=0.0)),
+                          input_precision=PRECISION)
     q = _tile(q_ptr, bh, t, t_ok, T, DK, jk * BK, BK)                        # (C, BK)
     k = _tile(k_ptr, bh, t, t_ok, T, DK, jk * BK, BK)                        # (C, BK)
     dscores = _decayed(dscores, log_g, C).to(q.dtype)
@@ -175,7 +189,8 @@ def _dq_dk_kernel(q_ptr, k_ptr, v_ptr, do_ptr, states_ptr, dstates_ptr, dq_ptr, 
 
 @triton.jit
 def _dv_kernel(q_ptr, k_ptr, do_ptr, dstates_ptr, dv_ptr, log_g_ptr, T, N, H, C: tl.constexpr,
-               DK: tl.constexpr, DV: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PRECISION: tl.constexpr):
+               DK: tl.constexpr, DV: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+               PRECISION: tl.constexpr):
     """dV_[i][:, block] = (Q_[i] K_[i]^T ⊙ D)^T dO_[i][:, block] + (K_[i] dS_i[:, block]) ⊙ ζ."""
     i, bh, jv = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2)
     log_g = tl.load(log_g_ptr + bh % H)
@@ -199,7 +214,8 @@ def _dv_kernel(q_ptr, k_ptr, do_ptr, dstates_ptr, dv_ptr, log_g_ptr, T, N, H, C:
 
 
 def _precision(dtype: torch.dtype) -> str:
-    """float32 products in IEEE precision (tf32 would err by ~3e-4); half-precision operands as they are."""
+    """float32 products in IEEE precision (tf32 would err by ~3e-4); half-precision operands as they
+    are."""
     return "ieee" if dtype == torch.float32 else "tf32"
 
 
@@ -208,14 +224,16 @@ def _blocks(d_k: int, d_v: int) -> tuple[int, int]:
 
 
 def _decay_constants(log_g: torch.Tensor, C: int, T: int):
-    """log γ (H,) and the gaps 1 - γ^C, 1 - γ^L of a whole and of the ragged last chunk (H, 2), float32."""
+    """log γ (H,) and the gaps 1 - γ^C, 1 - γ^L of a whole and of the ragged last chunk (H, 2),
+    float32."""
     last = T - (math.ceil(T / C) - 1) * C if T else C
     gaps = -torch.expm1(torch.stack((C * log_g, last * log_g), dim=1))        # (H, 2), from float64
     return log_g.to(torch.float32).contiguous(), gaps.to(torch.float32).contiguous()
 
 
 def _run_states(a, b, init, log_g32, gaps, C, reverse, dtype):
-    """The chunk recursion (module docstring, pass 1): (states (BH, N, DA, DB) in dtype, final float32)."""
+    """The chunk recursion (module docstring, pass 1): (states (BH, N, DA, DB) in dtype, final
+    float32)."""
     BH, T, DA = a.shape
     DB, N, H = b.shape[-1], triton.cdiv(T, C), log_g32.shape[0]
     BA, BB = _blocks(DA, DB)
@@ -223,7 +241,8 @@ def _run_states(a, b, init, log_g32, gaps, C, reverse, dtype):
     final = torch.empty(BH, DA, DB, dtype=torch.float32, device=a.device)
     grid = (BH, triton.cdiv(DA, BA), triton.cdiv(DB, BB))
     _states_kernel[grid](a, b, init if init is not None else final, states, final, log_g32, gaps,
-                         T, N, H, REVERSE=reverse, HAS_INIT=init is not None, C=C, DA=DA, DB=DB, BA=BA,
+                         T, N, H, REVERSE=reverse, HAS_INIT=init is not None, C=C, DA=DA, DB=DB,
+                         BA=BA,
                          BB=BB, PRECISION=_precision(dtype))
     return states, final
 
@@ -239,8 +258,10 @@ class _ChunkwiseRetention(torch.autograd.Function):
         o = torch.empty_like(v)
         BK, BV = _blocks(DK, DV)
         if N:
-            _output_kernel[(N, BH, triton.cdiv(DV, BV))](q, k, v, states, o, log_g32, T, N, H, C=C, DK=DK,
-                                                          DV=DV, BK=BK, BV=BV, PRECISION=_precision(q.dtype))
+            _output_kernel[(N, BH, triton.cdiv(DV, BV))](q, k, v, states, o, log_g32, T, N, H, C=C,
+                                                         DK=DK,
+                                                          DV=DV, BK=BK, BV=BV,
+                                                         PRECISION=_precision(q.dtype))
         ctx.save_for_backward(q, k, v, states, log_g32, gaps)
         ctx.C, ctx.H, ctx.has_init = C, H, S0 is not None
         return o, final
@@ -259,9 +280,12 @@ class _ChunkwiseRetention(torch.autograd.Function):
         BK, BV = _blocks(DK, DV)
         precision = _precision(q.dtype)
         if N:
-            _dq_dk_kernel[(N, BH, triton.cdiv(DK, BK))](q, k, v, do, states, dstates, dq, dk, log_g32, T, N, H,
-                                                         C=C, DK=DK, DV=DV, BK=BK, BV=BV, PRECISION=precision)
-            _dv_kernel[(N, BH, triton.cdiv(DV, BV))](q, k, do, dstates, dv, log_g32, T, N, H, C=C, DK=DK,
+            _dq_dk_kernel[(N, BH, triton.cdiv(DK, BK))](q, k, v, do, states, dstates, dq, dk,
+                                                        log_g32, T, N, H,
+                                                         C=C, DK=DK, DV=DV, BK=BK, BV=BV,
+                                                        PRECISION=precision)
+            _dv_kernel[(N, BH, triton.cdiv(DV, BV))](q, k, do, dstates, dv, log_g32, T, N, H, C=C,
+                                                     DK=DK,
                                                       DV=DV, BK=BK, BV=BV, PRECISION=precision)
         return dq, dk, dv, (d_init if ctx.has_init else None), None, None, None, None
 
@@ -269,10 +293,10 @@ class _ChunkwiseRetention(torch.autograd.Function):
 def chunkwise_retention(q, k, v, gamma, chunk_size: int = 64, state=None):
     """retention.chunkwise_retention on Triton kernels: the same arguments, contract and results.
 
-    q, k (B, H, T, d_k), v (B, H, T, d_v) of one dtype (bfloat16 or float32; float16 is refused), on CUDA (or
-    the CPU under TRITON_INTERPRET=1); gamma one value per head; chunk_size one of TILE_HEIGHTS;
-    state (B, H, d_k, d_v) or None. Returns (o (B, H, T, d_v) in the input dtype, R_last
-    (B, H, d_k, d_v) float32). Differentiable in q, k, v and state.
+    q, k (B, H, T, d_k), v (B, H, T, d_v) of one dtype (bfloat16 or float32; float16 is refused), on
+    CUDA (or the CPU under TRITON_INTERPRET=1); gamma one value per head; chunk_size one of
+    TILE_HEIGHTS; state (B, H, d_k, d_v) or None. Returns (o (B, H, T, d_v) in the input dtype,
+    R_last (B, H, d_k, d_v) float32). Differentiable in q, k, v and state.
     """
     check_torch_qkv(q, k, v)
     C = check_tile_height(chunk_size)
@@ -282,18 +306,21 @@ def chunkwise_retention(q, k, v, gamma, chunk_size: int = 64, state=None):
 
 
 def _chunkwise(q, k, v, log_g, C, S0):
-    """chunkwise_retention's body (retention._chunkwise's signature): log_g (H,) float64 on q's device,
-    S0 None or (B, H, d_k, d_v) in the accumulation dtype; C a tile height."""
+    """chunkwise_retention's body (retention._chunkwise's signature): log_g (H,) float64 on q's
+    device, S0 None or (B, H, d_k, d_v) in the accumulation dtype; C a tile height."""
     require_triton(q)
     if q.dtype == torch.float16:
-        raise TypeError("backend='triton' does not take float16 for the chunkwise form: its scores, rounded to "
+        raise TypeError("backend='triton' does not take float16 for the chunkwise form: its "
+                        "scores, rounded to "
                         "float16 for the products, overflow past 65,504; use bfloat16 or float32")
     B, H, T, DK = q.shape
     DV = v.shape[-1]
     if min(DK, DV) < 16:
-        raise ValueError(f"backend='triton' needs head widths d_k, d_v ≥ 16 (matrix-unit tiles), got {DK}, {DV}")
+        raise ValueError("backend='triton' needs head widths d_k, d_v ≥ 16 (matrix-unit tiles), "
+                         f"got {DK}, {DV}")
     log_g32, gaps = _decay_constants(log_g, C, T)
     S0 = None if S0 is None else S0.to(torch.float32).reshape(B * H, DK, DV).contiguous()
-    o, final = _ChunkwiseRetention.apply(*(x.reshape(B * H, T, x.shape[-1]).contiguous() for x in (q, k, v)),
+    o, final = _ChunkwiseRetention.apply(*(x.reshape(B * H, T, x.shape[-1]).contiguous()
+                                           for x in (q, k, v)),
                                          S0, log_g32, gaps, C, H)
     return o.reshape(B, H, T, DV), final.reshape(B, H, DK, DV)

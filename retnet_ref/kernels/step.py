@@ -1,4 +1,5 @@
-"""One decode step of normalised recurrent retention as one Triton kernel (Eq. 6 with §2.2's divisor).
+"""One decode step of normalised recurrent retention as one Triton kernel (Eq. 6 with §2.2's
+divisor).
 
     S_{n+1} = S_n - (1 - γ) S_n + k_n^T v_n         z_{n+1} = z_n - (1 - γ) z_n + k_n
     o_n = q_n S_{n+1},  a_n = q_n · z_{n+1},          õ_n = o_n / max(|a_n|, sqrt(d_k c_n))
@@ -6,11 +7,11 @@
 The PyTorch step (normalized.normalized_step_) makes five passes over the state S: the decay, the
 outer product, the read for q_n S_{n+1}, each a kernel of its own. Here each program owns the block
 S[b, h, :, j:j+BV] of one head: it reads the block once, updates it in registers, writes it back and
-sums q_n S_{n+1} from the same registers, so a step moves the state's bytes twice (read and write), the
-floor for an update in place. z is d_k numbers per head: every program of a head computes z_{n+1} from
-z_n to get a_n, and a second, tiny kernel writes z_{n+1} afterwards (had one of the programs written
-it, another could read the new z as if it were the old one: programs of one launch run in no fixed
-order).
+sums q_n S_{n+1} from the same registers, so a step moves the state's bytes twice (read and write),
+the floor for an update in place. z is d_k numbers per head: every program of a head computes
+z_{n+1} from z_n to get a_n, and a second, tiny kernel writes z_{n+1} afterwards (had one of the
+programs written it, another could read the new z as if it were the old one: programs of one launch
+run in no fixed order).
 """
 from __future__ import annotations
 
@@ -46,7 +47,8 @@ def _normalized_step_kernel(q_ptr, k_ptr, v_ptr, S_ptr, z_ptr, gap_ptr, floor_pt
         tl.store(S_ptr + block, S, mask=ok)
         # o_n = q_n S_{n+1}
         o += tl.sum(q[:, None] * S, axis=0)
-        # a_n = q_n · z_{n+1},  z_{n+1} = z_n - (1 - γ) z_n + k_n  (z itself is written by _key_sum_kernel)
+        # a_n = q_n · z_{n+1},  z_{n+1} = z_n - (1 - γ) z_n + k_n  (z itself is written by
+        # _key_sum_kernel)
         z = tl.load(z_ptr + bh * DK + rows, mask=row_ok, other=0.0)
         a += q * (z - gap * z + k)
     floor = tl.load(floor_ptr + h)
@@ -75,11 +77,12 @@ def _block(width: int, most: int) -> int:
 
 
 def normalized_step_(q, k, v, state, gap, floor, normalisation="exact"):
-    """normalized.normalized_step_ as one kernel: the same arguments, the same numbers, S and z in place.
+    """normalized.normalized_step_ as one kernel: the same arguments, the same numbers, S and z in
+    place.
 
     q, k (B, H, 1, d_k) rotated, v (B, H, 1, d_v); state a RetentionState with float32 S and z;
-    gap (H, 1, 1) and floor (H, 1) from normalized.step_decay_factors. Returns õ (B, H, 1, d_v) in q's
-    dtype; state.n advances by one (on the device).
+    gap (H, 1, 1) and floor (H, 1) from normalized.step_decay_factors. Returns õ (B, H, 1, d_v) in
+    q's dtype; state.n advances by one (on the device).
     """
     require_triton(q, state.S)
     if state.S.dtype != torch.float32 or not (state.S.is_contiguous() and state.z.is_contiguous()):
@@ -90,7 +93,8 @@ def normalized_step_(q, k, v, state, gap, floor, normalisation="exact"):
     out = torch.empty(B, H, 1, d_v, dtype=q.dtype, device=q.device)
     BK, BV = _block(d_k, 64), _block(d_v, 64)
     grid = (B * H, triton.cdiv(d_v, BV))
-    _normalized_step_kernel[grid](q_n, k_n, v_n, state.S, state.z, gap.reshape(H), floor.reshape(H), out, H,
+    _normalized_step_kernel[grid](q_n, k_n, v_n, state.S, state.z, gap.reshape(H), floor.reshape(H),
+                                  out, H,
                                   DK=d_k, DV=d_v, BK=BK, BV=BV, EXACT=normalisation == "exact")
     _key_sum_kernel[(B * H,)](k_n, state.z, gap.reshape(H), H, DK=d_k, BK=BK)
     state.n.add_(1)

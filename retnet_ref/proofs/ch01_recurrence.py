@@ -1,4 +1,5 @@
-"""Chapter 01's proofs: the linear recurrence unrolled, its causal scores, the rotation-scaling block diagonalised.
+"""Chapter 01's proofs: the linear recurrence unrolled, its causal scores, the rotation-scaling
+block diagonalised.
 
 Every proof asserts with sp.simplify(lhs - rhs) == 0 (or an exact comparison); a failed proof raises
 AssertionError naming the identity.
@@ -20,7 +21,8 @@ def _recurrence_symbols(steps: int, d_k: int, d_v: int):
 
 
 def _recurrence_outputs(A, s_0, q, k, v):
-    """o_n = q_n s_{n+1} with s_{n+1} = A s_n + k_n^T v_n, stepped from s_0 (paper Eq. 1), n = 0..steps-1."""
+    """o_n = q_n s_{n+1} with s_{n+1} = A s_n + k_n^T v_n, stepped from s_0 (paper Eq. 1), n =
+    0..steps-1."""
     state, outputs = s_0, []
     for q_n, k_n, v_n in zip(q, k, v):
         # s_{n+1} = A s_n + k_n^T v_n
@@ -31,12 +33,14 @@ def _recurrence_outputs(A, s_0, q, k, v):
 
 
 def prove_unrolled_recurrence(steps: int = 3, d_k: int = 2, d_v: int = 2, power=lambda n, m: n - m):
-    """The recurrence unrolled (paper Eq. 1-2): o_n = Σ_{m≤n} q_n A^(n-m) k_m^T v_m + q_n A^(n+1) s_0.
+    """The recurrence unrolled (paper Eq. 1-2): o_n = Σ_{m≤n} q_n A^(n-m) k_m^T v_m + q_n A^(n+1)
+    s_0.
 
     The initial state enters like a key at position m = -1, so its power is power(n, -1) = n + 1.
     Proved entry by entry for every n < steps with a general d_k × d_k matrix A; `power` is the
     exponent of A claimed for (n, m), a parameter so that tests can see a wrong power rejected.
-    Returns (o_last as stepped by the recursion, o_last as the unrolled sum), both matrix expressions.
+    Returns (o_last as stepped by the recursion, o_last as the unrolled sum), both matrix
+    expressions.
     """
     A, s_0, q, k, v = _recurrence_symbols(steps, d_k, d_v)
     stepped = _recurrence_outputs(A, s_0, q, k, v)
@@ -44,7 +48,8 @@ def prove_unrolled_recurrence(steps: int = 3, d_k: int = 2, d_v: int = 2, power=
         # o_n = q_n (Σ_{m≤n} A^(n-m) k_m^T v_m + A^(n+1) s_0)
         terms = [A ** power(n, m) * k[m].T * v[m] for m in range(n + 1)]
         unrolled = q[n] * sp.MatAdd(*terms, A ** power(n, -1) * s_0)
-        assert_identity(stepped[n], unrolled, f"o_{n} = q_{n} (Σ_m A^(n-m) k_m^T v_m + A^(n+1) s_0)")
+        assert_identity(stepped[n], unrolled,
+                        f"o_{n} = q_{n} (Σ_m A^(n-m) k_m^T v_m + A^(n+1) s_0)")
     return stepped[-1], unrolled
 
 
@@ -63,7 +68,8 @@ def prove_causal_scores(steps: int = 3, d_k: int = 2, d_v: int = 2):
                               for m in range(steps)] for n in range(steps)])
     values = sp.BlockMatrix([[v_m] for v_m in v])                                    # (T, d_v)
     outputs = sp.BlockMatrix([[o_n] for o_n in stepped])                             # (T, d_v)
-    assert_identity(outputs.as_explicit(), (scores * values).as_explicit(), "O = P V with P_nm = q_n A^(n-m) k_m^T")
+    assert_identity(outputs.as_explicit(), (scores * values).as_explicit(),
+                    "O = P V with P_nm = q_n A^(n-m) k_m^T")
     return scores
 
 
@@ -73,11 +79,12 @@ def rotation_scaling_block(gamma, theta):
 
 
 def prove_rotation_scaling_eigen(max_power: int = 3):
-    """Diagonalise the rotation-scaling block (paper Eq. 3): γ R(θ) = Λ diag(γ e^{iθ}, γ e^{-iθ}) Λ^{-1}.
+    """Diagonalise the rotation-scaling block (paper Eq. 3): γ R(θ) = Λ diag(γ e^{iθ}, γ e^{-iθ})
+    Λ^{-1}.
 
     Checks that γ e^{±iθ} are the roots of the characteristic polynomial, that the columns of
-    Λ = [[1, 1], [-i, i]] are their eigenvectors, the reconstruction, and that Λ can be absorbed into
-    the projections: q (γR)^p k^T = (q Λ) diag(λ)^p (Λ^{-1} k^T) for p = 0..max_power.
+    Λ = [[1, 1], [-i, i]] are their eigenvectors, the reconstruction, and that Λ can be absorbed
+    into the projections: q (γR)^p k^T = (q Λ) diag(λ)^p (Λ^{-1} k^T) for p = 0..max_power.
     Returns (block, Λ, diag(λ)).
     """
     gamma = sp.Symbol("gamma", positive=True)
@@ -88,13 +95,16 @@ def prove_rotation_scaling_eigen(max_power: int = 3):
     diagonal = sp.diag(*eigenvalues)
     lam = sp.Symbol("lambda")
     for j, eigenvalue in enumerate(eigenvalues):
-        assert_identity(block.charpoly(lam).as_expr().subs(lam, eigenvalue), 0, f"det(γR - λ_{j} I) = 0")
-        assert_identity(block * vectors[:, j], eigenvalue * vectors[:, j], f"γR Λ_{j} = λ_{j} Λ_{j}")
+        assert_identity(block.charpoly(lam).as_expr().subs(lam, eigenvalue), 0,
+                        f"det(γR - λ_{j} I) = 0")
+        assert_identity(block * vectors[:, j], eigenvalue * vectors[:, j],
+                        f"γR Λ_{j} = λ_{j} Λ_{j}")
     assert_identity(block, vectors * diagonal * vectors.inv(), "γR = Λ diag(λ) Λ^{-1}")
     q = sp.Matrix([sp.symbols("q_0 q_1")])                                            # (1, 2)
     k = sp.Matrix([sp.symbols("k_0 k_1")])                                            # (1, 2)
     for p in range(max_power + 1):
         # q A^p k^T = (q Λ) diag(λ^p) (Λ^{-1} k^T)
         absorbed = (q * vectors) * diagonal ** p * (vectors.inv() * k.T)
-        assert_identity(q * block ** p * k.T, absorbed, f"q (γR)^{p} k^T = (qΛ) diag(λ)^{p} (Λ^-1 k^T)")
+        assert_identity(q * block ** p * k.T, absorbed,
+                        f"q (γR)^{p} k^T = (qΛ) diag(λ)^{p} (Λ^-1 k^T)")
     return block, vectors, diagonal

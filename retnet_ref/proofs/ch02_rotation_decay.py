@@ -1,4 +1,5 @@
-"""Chapter 02's proofs: decay times rotation, effective memory, relative positions (complex and real pairs).
+"""Chapter 02's proofs: decay times rotation, effective memory, relative positions (complex and real
+pairs).
 
 Every proof asserts with sp.simplify(lhs - rhs) == 0 (or an exact comparison); a failed proof raises
 AssertionError naming the identity.
@@ -27,7 +28,8 @@ def prove_decay_rotation_split():
 
 
 def prove_effective_memory():
-    """Σ_{p≥0} γ^p = 1 / (1 - γ) for 0 < γ < 1: the total weight a head gives to the past, in tokens.
+    """Σ_{p≥0} γ^p = 1 / (1 - γ) for 0 < γ < 1: the total weight a head gives to the past, in
+    tokens.
 
     Returns (the sum, unevaluated, and 1 / (1 - γ)).
     """
@@ -37,7 +39,9 @@ def prove_effective_memory():
     closed = 1 / (1 - gamma)
     converged = series.doit()   # Piecewise((1/(1-γ), γ < 1), (the sum, True))
     value, condition = converged.args[0]
-    assert condition == (gamma < 1), f"the geometric series should converge for γ < 1, got {condition}"
+    assert condition == (gamma < 1), (
+        f"the geometric series should converge for γ < 1, got {condition}"
+    )
     assert_identity(value, closed, "Σ_{p≥0} γ^p = 1/(1-γ)")
     return series, closed
 
@@ -47,29 +51,34 @@ def prove_relative_position(pairs: int = 2):
 
         Σ_j (q_j e^{inθ_j}) conj(k_j e^{imθ_j}) = Σ_j q_j conj(k_j) e^{i(n-m)θ_j},
 
-    so the score of a query at n and a key at m depends on n - m only. Returns (lhs unevaluated, rhs).
+    so the score of a query at n and a key at m depends on n - m only. Returns (lhs unevaluated,
+    rhs).
     """
     n, m = sp.symbols("n m", integer=True)
     theta = sp.symbols(f"theta_0:{pairs}", real=True)
     q = sp.symbols(f"q_0:{pairs}")
     k = sp.symbols(f"k_0:{pairs}")
     lhs = sp.Add(*[sp.Mul(q[j] * sp.exp(sp.I * n * theta[j]),
-                          sp.conjugate(k[j] * sp.exp(sp.I * m * theta[j]), evaluate=False), evaluate=False)
+                          sp.conjugate(k[j] * sp.exp(sp.I * m * theta[j]), evaluate=False),
+                          evaluate=False)
                    for j in range(pairs)], evaluate=False)
-    rhs = sp.Add(*[q[j] * sp.conjugate(k[j]) * sp.exp(sp.I * (n - m) * theta[j]) for j in range(pairs)])
+    rhs = sp.Add(*[q[j] * sp.conjugate(k[j]) * sp.exp(sp.I * (n - m) * theta[j])
+                   for j in range(pairs)])
     assert_identity(lhs.doit(), rhs, "(q e^{inθ}) · conj(k e^{imθ}) = (q · conj k) e^{i(n-m)θ}")
     return lhs, rhs
 
 
 def rotation_matrix(angle):
-    """R(φ) = [[cos φ, -sin φ], [sin φ, cos φ]]: multiplying x_0 + i x_1 by e^{iφ}, as a real 2×2 map."""
+    """R(φ) = [[cos φ, -sin φ], [sin φ, cos φ]]: multiplying x_0 + i x_1 by e^{iφ}, as a real 2×2
+    map."""
     return rotation_scaling_block(1, angle)
 
 
 def prove_real_pair_rotation():
     """The real-pair form of the rotation (rotation.rotate) equals the complex form and is relative:
 
-        (R(nθ) q) · (R(mθ) k) = Re[(q_0 + i q_1) e^{inθ} conj((k_0 + i k_1) e^{imθ})] = q^T R((m-n)θ) k
+        (R(nθ) q) · (R(mθ) k) = Re[(q_0 + i q_1) e^{inθ} conj((k_0 + i k_1) e^{imθ})] = q^T
+        R((m-n)θ) k
 
     for one pair of real features q = (q_0, q_1), k = (k_0, k_1). Returns (R(nθ), q^T R((m-n)θ) k).
     """

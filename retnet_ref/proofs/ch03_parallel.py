@@ -7,7 +7,14 @@ from __future__ import annotations
 
 import sympy as sp
 
-from .common import decay_matrix_symbolic, is_zero_matrix, parallel_symbolic, recurrence_symbolic, retention_symbols, rotation_symbolic
+from .common import (
+    decay_matrix_symbolic,
+    is_zero_matrix,
+    parallel_symbolic,
+    recurrence_symbolic,
+    retention_symbols,
+    rotation_symbolic,
+)
 
 
 def prove_parallel_equals_recurrence(length: int = 4, d_k: int = 2, d_v: int = 2):
@@ -23,6 +30,8 @@ def prove_parallel_equals_recurrence(length: int = 4, d_k: int = 2, d_v: int = 2
     Q_rot, K_rot = Q.multiply_elementwise(Theta), K.multiply_elementwise(conj_Theta)
     parallel = parallel_symbolic(Q_rot, K_rot, V, gamma)
     recurrent, _ = recurrence_symbolic(Q, K, V, [gamma * sp.exp(sp.I * t) for t in thetas], S0)
-    assert is_zero_matrix(parallel - recurrent), "parallel form (Eq. 5) != unrolled recurrence (Eq. 1-4)"
+    assert is_zero_matrix(parallel - recurrent), (
+        "parallel form (Eq. 5) != unrolled recurrence (Eq. 1-4)"
+    )
     score = sp.expand((Q_rot * K_rot.T)[2, 0])
     return {"D": decay_matrix_symbolic(4, gamma), "score": score}

@@ -1,5 +1,5 @@
-"""Chapter 05's proofs: the chunk split's exponents, the chunkwise form (Eq. 7) for every small case, and
-the published wrong variants on the same footing.
+"""Chapter 05's proofs: the chunk split's exponents, the chunkwise form (Eq. 7) for every small
+case, and the published wrong variants on the same footing.
 
 Every proof asserts with sp.simplify(lhs - rhs) == 0 (or an exact comparison); a failed proof raises
 AssertionError naming the identity.
@@ -13,7 +13,8 @@ from .common import is_zero_matrix, recurrence_symbolic, retention_symbols
 
 
 def _powers(gamma, exponents, dtype):
-    """γ^p for an array of integers p ≥ 0: floats for a float dtype, SymPy powers for dtype=object."""
+    """γ^p for an array of integers p ≥ 0: floats for a float dtype, SymPy powers for
+    dtype=object."""
     return np.power(np.full(exponents.shape, gamma, dtype=dtype), exponents)
 
 
@@ -50,17 +51,23 @@ def _object_array(M) -> np.ndarray:
     return np.array(M.tolist(), dtype=object)
 
 
-def chunk_split_difference(length: int, chunk_size: int, variant: str = "v4", d_k: int = 2, d_v: int = 1):
-    """Exactly (symbolic γ, entries and S_0): the chunk split's outputs and final state minus those of
-    the recurrence S_n = γ S_{n-1} + k_n^T v_n, expanded.  Returns (dO (T, d_v), dR (d_k, d_v))."""
+def chunk_split_difference(length: int, chunk_size: int, variant: str = "v4", d_k: int = 2,
+                           d_v: int = 1):
+    """Exactly (symbolic γ, entries and S_0): the chunk split's outputs and final state minus those
+    of the recurrence S_n = γ S_{n-1} + k_n^T v_n, expanded.  Returns (dO (T, d_v), dR (d_k,
+    d_v))."""
     gamma = sp.Symbol("gamma", positive=True)
     Q, K, V, S0 = retention_symbols(length, d_k, d_v, state=True)
-    O, R = chunkwise_variant(*(_object_array(M) for M in (Q, K, V)), gamma, chunk_size, _object_array(S0), variant)
+    O, R = chunkwise_variant(*(_object_array(M) for M in (Q, K, V)), gamma, chunk_size,
+                             _object_array(S0), variant)
     expected, states = recurrence_symbolic(Q, K, V, [gamma] * d_k, S0)
-    return (sp.Matrix(O) - expected).applyfunc(sp.expand), (sp.Matrix(R) - states[-1]).applyfunc(sp.expand)
+    return (sp.Matrix(O) - expected).applyfunc(sp.expand), (sp.Matrix(R) - states[-1]).applyfunc(
+        sp.expand
+    )
 
 
-def chunk_split_matches(length: int, chunk_size: int, variant: str = "v4", d_k: int = 2, d_v: int = 1) -> bool:
+def chunk_split_matches(length: int, chunk_size: int, variant: str = "v4", d_k: int = 2,
+                        d_v: int = 1) -> bool:
     """Does the chunk split give exactly the outputs and final state of the recurrence?"""
     dO, dR = chunk_split_difference(length, chunk_size, variant, d_k, d_v)
     return is_zero_matrix(dO) and is_zero_matrix(dR)
@@ -68,9 +75,10 @@ def chunk_split_matches(length: int, chunk_size: int, variant: str = "v4", d_k: 
 
 def prove_chunk_exponents():
     """The exponent bookkeeping behind Eq. 7, for a symbolic split n = iB + r (0 ≤ r < B):
-    a key m before the chunk (m < iB) reaches row n as γ^(n-m) = γ^(r+1) · γ^(iB-1-m)  (ξ_r times its
-    weight in R_{i-1}); its weight in R_i is γ^((i+1)B-1-m) = γ^B · γ^(iB-1-m)  (the γ^B R_{i-1} term);
-    a key inside the chunk, m = iB + r', enters R_i with γ^((i+1)B-1-m) = γ^(B-r'-1) = ζ_{r'}.
+    a key m before the chunk (m < iB) reaches row n as γ^(n-m) = γ^(r+1) · γ^(iB-1-m)  (ξ_r times
+    its weight in R_{i-1}); its weight in R_i is γ^((i+1)B-1-m) = γ^B · γ^(iB-1-m)  (the γ^B R_{i-1}
+    term); a key inside the chunk, m = iB + r', enters R_i with γ^((i+1)B-1-m) = γ^(B-r'-1) =
+    ζ_{r'}.
 
     Returns {"xi": γ^(r+1), "zeta": γ^(B-r'-1)}.
     """
@@ -78,16 +86,22 @@ def prove_chunk_exponents():
     i, B, r, r2, m = sp.symbols("i B r r' m", integer=True, nonnegative=True)
     n = i * B + r
     xi_r, zeta_r2 = gamma ** (r + 1), gamma ** (B - r2 - 1)
-    weight_before = gamma ** (i * B - 1 - m)                         # key m's weight in R_{i-1}
-    assert sp.simplify(gamma ** (n - m) - xi_r * weight_before) == 0, "cross-chunk decay != ξ_r γ^(iB-1-m)"
-    assert sp.simplify(gamma ** ((i + 1) * B - 1 - m) - gamma ** B * weight_before) == 0, "R_i != γ^B R_{i-1}"
-    assert sp.simplify(gamma ** ((i + 1) * B - 1 - (i * B + r2)) - zeta_r2) == 0, "in-chunk key weight != ζ"
+    weight_before = gamma ** (i * B - 1 - m)  # key m's weight in R_{i-1}
+    assert sp.simplify(gamma ** (n - m) - xi_r * weight_before) == 0, (
+        "cross-chunk decay != ξ_r γ^(iB-1-m)"
+    )
+    assert sp.simplify(gamma ** ((i + 1) * B - 1 - m) - gamma**B * weight_before) == 0, (
+        "R_i != γ^B R_{i-1}"
+    )
+    assert sp.simplify(gamma ** ((i + 1) * B - 1 - (i * B + r2)) - zeta_r2) == 0, (
+        "in-chunk key weight != ζ"
+    )
     return {"xi": xi_r, "zeta": zeta_r2}
 
 
 def prove_chunkwise_equals_recurrence(max_length: int = 6):
-    """Eq. 7 (arXiv v4) exactly, for every T ≤ max_length and every chunk size B ≤ T + 1 (ragged last
-    chunks and B > T included), with symbolic γ, entries and initial state S_0.
+    """Eq. 7 (arXiv v4) exactly, for every T ≤ max_length and every chunk size B ≤ T + 1 (ragged
+    last chunks and B > T included), with symbolic γ, entries and initial state S_0.
 
     Returns {"pairs": how many (T, B) pairs were checked, "R_1": entry of R_1 for T = 4, B = 2}.
     """

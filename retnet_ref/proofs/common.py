@@ -42,7 +42,8 @@ def is_zero_matrix(M) -> bool:
 
 
 def retention_symbols(length: int, d_k: int, d_v: int, state: bool = False):
-    """Q, K (T, d_k), V (T, d_v) and S_0 (d_k, d_v) as matrices of independent symbols (S_0 = 0 unless state)."""
+    """Q, K (T, d_k), V (T, d_v) and S_0 (d_k, d_v) as matrices of independent symbols (S_0 = 0
+    unless state)."""
     Q = sp.Matrix(length, d_k, lambda n, j: sp.Symbol(f"q_{n}{j}"))
     K = sp.Matrix(length, d_k, lambda n, j: sp.Symbol(f"k_{n}{j}"))
     V = sp.Matrix(length, d_v, lambda n, j: sp.Symbol(f"v_{n}{j}"))
@@ -62,7 +63,8 @@ def rotation_symbolic(length: int, thetas):
 
 
 def parallel_symbolic(Q, K, V, gamma, S0=None) -> sp.Matrix:
-    """(Q K^T ⊙ D) V (Eq. 5), plus the initial-state term γ^(n+1) q_n S_0 on row n when S0 is given."""
+    """(Q K^T ⊙ D) V (Eq. 5), plus the initial-state term γ^(n+1) q_n S_0 on row n when S0 is
+    given."""
     T = Q.shape[0]
     # Retention(X) = (Q K^T ⊙ D) V
     out = (Q * K.T).multiply_elementwise(decay_matrix_symbolic(T, gamma)) * V
