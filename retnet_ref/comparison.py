@@ -22,7 +22,8 @@ seconds):
               whose decay over any n tokens is the mean log-decay of the heads), and --variant
               official
   every run validates at the training length and at 2x and 4x it (length extrapolation)
---stage all runs sweep, main, ablations in turn; one stage at a time keeps each command short. A run
+--stage all runs sweep, main, ablations in turn; one stage at a time keeps each command short, and
+--only NAME... splits a stage further (each size-M run takes minutes on one GPU). A run
 that <out> already holds finished, with the same command, is not run again (the main stage's seed-0
 runs at size S are the sweep's runs at the chosen rates); a different or unfinished one is an error.
 
@@ -428,6 +429,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add("--lr-transformer", type=positive_float, metavar="LR",
         help="the Transformer's rate for main "
         "(default: the sweep's best)")
+    add("--only", nargs="+", metavar="NAME",
+        help="of the stage's runs, only these (names as --dry-run prints them): to split a stage "
+        "over several commands")
     add("--parallel", type=positive_int, default=1, metavar="N",
         help="train processes at a time (default: 1)")
     add("--gpus", type=positive_int, default=1, metavar="N",
@@ -460,6 +464,17 @@ def stage_runs(stage: str, plan: Plan, rates: dict[str, dict] | None) -> list[Pl
                              "--lr-transformer")
     chosen = {model: rate["lr"] for model, rate in rates.items()}
     return main_runs(plan, chosen) if stage == "main" else ablation_runs(plan, chosen)
+
+
+def selected_runs(runs: list[PlannedRun], only: list[str] | None) -> list[PlannedRun]:
+    """The runs named in --only (all without it); a name the stage does not have is an error."""
+    if only is None:
+        return runs
+    unknown = sorted(set(only) - {run.name for run in runs})
+    if unknown:
+        raise RunFolderError(f"--only {' '.join(unknown)}: not a run of this stage, whose runs are "
+                             f"{', '.join(run.name for run in runs)}")
+    return [run for run in runs if run.name in only]
 
 
 def every_run(plan: Plan, rates: dict[str, dict] | None) -> list[PlannedRun]:
@@ -497,7 +512,7 @@ def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
             if args.dry_run and stage != "sweep" and rates is None:
                 print(f"{stage}: at the sweep's best learning rates, known once it has run")
                 continue
-            runs = stage_runs(stage, plan, rates)
+            runs = selected_runs(stage_runs(stage, plan, rates), args.only)
             if args.dry_run:
                 print_dry_run(runs, out, args.corpus, args.device)
             else:

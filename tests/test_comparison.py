@@ -134,3 +134,18 @@ def test_dry_run_lists_the_plan_with_parameter_counts(capsys):
     text = capsys.readouterr().out
     assert "S-retnet-no-swish-gate-lr0.002-seed0" in text and "M-" not in text
     assert "9,581,056" in text and "8,008,192" in text            # S: both models; without the gate
+
+
+def test_only_runs_the_named_runs_of_the_stage_and_refuses_a_name_it_does_not_have(capsys):
+    rates = ["--lr-retnet", "2e-3", "--lr-transformer", "1e-3"]
+    assert main(["compare", "--dry-run", "--stage", "main", *rates, "--only",
+                 "M-retnet-lr0.002-seed1", "S-transformer-lr0.001-seed1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == ["S-transformer-lr0.001-seed1",
+                                                   "M-retnet-lr0.002-seed1"]
+    with pytest.raises(SystemExit) as exit_:
+        main(["compare", "--dry-run", "--stage", "main", *rates, "--only", "M-retnet-lr9-seed1"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "--only M-retnet-lr9-seed1: not a run of this stage" in err
+    assert "M-retnet-lr0.002-seed1" in err
