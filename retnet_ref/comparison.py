@@ -12,11 +12,12 @@ The plan (PLAN; --plan small keeps size S only, --smoke shrinks everything to ru
 seconds):
   sizes       S and M: 9,581,056 and 63,218,688 parameters, the same for both models (equal d_model,
               layers, heads: both spend 12 d² + 4 d a layer), context 512, byte tokens
-  sweep       size S, each model at each of LEARNING_RATES, seed 0
-  main        both models at every size, seeds 0 and 1, at the sweep's learning rates (per model the
-              one of lowest final validation loss at the training length, read from the sweep's
-              logs), or at --lr-retnet / --lr-transformer; the same rates at size M (not swept
-              there)
+  sweep       size S, each model at each of LEARNING_RATES, seed 0; then size M, each model at
+              those of the rates not above its best at S (a larger model takes a smaller rate: the
+              Transformer at M trained badly at its best rate at S), seed 0
+  main        both models at every size, seeds 0 and 1, each at its best rate at that size (the
+              swept rate of lowest final validation loss at the training length, read from the
+              sweep's logs), or at --lr-retnet / --lr-transformer (every size)
   ablations   size S, RetNet at its rate, seed 0 (Table 6): no swish gate, no GroupNorm, γ = 1 in
               every head, one γ for all heads (the geometric mean of the default schedule: the γ
               whose decay over any n tokens is the mean log-decay of the heads), and --variant
@@ -25,16 +26,16 @@ seconds):
 --stage all runs sweep, main, ablations in turn; one stage at a time keeps each command short, and
 --only NAME... splits a stage further (each size-M run takes minutes on one GPU). A run
 that <out> already holds finished, with the same command, is not run again (the main stage's seed-0
-runs at size S are the sweep's runs at the chosen rates); a different or unfinished one is an error.
+runs are the sweep's runs at the chosen rates); a different or unfinished one is an error.
 
 Output, in --out (default build/comparison):
   <name>/log.jsonl                  the run's log (train's output; its checkpoint.pt is deleted once
                                     the run has finished, unless --keep-checkpoints);
                                     <name>/stderr.txt its messages
   <name>/driver.json                the command, its exit status and its seconds (start-up included)
-  summary.json                      {"plan", "learning_rates": per model the rate and where it came
-                                    from, "parameters": per size and model, "runs": per run its
-                                    stages (the sweep's seed-0 runs at the chosen rates are main
+  summary.json                      {"plan", "learning_rates": per size and model the rate and where
+                                    it came from, "parameters": per size and model, "runs": per run
+                                    its stages (the sweep's seed-0 runs at the chosen rates are main
                                     runs too), size, model, ablation, seed, lr, command, parameters,
                                     tokens, validation_loss and validation_perplexity {"T": final
                                     value} at each validated length T, wall_seconds (the log's),
@@ -114,8 +115,9 @@ class Plan:
 
 
 # Steps and batches: S sees 13.1M tokens a run, M 16.4M (the corpus's training split: 9.8M tokens).
-# Measured on one H200 with six S runs sharing it (bf16, eager PyTorch): RetNet ≈ 105k tokens/s a
-# run (≈ 170 s), the Transformer ≈ 162k (≈ 86 s); M is not yet measured.
+# Measured on one H200 (bf16, eager PyTorch), runs sharing it: at S with six, RetNet ≈ 105k
+# tokens/s a run (≈ 170 s), the Transformer ≈ 162k (≈ 86 s); at M with two, RetNet ≈ 57k (≈ 360 s),
+# the Transformer ≈ 170k (≈ 100 s).
 PLAN = Plan(sizes={"S": Size(d_model=256, layers=12, heads=4, batch=32, steps=800, warmup=80,
                              eval_interval=200),
                    "M": Size(d_model=512, layers=20, heads=8, batch=32, steps=1000, warmup=100,
@@ -177,18 +179,26 @@ def planned_run(plan: Plan, stage: str, size: str, model: str, lr: float, seed: 
     return PlannedRun(name, stage, size, model, lr, seed, ablation, tuple(map(str, options)))
 
 
-def sweep_runs(plan: Plan) -> list[PlannedRun]:
-    return [planned_run(plan, "sweep", plan.swept_size, model, lr, 0)
-            for model in MODELS for lr in plan.learning_rates]
+def sweep_runs(plan: Plan, results: dict[str, dict]) -> list[PlannedRun]:
+    """Size S at every rate; each other size at the rates not above each model's best at S, once
+    `results` (finished runs by name) holds the sweep at S."""
+    swept = [planned_run(plan, "sweep", plan.swept_size, model, lr, 0)
+             for model in MODELS for lr in plan.learning_rates]
+    best = best_rates(swept, results, plan.context)
+    if best is None:
+        return swept
+    return swept + [planned_run(plan, "sweep", size, model, lr, 0) for size in list(plan.sizes)[1:]
+                    for model in MODELS for lr in plan.learning_rates if lr <= best[model]]
 
 
-def main_runs(plan: Plan, rates: dict[str, float]) -> list[PlannedRun]:
-    return [planned_run(plan, "main", size, model, rates[model], seed)
+def main_runs(plan: Plan, rates: dict[str, dict[str, float]]) -> list[PlannedRun]:
+    return [planned_run(plan, "main", size, model, rates[size][model], seed)
             for size in plan.sizes for model in MODELS for seed in plan.seeds]
 
 
-def ablation_runs(plan: Plan, rates: dict[str, float]) -> list[PlannedRun]:
-    return [planned_run(plan, "ablations", plan.swept_size, "retnet", rates["retnet"], 0, ablation)
+def ablation_runs(plan: Plan, rates: dict[str, dict[str, float]]) -> list[PlannedRun]:
+    lr = rates[plan.swept_size]["retnet"]
+    return [planned_run(plan, "ablations", plan.swept_size, "retnet", lr, 0, ablation)
             for ablation in ablation_options(plan)]
 
 
@@ -358,28 +368,42 @@ def final_loss(result: dict, context: int) -> float:
     return loss if math.isfinite(loss) else math.inf
 
 
-def best_learning_rates(plan: Plan, results: dict[str, dict]) -> dict[str, float] | None:
-    """Per model, the swept rate of lowest final validation loss; None while the sweep is
+def best_rates(runs: list[PlannedRun], results: dict[str, dict],
+               context: int) -> dict[str, float] | None:
+    """Per model, the rate of its run of lowest final validation loss among `runs`; None unless
+    `results` holds every one of them."""
+    if not runs or any(run.name not in results for run in runs):
+        return None
+    return {model: min((results[run.name] for run in runs if run.model == model),
+                       key=lambda result: final_loss(result, context))["lr"] for model in MODELS}
+
+
+def sweep_results(plan: Plan, results_of) -> dict[str, dict]:
+    """The sweep's finished runs (`results_of` maps planned runs to them): size S's, then those of
+    the other sizes that S's results call for."""
+    return results_of(sweep_runs(plan, results_of(sweep_runs(plan, {}))))
+
+
+def best_learning_rates(plan: Plan,
+                        results: dict[str, dict]) -> dict[str, dict[str, float]] | None:
+    """Per size and model, the swept rate of lowest final validation loss; None while the sweep is
     incomplete."""
-    rates = {}
-    for model in MODELS:
-        swept = [results[run.name] for run in sweep_runs(plan) if run.model == model
-                 and run.name in results]
-        if len(swept) < len(plan.learning_rates):
-            return None
-        rates[model] = min(swept, key=lambda result: final_loss(result, plan.context))["lr"]
-    return rates
+    runs = sweep_runs(plan, results)
+    best = {size: best_rates([run for run in runs if run.size == size], results, plan.context)
+            for size in plan.sizes}
+    return None if None in best.values() else best
 
 
 def learning_rates(plan: Plan, results: dict[str, dict],
                    given: dict[str, float | None]) -> dict[str, dict] | None:
-    """Per model {"lr", "from"}: the given rate (--lr-MODEL), else the sweep's best; None if neither
-    is known."""
+    """Per size and model {"lr", "from"}: the given rate (--lr-MODEL, every size), else the size's
+    sweep's best; None if neither is known."""
     best = best_learning_rates(plan, results) if None in given.values() else {}
     if best is None:
         return None
-    return {model: {"lr": given[model], "from": f"--lr-{model}"} if given[model] is not None
-            else {"lr": best[model], "from": "sweep"} for model in MODELS}
+    return {size: {model: {"lr": given[model], "from": f"--lr-{model}"}
+                   if given[model] is not None else {"lr": best[size][model], "from": "sweep"}
+                   for model in MODELS} for size in plan.sizes}
 
 
 def finished_results(runs: list[PlannedRun], out: Path, corpus, device) -> dict[str, dict]:
@@ -453,16 +477,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def stage_runs(stage: str, plan: Plan, rates: dict[str, dict] | None) -> list[PlannedRun]:
-    """The runs of one stage; main and ablations at the rates of learning_rates."""
+def stage_runs(stage: str, plan: Plan, rates: dict[str, dict] | None,
+               results: dict[str, dict]) -> list[PlannedRun]:
+    """The runs of one stage (the sweep's as far as `results` says); main and ablations at the rates
+    of learning_rates."""
     if stage == "sweep":
-        return sweep_runs(plan)
+        return sweep_runs(plan, results)
     if rates is None:
         raise RunFolderError(f"--stage {stage}: the sweep is not complete in --out, so its best "
                              "learning rates are "
                              "not known: run --stage sweep first, or give --lr-retnet and "
                              "--lr-transformer")
-    chosen = {model: rate["lr"] for model, rate in rates.items()}
+    chosen = {size: {model: rate["lr"] for model, rate in models.items()}
+              for size, models in rates.items()}
     return main_runs(plan, chosen) if stage == "main" else ablation_runs(plan, chosen)
 
 
@@ -477,10 +504,12 @@ def selected_runs(runs: list[PlannedRun], only: list[str] | None) -> list[Planne
     return [run for run in runs if run.name in only]
 
 
-def every_run(plan: Plan, rates: dict[str, dict] | None) -> list[PlannedRun]:
+def every_run(plan: Plan, rates: dict[str, dict] | None,
+              results: dict[str, dict]) -> list[PlannedRun]:
     """The plan's runs: the sweep, and main and ablations where the rates are known."""
-    return sweep_runs(plan) + ([] if rates is None else [run for stage in STAGES[1:]
-                                                         for run in stage_runs(stage, plan, rates)])
+    later = [] if rates is None else [run for stage in STAGES[1:]
+                                      for run in stage_runs(stage, plan, rates, results)]
+    return sweep_runs(plan, results) + later
 
 
 def selected_plan(args) -> Plan:
@@ -492,6 +521,17 @@ def selected_plan(args) -> Plan:
     if args.learning_rates:
         plan = dataclasses.replace(plan, learning_rates=tuple(sorted(set(args.learning_rates))))
     return plan
+
+
+def print_edge_notes(plan: Plan, rates: dict[str, dict] | None):
+    """A note for each swept best rate at the top or bottom of the rates tried."""
+    for size, models in (rates or {}).items():
+        for model, rate in models.items():
+            if rate["from"] == "sweep" and rate["lr"] in (min(plan.learning_rates),
+                                                          max(plan.learning_rates)):
+                print(f"note: {model}'s best rate at {size}, {rate['lr']:g}, is at the edge of the "
+                      f"sweep {', '.join(f'{lr:g}' for lr in plan.learning_rates)}: a wider sweep "
+                      "may find a better one")
 
 
 def print_dry_run(runs: list[PlannedRun], out: Path, corpus, device):
@@ -508,31 +548,33 @@ def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     failed = []
     try:
         for stage in STAGES if args.stage == "all" else (args.stage,):
-            rates = learning_rates(plan, results_of(sweep_runs(plan)), given)
-            if args.dry_run and stage != "sweep" and rates is None:
-                print(f"{stage}: at the sweep's best learning rates, known once it has run")
-                continue
-            runs = selected_runs(stage_runs(stage, plan, rates), args.only)
-            if args.dry_run:
-                print_dry_run(runs, out, args.corpus, args.device)
-            else:
-                failed += execute(runs, out, args.corpus, args.device, args.parallel, args.gpus,
-                                  args.keep_checkpoints)
+            # the sweep twice: size S, then the other sizes at rates that S's results bound
+            for _ in range(2 if stage == "sweep" and not args.dry_run else 1):
+                swept = sweep_results(plan, results_of)
+                rates = learning_rates(plan, swept, given)
+                if args.dry_run and stage != "sweep" and rates is None:
+                    print(f"{stage}: at the sweep's best learning rates, known once it has run")
+                    continue
+                runs = selected_runs(stage_runs(stage, plan, rates, swept), args.only)
+                if args.dry_run:
+                    print_dry_run(runs, out, args.corpus, args.device)
+                    if stage == "sweep" and all(run.size == plan.swept_size for run in runs):
+                        print("sweep at the other sizes: at rates bounded by the best at "
+                              f"{plan.swept_size}, known once that has run")
+                else:
+                    failed += execute(runs, out, args.corpus, args.device, args.parallel,
+                                      args.gpus, args.keep_checkpoints)
     except RunFolderError as err:
         parser.error(str(err))
     if args.dry_run:
         return 0
-    results = results_of(every_run(plan, learning_rates(plan, results_of(sweep_runs(plan)), given)))
+    swept = sweep_results(plan, results_of)
+    results = results_of(every_run(plan, learning_rates(plan, swept, given), swept))
     summary = summary_of(plan, results, given)
     (out / SUMMARY).write_text(json.dumps(summary, indent=1) + "\n")
     print_table(plan, results)
     print(f"\nlearning rates: {summary['learning_rates']}\nsummary: {out / SUMMARY}")
-    for model, rate in (summary["learning_rates"] or {}).items():
-        if rate["from"] == "sweep" and rate["lr"] in (min(plan.learning_rates),
-                                                      max(plan.learning_rates)):
-            print(f"note: {model}'s best rate {rate['lr']:g} is at the edge of the sweep "
-                  f"{', '.join(f'{lr:g}' for lr in plan.learning_rates)}: a wider sweep may find a "
-                  "better one")
+    print_edge_notes(plan, summary["learning_rates"])
     if failed:
         print(f"{len(failed)} runs failed (see their {STDERR}): {', '.join(failed)}",
               file=sys.stderr)

@@ -368,11 +368,10 @@ def ex08_2(bound_at_16) -> None:
 
 def ex09_1(bits_per_byte) -> None:
     with exercise("Exercise 1",
-                  "a nat is 1/ln 2 bits: divide the loss in nats by ln 2; the best RetNet run is "
-                  "the "
-                                "one at the learning rate the summary chose"):
+                  "a nat is 1/ln 2 bits: divide the loss in nats by ln 2; the best RetNet run at "
+                  "size S is the one at the learning rate the summary chose there"):
         summary = training_summary()
-        lr = summary["learning_rates"]["retnet"]["lr"]
+        lr = summary["learning_rates"]["S"]["retnet"]["lr"]
         run = next(r for r in summary["runs"].values() if r["model"] == "retnet" and r["lr"] == lr
                    and r["seed"] == 0 and r["ablation"] is None and r["size"] == "S")
         expected = run["validation_loss"]["512"] / math.log(2)

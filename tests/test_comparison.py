@@ -33,12 +33,14 @@ def compared(tmp_path_factory, fixture_corpus):  # noqa: F811
 @pytest.mark.slow
 def test_every_run_of_the_plan_is_logged_and_summarised(compared):
     out, summary = compared
-    rates = {model: summary["learning_rates"][model]["lr"] for model in comparison.MODELS}
-    planned = comparison.every_run(PLAN, summary["learning_rates"])
+    rates = {size: {model: rate["lr"] for model, rate in models.items()}
+             for size, models in summary["learning_rates"].items()}
+    planned = comparison.every_run(PLAN, summary["learning_rates"], summary["runs"])
     names = {run.name for run in planned}
-    sweep = len(comparison.MODELS) * len(PLAN.learning_rates)
-    # sweep; main: seed 1 at S (seed 0 is the sweep's) and M; ablations
-    assert len(names) == sweep + 2 + 4 + 5
+    at_s = len(comparison.MODELS) * len(PLAN.learning_rates)
+    at_m = sum(lr <= rates["S"][model] for model in comparison.MODELS for lr in PLAN.learning_rates)
+    # sweep at S and M; main: seed 1 at S and M (seed 0 is the sweep's); ablations
+    assert len(names) == at_s + at_m + 2 + 2 + 5
     assert set(summary["runs"]) == names
     for name in names:
         assert (out / name / "log.jsonl").is_file() and not (out / name / "checkpoint.pt").exists()
@@ -57,19 +59,25 @@ def test_every_run_of_the_plan_is_logged_and_summarised(compared):
         assert tokens == {s.batch * PLAN.context * s.steps}, size
     main_runs = [run for run in summary["runs"].values() if "main" in run["stages"]]
     assert len(main_runs) == len(PLAN.sizes) * 2 * len(PLAN.seeds)
-    assert all(run["lr"] == rates[run["model"]] for run in main_runs)
-    assert all(run["lr"] == rates["retnet"] for run in summary["runs"].values() if run["ablation"])
+    assert all(run["lr"] == rates[run["size"]][run["model"]] for run in main_runs)
+    assert all(run["lr"] == rates["S"]["retnet"] for run in summary["runs"].values()
+               if run["ablation"])
 
 
 @pytest.mark.slow
-def test_the_learning_rate_chosen_is_the_sweeps_lowest_validation_loss(compared):
+def test_the_learning_rate_chosen_is_the_sweeps_lowest_validation_loss_at_each_size(compared):
     _, summary = compared
-    for model in comparison.MODELS:
-        swept = {run["lr"]: run["validation_loss"][LENGTHS[0]] for run in summary["runs"].values()
-                 if "sweep" in run["stages"] and run["model"] == model}
-        assert sorted(swept) == list(PLAN.learning_rates)
-        assert summary["learning_rates"][model] == {"lr": min(swept, key=swept.get),
-                                                    "from": "sweep"}
+    for size in PLAN.sizes:
+        for model in comparison.MODELS:
+            swept = {run["lr"]: run["validation_loss"][LENGTHS[0]]
+                     for run in summary["runs"].values()
+                     if "sweep" in run["stages"] and run["model"] == model and run["size"] == size}
+            best_at_s = summary["learning_rates"]["S"][model]["lr"]
+            # S at every rate; M at the rates not above S's best
+            assert sorted(swept) == [lr for lr in PLAN.learning_rates
+                                     if size == "S" or lr <= best_at_s]
+            assert summary["learning_rates"][size][model] == {"lr": min(swept, key=swept.get),
+                                                              "from": "sweep"}
 
 
 @pytest.mark.slow
@@ -97,7 +105,7 @@ def test_a_second_call_reuses_finished_runs_and_refuses_a_cut_short_one(
     out, summary = compared
     common = ["compare", "--smoke", "--corpus", str(fixture_corpus[0]), "--out", str(out),
               "--device", "cpu"]
-    folder = out / f"S-retnet-official-lr{summary['learning_rates']['retnet']['lr']:g}-seed0"
+    folder = out / f"S-retnet-official-lr{summary['learning_rates']['S']['retnet']['lr']:g}-seed0"
     stamp = (folder / "driver.json").stat().st_mtime_ns
     assert main(common) == 0                                # every run finished: nothing runs again
     assert (folder / "driver.json").stat().st_mtime_ns == stamp
