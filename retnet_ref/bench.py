@@ -91,6 +91,7 @@ from .generation import capture_cuda_graph
 from .memory import available_bytes
 from .model import RetNet, RetNetConfig
 from .normalized import step_decay_factors
+from .presets import count_parameters
 from .processes import (
     Processes,
     end_processes,
@@ -785,7 +786,7 @@ def meta_model(kind: str, preset: str) -> nn.Module:
 
 def parameter_count(kind: str, preset: str) -> int:
     """Weights of the model, counted on the meta device."""
-    return sum(p.numel() for p in meta_model(kind, preset).parameters())
+    return count_parameters(meta_model(kind, preset))
 
 
 def build_model(kind: str, opts: Options) -> dict:
@@ -1272,8 +1273,7 @@ def training_memory_estimate(column: str, length: int, opts: Options, world: int
     parameters = parameter_count(kind, opts.train_preset)
     held = 4 * parameters * size
     if opts.train_parallel == FSDP:
-        block = max(sum(p.numel() for p in b.parameters())
-                    for b in model_blocks(meta_model(kind, opts.train_preset)))
+        block = max(count_parameters(b) for b in model_blocks(meta_model(kind, opts.train_preset)))
         outside = parameters - config.num_layers * block
         held = held // world + (2 * block + outside) * size
     activations = 16 * config.num_layers * B * length * config.d_model * size

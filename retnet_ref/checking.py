@@ -28,15 +28,19 @@ import contextlib
 
 import torch
 
-__all__ = ["CheckFailed", "NotAttempted", "TOL", "TOLERANCE", "check", "claim", "exercise", "given",
-           "random_inputs",
-           "relative_error"]
+__all__ = ["CheckFailed", "NotAttempted", "TOL", "TOLERANCE", "check", "claim", "dtype_name",
+           "exercise", "given", "random_inputs", "relative_error"]
 
 # the tolerance of each dtype against the float64 truth, and between forms (why each number:
 # retnet_ref.verify)
 TOLERANCE = {torch.float64: 1e-12, torch.float32: 5e-6, torch.bfloat16: 2e-2}
 # float64 forms of one computation agree to ~1e-12 relative: the project's tolerance
 TOL = TOLERANCE[torch.float64]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """"float32", "bfloat16", ...: the dtype's name without the "torch." prefix."""
+    return str(dtype).removeprefix("torch.")
 
 
 def relative_error(a, b) -> float:

@@ -63,6 +63,7 @@ import torch
 from .argtypes import positive_float, positive_int
 from .decay import log_gamma_schedule
 from .paths import project_root
+from .presets import count_parameters
 from .train import (
     CHECKPOINT,
     LOG,
@@ -209,7 +210,7 @@ def planned_parameters(run: PlannedRun, vocab_size: int = 256) -> int:
     config = TrainConfig(**given_config(train_parser.parse_args(list(run.options))))
     with torch.device("meta"):
         model = build_model(config, vocab_size)
-    return sum(p.numel() for p in model.parameters())
+    return count_parameters(model)
 
 
 # ---------------------------------------------------------------- running them

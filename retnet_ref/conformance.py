@@ -56,12 +56,12 @@ from typing import Callable
 
 import torch
 
-from .checking import TOLERANCE, random_inputs, relative_error
+from .checking import TOLERANCE, dtype_name, random_inputs, relative_error
 from .decay import gamma_schedule
 from .normalized import normalized_retention
 from .retention import chunkwise_retention
 from .rotation import rotate, theta_schedule
-from .verify import DTYPE_NAME, available_devices, ragged_split
+from .verify import available_devices, ragged_split
 
 FORMS = ("parallel", "recurrent", "chunkwise")
 LAYOUTS = {"BHTD": "(B, H, T, d)", "BTHD": "(B, T, H, d)"}
@@ -70,7 +70,7 @@ GAMMAS = ("explicit", "default", "linspace")
 ROTATIONS = ("none", "inside")
 STATE_DTYPES = ("wide", "input")
 NORMALISATIONS = ("none", "paper", "torchscale")
-DTYPES = {name: dtype for dtype, name in DTYPE_NAME.items()}
+DTYPES = {dtype_name(dtype): dtype for dtype in TOLERANCE}
 RSQRT_DK = "1/sqrt(d_k)"
 SIGNATURE = "fn(q, k, v, gamma, form, chunk_size=None, state=None)"
 
@@ -610,8 +610,8 @@ def iter_rows(impl: Implementation, lengths=None, devices=None, long=False,
         leaks[form] = row.diagnosis if measured_leak else None
         yield row
     for device in devices:
-        for dtype_name in conv.dtypes:
-            dtype = DTYPES[dtype_name]
+        for name in conv.dtypes:
+            dtype = DTYPES[name]
             for form in conv.forms:
                 yield from form_rows(impl, form, device, dtype, lengths, mid if form in mid_forms
                                      else None, C,
@@ -657,7 +657,7 @@ def raised(error: Exception) -> str:
 
 def form_rows(impl, form, device, dtype, lengths, mid, C, recurrent_max_length, leaks, states):
     conv = impl.conventions
-    name, tol = DTYPE_NAME[dtype], TOLERANCE[dtype]
+    name, tol = dtype_name(dtype), TOLERANCE[dtype]
     gamma = gammas_of(conv, device)
     chunk = C if form == "chunkwise" else None
     passed_plain = True
@@ -713,7 +713,7 @@ def form_rows(impl, form, device, dtype, lengths, mid, C, recurrent_max_length, 
 
 
 def compared(got, t, impl, form, device, dtype, T, gamma, chunk, leaks, check_name) -> Row:
-    name, tol = DTYPE_NAME[dtype], TOLERANCE[dtype]
+    name, tol = dtype_name(dtype), TOLERANCE[dtype]
     if isinstance(got, Exception):
         return Row(device, name, T, check_name, None, tol, WHY[name], raised(got))
     o = got[0]
@@ -762,7 +762,7 @@ def causality_row(impl, form, device, T, C) -> Row:
 def handoff_rows(impl, forms, device, dtype, T, C):
     """Each form's prefix (ending inside a chunk) handed to the next of `forms` for the rest."""
     conv = impl.conventions
-    name, tol = DTYPE_NAME[dtype], TOLERANCE[dtype]
+    name, tol = dtype_name(dtype), TOLERANCE[dtype]
     gamma = gammas_of(conv, device)
     q, k, v, S0 = random_inputs(BATCH, HEADS, T, D_K, D_V, seed=T)
     t, _ = truth(conv, "parallel", q, k, v, gamma, None, S0)

@@ -147,14 +147,18 @@ def chunk_decay(length: int, log_g):
     return _exp(log_g * length)
 
 
-def decay_row_sum(length: int, log_g):
-    """c_n = Σ_{i≤n} γ^(n-i) = (1 - γ^(n+1)) / (1 - γ), n = 0..T-1 (paper §2.2; n + 1 when γ = 1).
+def geometric_sum(count, log_g):
+    """Σ_{i<count} γ^i = (1 - γ^count) / (1 - γ), or count when γ = 1; count and log γ broadcast
+    (NumPy or torch; count may be a 0-d tensor).
 
-    Computed as expm1((n+1) log γ) / expm1(log γ), which stays accurate for γ close to 1.
+    Computed as expm1(count log γ) / expm1(log γ), which stays accurate for γ close to 1.
     """
-    n = _positions(length, log_g)
-    lg = _heads_first(log_g)                                        # (..., 1)
-    lib = _lib(lg)
-    safe = lib.where(lg < 0, lg, -1.0)                               # avoid 0/0 where γ = 1
-    # c_n = (1 - γ^(n+1)) / (1 - γ), or n + 1 when γ = 1
-    return lib.where(lg < 0, lib.expm1((n + 1) * safe) / lib.expm1(safe), (n + 1) + 0 * lg)
+    lib = _lib(log_g)
+    safe = lib.where(log_g < 0, log_g, -1.0)                         # avoid 0/0 where γ = 1
+    return lib.where(log_g < 0, lib.expm1(count * safe) / lib.expm1(safe), count + 0 * log_g)
+
+
+def decay_row_sum(length: int, log_g):
+    """c_n = Σ_{i≤n} γ^(n-i) = (1 - γ^(n+1)) / (1 - γ), n = 0..T-1 (paper §2.2; n + 1 at γ = 1)."""
+    # c_n = Σ_{i<n+1} γ^i
+    return geometric_sum(_positions(length, log_g) + 1, _heads_first(log_g))     # (..., T)

@@ -303,7 +303,7 @@ def ex06_4(normalised_step) -> None:
 def ex07_1(layer_weights) -> None:
     from .layers import RetNetBlock
     from .model import RetNetConfig
-    from .transformer import count_parameters
+    from .presets import count_parameters
 
     with exercise("Exercise 1",
                   "W_Q, W_K d×d; W_V, W_G d×2d; W_O 2d×d; FFN d×2d and 2d×d; two LayerNorms of "

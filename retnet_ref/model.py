@@ -166,9 +166,6 @@ class RetNet(nn.Module):
         for weight in (self.embed.weight, self.head.weight):
             nn.init.normal_(weight, std=config.d_model ** -0.5)
 
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
     # ------------------------------------------------------------ checks
 
     def _check_tokens(self, tokens):

@@ -33,7 +33,7 @@ from __future__ import annotations
 import torch
 
 from ._checks import check_torch_qkv
-from .decay import chunk_decay, decay_row_sum, xi, zeta
+from .decay import chunk_decay, decay_row_sum, geometric_sum, xi, zeta
 from .retention import (
     _chunkwise,
     _parallel,
@@ -57,12 +57,9 @@ def row_sums(length: int, log_g: torch.Tensor, offset=0) -> torch.Tensor:
         c_{o+t} = c_t + γ^(t+1) c_{o-1},   c_{o-1} = (1 - γ^o) / (1 - γ)   (o when γ = 1)
     so the cost is O(T) whatever the offset (an int or a 0-d tensor on log_g's device).
     """
-    local = decay_row_sum(length, log_g)                             # (H, T)
-    # c_{o-1} = Σ_{i<o} γ^i = expm1(o log γ) / expm1(log γ)
-    safe = torch.where(log_g < 0, log_g, -1.0)                       # (H,), avoids 0/0 at γ = 1
-    before = torch.where(log_g < 0, torch.expm1(offset * safe) / torch.expm1(safe),
-                         offset + torch.zeros_like(log_g))           # (H,)
-    return local + xi(length, log_g) * before[:, None]                # (H, T)
+    # c_{o-1} = Σ_{i<o} γ^i
+    before = geometric_sum(offset, log_g)                            # (H,)
+    return decay_row_sum(length, log_g) + xi(length, log_g) * before[:, None]   # (H, T)
 
 
 def _parallel_with_state(q, k, v, log_g, S0):

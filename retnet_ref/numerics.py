@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from ._checks import check_gammas
-from .checking import random_inputs, relative_error
+from .checking import dtype_name, random_inputs, relative_error
 from .decay import gamma_schedule
 from .retention import (
     _initial_state,
@@ -39,11 +39,6 @@ from .verify import float64_truth
 def unit_roundoff(dtype: torch.dtype) -> float:
     """u = 2^-p = eps / 2: the largest relative change of rounding to nearest in this format."""
     return torch.finfo(dtype).eps / 2
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    """"float32", "bfloat16", ...: the dtype's name without the "torch." prefix."""
-    return str(dtype).removeprefix("torch.")
 
 
 def max_rounding_error(x: torch.Tensor, dtype: torch.dtype) -> float:

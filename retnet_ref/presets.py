@@ -18,6 +18,12 @@ SIZES = {
 NOMINAL_PARAMETERS = {"1.3B": 1.3e9, "2.7B": 2.7e9, "6.7B": 6.7e9}
 
 
+def count_parameters(module) -> int:
+    """Number of weights of a model or any part of it, counted one way for both models (works on the
+    meta device, where no memory is allocated)."""
+    return sum(p.numel() for p in module.parameters())
+
+
 def preset_sizes(name: str) -> dict:
     """The sizes of preset `name` (a fresh dict: vocab_size, d_model, num_layers, num_heads)."""
     if name not in SIZES:

@@ -66,6 +66,7 @@ from .corpus import CorpusError, load_manifest, load_split
 from .decay import GAMMA_SCHEDULES
 from .model import VARIANTS, RetNet, RetNetConfig
 from .paths import project_root
+from .presets import count_parameters
 from .processes import Processes, end_processes, process_device, start_processes, world_size
 from .transformer import Transformer, TransformerConfig
 
@@ -618,7 +619,7 @@ def run_header(config: TrainConfig, model: nn.Module, manifest: dict,
                processes: Processes, device: torch.device) -> dict:
     return {"run": {"config": dataclasses.asdict(config),
                     "model_config": dataclasses.asdict(model.config),
-                    "parameters": sum(p.numel() for p in model.parameters()),
+                    "parameters": count_parameters(model),
                     "corpus": {"source": manifest["source"], "licence": manifest["licence"]["spdx"]
                                if manifest.get("licence") else None,
                                "train_tokens": manifest["splits"]["train"]["tokens"],

@@ -420,8 +420,3 @@ class Transformer(nn.Module):
         return generate_tokens(prefill, self._step, prompt, max_new_tokens, temperature, top_k,
                                seed,
                                cuda_graph=cuda_graph, snapshot=KVCache.snapshot)
-
-
-def count_parameters(module: nn.Module) -> int:
-    """Number of weights (works on the meta device, where no memory is allocated)."""
-    return sum(p.numel() for p in module.parameters())

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from . import reference
-from .checking import TOLERANCE, random_inputs, relative_error
+from .checking import TOLERANCE, dtype_name, random_inputs, relative_error
 from .decay import gamma_schedule
 from .retention import (
     accumulation_dtype,
@@ -42,8 +42,6 @@ from .retention import (
     parallel_retention,
     recurrent_retention,
 )
-
-DTYPE_NAME = {torch.float64: "float64", torch.float32: "float32", torch.bfloat16: "bfloat16"}
 
 
 @dataclass
@@ -98,7 +96,7 @@ def _rows_at(device, dtype, inputs, gamma, chunk_size, with_recurrent: bool):
     """One device, dtype and length: each form against the float64 truth, the forms against each
     other, and the state hand-off against one pass."""
     q, k, v, state = inputs
-    T, tol, name = q.shape[2], TOLERANCE[dtype], DTYPE_NAME[dtype]
+    T, tol, name = q.shape[2], TOLERANCE[dtype], dtype_name(dtype)
     truth = parallel_retention(q, k, v, gamma)
     x = [t.to(device, dtype) for t in (q, k, v)]
     outs = {"parallel": parallel_retention(*x, gamma),

@@ -3,8 +3,9 @@ exercise."""
 import math
 
 import pytest
+import torch
 
-from retnet_ref.checking import CheckFailed, check, claim, exercise, given
+from retnet_ref.checking import TOLERANCE, CheckFailed, check, claim, dtype_name, exercise, given
 
 
 def test_check_prints_one_line_and_passes(capsys):
@@ -49,3 +50,8 @@ def test_exercise_solved(capsys):
     with exercise("Exercise 4"):
         check("x", 0.0)
     assert capsys.readouterr().out.endswith("Exercise 4: solved\n")
+
+
+def test_dtype_name_is_the_name_without_torchs_prefix_for_every_tolerance():
+    assert [dtype_name(dtype) for dtype in TOLERANCE] == ["float64", "float32", "bfloat16"]
+    assert dtype_name(torch.float16) == "float16"

@@ -10,6 +10,7 @@ from retnet_ref.decay import gamma_schedule
 from retnet_ref.layers import FeedForward, MultiScaleRetention, RetNetBlock, RMSNorm
 from retnet_ref.model import RetNetConfig
 from retnet_ref.normalized import normalized_retention
+from retnet_ref.presets import count_parameters
 from retnet_ref.retention import parallel_retention
 from retnet_ref.rotation import rotate, theta_schedule
 from retnet_ref.state import RetentionState
@@ -109,7 +110,7 @@ def test_ablations_keep_the_modes_equal_and_the_decode_step(ablation, rel_err):
 def test_ablations_remove_exactly_their_parameters():
     """No gate: W_G (d × 2d) is gone; no GroupNorm: nothing to remove (the per-head norm has no
     affine)."""
-    count = lambda layer: sum(p.numel() for p in layer.parameters())
+    count = count_parameters
     full = count(MultiScaleRetention(D, HEADS))
     assert count(MultiScaleRetention(D, HEADS, swish_gate=False)) == full - D * 2 * D
     assert count(MultiScaleRetention(D, HEADS, group_norm=False)) == full
@@ -209,7 +210,7 @@ def test_block_is_equation_9(variant, rel_err):
 def test_paper_block_spends_12_d_squared():
     block = RetNetBlock(RetNetConfig(d_model=D, num_heads=HEADS))
     norms = 2 * 2 * D                                    # two LayerNorms, weight and bias
-    assert sum(p.numel() for p in block.parameters()) == 12 * D * D + norms
+    assert count_parameters(block) == 12 * D * D + norms
 
 
 # ---------------------------------------------------------------- bad input

@@ -44,11 +44,6 @@ def test_rounded_through_collapses_the_slow_default_heads():
     assert in_float32[:20] == gammas[:20].tolist() and in_float32[20] == 1.0
 
 
-def test_dtype_name():
-    assert [numerics.dtype_name(d) for d in (torch.float32,
-                                             torch.bfloat16)] == ["float32", "bfloat16"]
-
-
 def test_sweep_measures_every_form_against_the_truth_and_the_parallel_form():
     rows = numerics.sweep((8, 40), (torch.float32, torch.bfloat16), heads=2, d=8,
                           chunk_sizes=(4, 16),

@@ -329,3 +329,16 @@ def test_causal_decay_from_the_powers_equals_the_decay_matrix(dtype):
     for T in (1, 2, 37):
         assert torch.equal(decay.causal_decay(T, log_g, dtype),
                            decay.decay_matrix(T, log_g).to(dtype))
+
+
+def test_geometric_sum_equals_the_sum_it_names_in_numpy_and_torch_and_at_gamma_one():
+    geometric_sum = decay.geometric_sum
+    log_g = np.log(np.array([0.5, 0.97, 1 - 2.0 ** -20, 1.0]))
+    counts = np.arange(6.0)[:, None]                                    # (6, 1) against (4,)
+    explicit = np.array([[sum(g ** i for i in range(int(n))) for g in np.exp(log_g)]
+                         for n in counts[:, 0]])
+    assert np.allclose(geometric_sum(counts, log_g), explicit, rtol=1e-13, atol=0)
+    assert geometric_sum(counts, log_g)[:, -1].tolist() == list(range(6))      # γ = 1: count
+    at = torch.tensor(5.0, dtype=torch.float64)                                # a 0-d tensor count
+    assert torch.allclose(geometric_sum(at, torch.from_numpy(log_g)), torch.from_numpy(explicit[5]),
+                          rtol=1e-13, atol=0)

@@ -5,8 +5,9 @@ import torch
 from torch._dynamo.testing import CompileCounterWithBackend
 
 from helpers import token_ids
+from retnet_ref.presets import count_parameters
 from retnet_ref.rotation import rotate
-from retnet_ref.transformer import KVCache, Transformer, TransformerConfig, count_parameters
+from retnet_ref.transformer import KVCache, Transformer, TransformerConfig
 
 
 def tiny_model(seed=0, dtype=torch.float64, **overrides):

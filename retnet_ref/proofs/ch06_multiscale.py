@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from .common import assert_identity
+from .common import assert_identity, decay_matrix_symbolic
 
 
 def _layer_norm(xs, eps):
@@ -156,7 +156,7 @@ def prove_normalisation_row_scalars(length: int = 3, d_k: int = 2, d_v: int = 2)
     gamma = sp.Symbol("gamma", positive=True)
     q, k, v = _symbol_rows("q", length, d_k), _symbol_rows("k", length,
                                                            d_k), _symbol_rows("v", length, d_v)
-    D = sp.Matrix(length, length, lambda n, m: gamma ** (n - m) if n >= m else 0)
+    D = decay_matrix_symbolic(length, gamma)                         # Eq. 5's D
     c = [sum(D.row(n)) for n in range(length)]
     # D̃_nm = D_nm / sqrt(c_n);  R = (Q K^T / sqrt(d_k)) ⊙ D̃;  R̃_nm = R_nm / max(|Σ_i R_ni|, 1)
     D_tilde = sp.Matrix(length, length, lambda n, m: D[n, m] / sp.sqrt(c[n]))
