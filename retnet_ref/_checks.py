@@ -15,8 +15,16 @@ import torch
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 COMPLEX_GAMMA_HINT = (" (γ is the real decay |γ e^{iθ}|: the rotation e^{iθ} is applied to q and "
-                      "k, by "
-                      "retnet_ref.rotation.rotate)")
+                      "k, by retnet_ref.rotation.rotate)")
+
+
+def check_choice(value, choices, name: str) -> str:
+    """value if it is one of the strings `choices` (a tuple, or a dict's keys); else a ValueError
+    that names the argument and lists the choices."""
+    choices = tuple(choices)
+    if not (isinstance(value, str) and value in choices):
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
 
 
 def check_gamma_value(gamma, name: str = "gamma") -> float:

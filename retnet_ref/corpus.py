@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._checks import check_choice
 from .argtypes import non_negative_int
 from .paths import project_root
 
@@ -208,8 +209,7 @@ def load_manifest(folder: Path) -> dict:
 
 def load_split(folder: Path, split: str, manifest: dict | None = None) -> np.ndarray:
     """One split's tokens (1-D uint8), checked against the manifest (size and SHA-256)."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    check_choice(split, SPLITS, "split")
     manifest = load_manifest(folder) if manifest is None else manifest
     entry = manifest["splits"][split]
     tokens = np.load(Path(folder) / entry["file"])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ._checks import check_gamma_value, check_positive_int
+from ._checks import check_choice, check_gamma_value, check_positive_int
 
 GAMMA_SCHEDULES = ("default", "linspace")   # the kinds of gamma_gap_schedule
 
@@ -26,11 +26,9 @@ def gamma_gap_schedule(num_heads: int, kind: str = "default") -> np.ndarray:
     kind="linspace": 1 - γ_h = exp(linspace(log 1/32, log 1/512, H))  (the paper's experiments)
     """
     check_positive_int(num_heads, "num_heads")
-    if kind == "default":
+    if check_choice(kind, GAMMA_SCHEDULES, "kind") == "default":
         return np.exp2(-5.0 - np.arange(num_heads, dtype=np.float64))
-    if kind == "linspace":
-        return np.exp(np.linspace(np.log(1 / 32), np.log(1 / 512), num_heads))
-    raise ValueError(f"kind must be one of {GAMMA_SCHEDULES}, got {kind!r}")
+    return np.exp(np.linspace(np.log(1 / 32), np.log(1 / 512), num_heads))
 
 
 def log_gamma_schedule(num_heads: int, kind: str = "default") -> np.ndarray:

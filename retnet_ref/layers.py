@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import check_gammas, check_positive_int
+from ._checks import check_choice, check_gammas, check_positive_int
 from .decay import gamma_schedule
 from .exact_buffers import ExactBuffers
 from .kernels import check_backend, check_tile_height, triton_normalized_step_
@@ -39,7 +39,6 @@ from .retention import accumulation_dtype
 from .rotation import rotate_by, rotation_factors, theta_schedule
 from .state import RetentionState, check_mode
 
-NORM_KINDS = ("layernorm", "rmsnorm")
 ACTIVATIONS = {"gelu": F.gelu, "swish": F.silu, "relu": F.relu}
 
 
@@ -65,13 +64,14 @@ class RMSNorm(nn.Module):
         return y * self.weight if self.weight is not None else y
 
 
+NORMS = {"layernorm": lambda dim, eps, affine: nn.LayerNorm(dim, eps=eps, elementwise_affine=affine,
+                                                             bias=affine),
+         "rmsnorm": lambda dim, eps, affine: RMSNorm(dim, eps=eps, affine=affine)}
+
+
 def make_norm(kind: str, dim: int, eps: float, affine: bool = True) -> nn.Module:
-    """LayerNorm or RMSNorm over the last dimension."""
-    if kind == "layernorm":
-        return nn.LayerNorm(dim, eps=eps, elementwise_affine=affine, bias=affine)
-    if kind == "rmsnorm":
-        return RMSNorm(dim, eps=eps, affine=affine)
-    raise ValueError(f"norm must be one of {NORM_KINDS}, got {kind!r}")
+    """LayerNorm or RMSNorm (a key of NORMS) over the last dimension."""
+    return NORMS[check_choice(kind, NORMS, "norm")](dim, eps, affine)
 
 
 class StepFactors(NamedTuple):
@@ -111,13 +111,12 @@ class MultiScaleRetention(ExactBuffers):
                  group_norm: bool = True):
         super().__init__()
         d_model, num_heads, value_dim = self._widths(d_model, num_heads, value_dim)
-        if normalisation not in NORMALISATIONS:
-            raise ValueError(
-                f"normalisation must be one of {NORMALISATIONS}, got {normalisation!r}"
-            )
+        check_choice(normalisation, NORMALISATIONS, "normalisation")
+        check_choice(head_norm, NORMS, "head_norm")
         self.d_model, self.num_heads, self.value_dim = d_model, num_heads, value_dim
         self.key_head_dim, self.value_head_dim = d_model // num_heads, value_dim // num_heads
-        self.normalisation, self.detach_normaliser = normalisation, bool(detach_normaliser)
+        self.normalisation = normalisation
+        self.detach_normaliser = check_switch(detach_normaliser, "detach_normaliser")
         self.swish_gate = check_switch(swish_gate, "swish_gate")
         self.group_norm = check_switch(group_norm, "group_norm")
         self.backend = check_backend(backend)
@@ -268,8 +267,7 @@ class FeedForward(nn.Module):
 
     def __init__(self, d_model: int, ffn_dim: int, activation: str = "gelu", gated: bool = False):
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {activation!r}")
+        check_choice(activation, ACTIVATIONS, "activation")
         d_model, ffn_dim = check_positive_int(d_model,
                                               "d_model"), check_positive_int(ffn_dim, "ffn_dim")
         self.activation = ACTIVATIONS[activation]

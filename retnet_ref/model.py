@@ -26,7 +26,13 @@ import torch
 from torch import nn
 
 from . import torchscale
-from ._checks import check_gammas, check_positive_int, check_token_range, check_token_tensor
+from ._checks import (
+    check_choice,
+    check_gammas,
+    check_positive_int,
+    check_token_range,
+    check_token_tensor,
+)
 from .decay import GAMMA_SCHEDULES
 from .generation import generate_tokens
 from .kernels import check_backend, check_tile_height
@@ -84,9 +90,7 @@ class RetNetConfig:
     def __post_init__(self):
         self._check_given_fields()
         resolved = self._resolved_fields()
-        if resolved["activation"] not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got "
-                             f"{self.activation!r}")
+        check_choice(resolved["activation"], ACTIVATIONS, "activation")
         if not (isinstance(self.norm_eps, numbers.Real) and self.norm_eps >= 0):
             raise ValueError(f"norm_eps must be a real number >= 0, got {self.norm_eps!r}")
         for name, value in resolved.items():
@@ -99,8 +103,7 @@ class RetNetConfig:
             check_positive_int(getattr(self, name), name)
         for name in ("swish_gate", "group_norm"):
             check_switch(getattr(self, name), name)
-        if self.variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        check_choice(self.variant, VARIANTS, "variant")
         if isinstance(self.gamma, str):
             if self.gamma not in GAMMA_SCHEDULES:
                 raise ValueError(f"gamma must be one of {GAMMA_SCHEDULES} or one value per head, "
@@ -110,9 +113,7 @@ class RetNetConfig:
         if isinstance(self.embed_scale, bool) or not isinstance(self.embed_scale, numbers.Real) \
                 or not math.isfinite(self.embed_scale) or self.embed_scale <= 0:
             raise ValueError(f"embed_scale must be a finite number > 0, got {self.embed_scale!r}")
-        if self.normalisation not in NORMALISATIONS:
-            raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got "
-                             f"{self.normalisation!r}")
+        check_choice(self.normalisation, NORMALISATIONS, "normalisation")
         if check_backend(self.backend) == "triton":
             check_tile_height(self.chunk_size)
 
@@ -126,9 +127,10 @@ class RetNetConfig:
                     else check_positive_int(self.value_dim, "value_dim"),
             ffn_dim=default_width if self.ffn_dim is None
                     else check_positive_int(self.ffn_dim, "ffn_dim"),
-            activation=self.activation or ("swish" if official else "gelu"),
+            activation=("swish" if official else "gelu") if self.activation is None
+                    else self.activation,
             detach_normaliser=official if self.detach_normaliser is None
-                    else bool(self.detach_normaliser),
+                    else check_switch(self.detach_normaliser, "detach_normaliser"),
             gamma=self.gamma if isinstance(self.gamma, str)
                     else tuple(float(g) for g in self.gamma),
             norm_kind="rmsnorm" if official else "layernorm",

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import check_torch_qkv
+from ._checks import check_choice, check_torch_qkv
 from .decay import chunk_decay, decay_row_sum, geometric_sum, xi, zeta
 from .retention import (
     _chunkwise,
@@ -127,7 +127,7 @@ def normalized_retention(q, k, v, gamma, mode="parallel", chunk_size=None, state
     """
     check_torch_qkv(q, k, v)
     chunk_size = check_mode(mode, chunk_size)
-    check_normalisation(normalisation)
+    check_choice(normalisation, NORMALISATIONS, "normalisation")
     if state is not None:
         if not isinstance(state, RetentionState):
             raise TypeError(f"state must be a RetentionState or None, got {type(state).__name__}")
@@ -135,11 +135,6 @@ def normalized_retention(q, k, v, gamma, mode="parallel", chunk_size=None, state
     return _normalized(q, k, v, log_gamma_per_head(gamma, q), mode, chunk_size, state,
                        normalisation,
                        detach_normaliser)
-
-
-def check_normalisation(normalisation):
-    if normalisation not in NORMALISATIONS:
-        raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
 
 
 def _normalized(q, k, v, log_g, mode, chunk_size, state, normalisation, detach_normaliser,

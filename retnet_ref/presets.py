@@ -7,6 +7,8 @@ sizes", §3.1: d_model, layers, heads). The paper does not fix a vocabulary; bot
 """
 from __future__ import annotations
 
+from ._checks import check_choice
+
 PAPER_VOCAB_SIZE = 32000
 
 SIZES = {
@@ -26,6 +28,4 @@ def count_parameters(module) -> int:
 
 def preset_sizes(name: str) -> dict:
     """The sizes of preset `name` (a fresh dict: vocab_size, d_model, num_layers, num_heads)."""
-    if name not in SIZES:
-        raise ValueError(f"preset name must be one of {tuple(SIZES)}, got {name!r}")
-    return dict(SIZES[name])
+    return dict(SIZES[check_choice(name, SIZES, "preset name")])

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._checks import check_positive_int
+from ._checks import check_choice, check_positive_int
 
 MODES = ("parallel", "recurrent", "chunkwise")
 
@@ -92,9 +92,7 @@ class RetentionState:
 
 def check_mode(mode, chunk_size):
     """mode one of MODES; chunk_size a positive integer for chunkwise and None otherwise."""
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if mode == "chunkwise":
+    if check_choice(mode, MODES, "mode") == "chunkwise":
         if chunk_size is None:
             raise ValueError("chunk_size is required for mode='chunkwise'")
         return check_positive_int(chunk_size, "chunk_size")

@@ -14,7 +14,7 @@ from retnet_ref import cost, reference
 from retnet_ref.decay import gamma_schedule
 from retnet_ref.generation import sample_next
 from retnet_ref.layers import FeedForward, MultiScaleRetention
-from retnet_ref.model import RetNetConfig
+from retnet_ref.model import RetNet, RetNetConfig
 from retnet_ref.retention import chunkwise_retention, parallel_retention, recurrent_retention
 from retnet_ref.transformer import TransformerConfig
 
@@ -506,3 +506,34 @@ def test_torch_gamma_of_booleans(form, gamma):
 def test_model_gamma_of_booleans(gamma):
     with pytest.raises(TypeError, match="^gamma must"):
         RetNetConfig(gamma=gamma)
+
+
+# every string option of the package, through its public entry point: name → a call taking it
+SELECTORS = {
+    "activation": lambda v: RetNetConfig(vocab_size=16, d_model=8, num_heads=2, activation=v),
+    "variant": lambda v: RetNetConfig(vocab_size=16, d_model=8, num_heads=2, variant=v),
+    "normalisation": lambda v: MultiScaleRetention(8, 2, normalisation=v),
+    "head_norm": lambda v: MultiScaleRetention(8, 2, head_norm=v, group_norm=False),
+    "backend": lambda v: MultiScaleRetention(8, 2, backend=v),
+    "kind": lambda v: gamma_schedule(4, kind=v),
+    "mode": lambda v: RetNet(RetNetConfig(vocab_size=16, d_model=8, num_heads=2))(
+        torch.zeros(1, 3, dtype=torch.long), mode=v),
+    "preset name": lambda v: RetNetConfig.preset(v),
+}
+
+
+@pytest.mark.parametrize("value", ["nope", "", ["layernorm"], 3])
+@pytest.mark.parametrize("name", SELECTORS)
+def test_every_string_option_names_itself_and_its_choices_whatever_the_bad_value(name, value):
+    # a list is unhashable: `in` a dict's keys would raise a bare TypeError
+    with pytest.raises(ValueError, match=rf"^{name} must be one of \(.*\), got "):
+        SELECTORS[name](value)
+
+
+@pytest.mark.parametrize("make", [
+    lambda v: RetNetConfig(vocab_size=16, d_model=8, num_heads=2, detach_normaliser=v),
+    lambda v: MultiScaleRetention(8, 2, detach_normaliser=v)])
+@pytest.mark.parametrize("value", ["no", 0, 1.0])
+def test_detach_normaliser_is_true_or_false_not_anything_truthy(make, value):
+    with pytest.raises(ValueError, match="detach_normaliser must be True or False"):
+        make(value)

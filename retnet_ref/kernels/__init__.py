@@ -22,7 +22,7 @@ try:
 except ImportError:  # pragma: no cover - depends on the install
     triton = None
 
-from .._checks import check_positive_int
+from .._checks import check_choice, check_positive_int
 
 BACKENDS = ("torch", "triton")
 TILE_HEIGHTS = (16, 32, 64, 128)
@@ -47,9 +47,7 @@ def require_triton(*tensors: torch.Tensor) -> None:
 
 
 def check_backend(backend: str) -> str:
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    return backend
+    return check_choice(backend, BACKENDS, "backend")
 
 
 def check_tile_height(chunk_size) -> int:

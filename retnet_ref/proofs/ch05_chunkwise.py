@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import sympy as sp
 
+from .._checks import check_choice
 from .common import is_zero_matrix, recurrence_symbolic, retention_symbols
 
 
@@ -28,8 +29,7 @@ def chunkwise_variant(Q, K, V, gamma, chunk_size: int, S0, variant: str = "v4"):
     Returns (O (T, d_v), R_last (d_k, d_v)).  Not part of the package's forms: the correct one is
     retnet_ref.reference.chunkwise; this one exists to compare the variants on equal terms.
     """
-    if variant not in CHUNK_VARIANTS:
-        raise ValueError(f"variant must be one of {CHUNK_VARIANTS}, got {variant!r}")
+    check_choice(variant, CHUNK_VARIANTS, "variant")
     R, out = S0, []
     for start in range(0, Q.shape[0], chunk_size):
         q, k, v = (x[start:start + chunk_size] for x in (Q, K, V))             # (L, d) each
