@@ -7,7 +7,7 @@ Modules, one concept each:
     retention    batched PyTorch forms: parallel, recurrent, chunkwise
     state        what a layer and the model carry between calls (RetentionState, RetNetState), the
                  modes
-    normalized   the paper's three score normalisations, exact in every form
+    normalisation  the paper's three score normalisations, exact in every form
     torchscale   the official code's per-mode row scales and the conversion of its RetNetDecoder
     layers       MultiScaleRetention, FeedForward, RetNetBlock
     presets      the model sizes both language models share (tiny and the paper's 1.3B, 2.7B, 6.7B)

@@ -53,44 +53,56 @@ VERIFY_CHUNK_SIZE = 48
 
 
 def _verify(args) -> int:
+    if "cuda" in (args.device or ()):
+        import torch
+
+        if not torch.cuda.is_available():
+            args.parser.error("--device cuda: no CUDA device is available")
     if args.impl:
         if args.long_lengths is not None:
-            args.parser.error("--long-lengths: the report of the package's own forms; with --impl, "
-                              "--long")
+            args.parser.error("--long-lengths: only in the report of the package's own forms (with "
+                              "--impl, put the long lengths in --lengths)")
         return run_conformance(args, args.parser)
     misplaced = options_without_impl(args)
     if misplaced:
         args.parser.error(f"{', '.join(misplaced)}: only with --impl PKG.MODULE:FUNCTION")
-    from .verify import HEADER, LONG_LENGTHS, format_row, iter_rows, long_rows
-
-    args.lengths = args.lengths or VERIFY_LENGTHS
-    args.chunk_size = args.chunk_size or VERIFY_CHUNK_SIZE
-    skipped = [T for T in args.lengths if T > args.recurrent_max_length]
-    if skipped:
-        print(f"recurrent form skipped at T = {', '.join(map(str, skipped))} (a Python loop over "
-              "tokens; "
-              f"--recurrent-max-length {max(skipped)} keeps it)\n")
-    print(HEADER, "-" * len(HEADER), sep="\n", flush=True)
-    rows = []
-    long = () if args.long_lengths is None else tuple(args.long_lengths or LONG_LENGTHS)
-    for row in chain(iter_rows(lengths=tuple(args.lengths), chunk_size=args.chunk_size,
-                               devices=args.device or None,
-                               recurrent_max_length=args.recurrent_max_length),
-                     long_rows(lengths=long, chunk_size=args.chunk_size, devices=args.device
-                               or None)):
-        print(format_row(row), flush=True)
-        rows.append(row)
+    rows = _print_verify_rows(args)
     failed = [r for r in rows if not r.passed]
-    worst = {}
-    for r in rows:
-        key = (r.device, r.dtype)
-        worst[key] = max(worst.get(key, 0.0), r.error)
-    print()
-    for (device, dtype), err in worst.items():
-        print(f"worst relative error  {device:<5} {dtype:<9} {err:.2e}")
+    _print_worst_errors(rows)
     print(f"\n{len(rows) - len(failed)} of {len(rows)} comparisons passed"
           + (", FAILED: " + str(len(failed)) if failed else ""))
     return 1 if failed else 0
+
+
+def _print_verify_rows(args) -> list:
+    """Print the report's rows as they are measured (the recurrent form's skipped lengths first) →
+    the rows."""
+    from .verify import HEADER, LONG_LENGTHS, format_row, iter_rows, long_rows
+
+    lengths, chunk_size = args.lengths or VERIFY_LENGTHS, args.chunk_size or VERIFY_CHUNK_SIZE
+    skipped = [T for T in lengths if T > args.recurrent_max_length]
+    if skipped:
+        print(f"recurrent form skipped at T = {', '.join(map(str, skipped))} (a Python loop over "
+              f"tokens; --recurrent-max-length {max(skipped)} keeps it)\n")
+    print(HEADER, "-" * len(HEADER), sep="\n", flush=True)
+    long = () if args.long_lengths is None else tuple(args.long_lengths or LONG_LENGTHS)
+    devices = args.device or None
+    rows = []
+    for row in chain(iter_rows(lengths=tuple(lengths), chunk_size=chunk_size, devices=devices,
+                               recurrent_max_length=args.recurrent_max_length),
+                     long_rows(lengths=long, chunk_size=chunk_size, devices=devices)):
+        print(format_row(row), flush=True)
+        rows.append(row)
+    return rows
+
+
+def _print_worst_errors(rows):
+    worst = {}
+    for r in rows:
+        worst[r.device, r.dtype] = max(worst.get((r.device, r.dtype), 0.0), r.error)
+    print()
+    for (device, dtype), err in worst.items():
+        print(f"worst relative error  {device:<5} {dtype:<9} {err:.2e}")
 
 
 def missing_modules(names) -> list[str]:
@@ -134,8 +146,7 @@ def _execute_notebooks(args) -> int:
     missing = missing_modules(NOTEBOOK_MODULES)
     if missing:
         print(f"python -m retnet_ref notebooks needs {', '.join(missing)}, which the dev extra "
-              "brings: "
-              + INSTALL_DEV, file=sys.stderr)
+              "brings: " + INSTALL_DEV, file=sys.stderr)
         return 1
     try:
         paths = _notebook_paths(args)
@@ -169,82 +180,73 @@ def _execute_notebooks(args) -> int:
     return status
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m retnet_ref", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"retnet_ref {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+VERIFY_DESCRIPTION = (
+    "Run parallel, recurrent and chunkwise retention on seeded random inputs for each device (cpu, "
+    "cuda when present), dtype (float64, float32, bfloat16) and length; print the max relative "
+    "error of each form against the float64 parallel form (itself checked against the NumPy "
+    "reference), of the forms against each other and of a chunked state hand-off, with the "
+    "tolerance and pass/fail. Exits 1 if any comparison fails. Tolerances and their reasons: "
+    "retnet_ref/verify.py. With --impl, the conformance report of your own retention function "
+    "against the float64 reference instead (example below).")
 
+
+def add_verify_parser(sub) -> argparse.ArgumentParser:
     verify = sub.add_parser(
         "verify", help="equivalence report: form pairs x dtypes x devices x lengths (--impl: of "
                        "your own function)",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=CONFORMANCE_EXAMPLE,
-        description=textwrap.fill("Run parallel, recurrent and chunkwise retention on seeded "
-                                  "random inputs for each "
-                    "device (cpu, cuda when present), dtype (float64, float32, bfloat16) and "
-                    "length; print "
-                    "the max relative error of each form against the float64 parallel form (itself "
-                    "checked "
-                    "against the NumPy reference), of the forms against each other and of a "
-                    "chunked state "
-                    "hand-off, with the tolerance and pass/fail. Exits 1 if any comparison fails. "
-                    "Tolerances and their reasons: retnet_ref/verify.py. With --impl, the "
-                    "conformance report of "
-                    "your own retention function against the float64 reference instead (example "
-                    "below).", 100))
-    verify.add_argument("--lengths", type=positive_int, nargs="+",
-                        help="sequence lengths T (default: 64 256 1024; with --impl: 1 4C 6C+C/4 "
-                             "18C+3C/4)")
-    verify.add_argument("--chunk-size", type=positive_int,
-                        help="chunk size of the chunkwise form (default: 48, so that no default "
-                             "length is a "
-                             "whole number of chunks; with --impl: the chunk size the function "
-                             "always uses, "
-                             "else 16)")
-    verify.add_argument("--recurrent-max-length", type=positive_int, default=1024, metavar="T",
-                        help="longest T at which the recurrent form (a Python loop over tokens) "
-                             "runs (default: 1024)")
-    verify.add_argument("--long-lengths", type=positive_int, nargs="*", metavar="T",
-                        help="also check float32 chunkwise and recurrent against the float64 truth "
-                             "at these long "
-                             "lengths (default: 65536), head by head for the slowest default heads "
-                             "and γ = 1 "
-                             "(seconds per length on a CPU)")
-    verify.add_argument("--device", action="append", choices=["cpu", "cuda"],
-                        help="restrict to a device (repeatable); default: cpu and cuda if present")
+        description=textwrap.fill(VERIFY_DESCRIPTION, 100))
+    add = verify.add_argument
+    add("--lengths", type=positive_int, nargs="+",
+        help="sequence lengths T (default: 64 256 1024; with --impl: 1 4C 6C+C/4 18C+3C/4)")
+    add("--chunk-size", type=positive_int,
+        help="chunk size of the chunkwise form (default: 48, so that no default length is a whole "
+             "number of chunks; with --impl: the chunk size the function always uses, else 16)")
+    add("--recurrent-max-length", type=positive_int, default=1024, metavar="T",
+        help="longest T at which the recurrent form (a Python loop over tokens) runs "
+             "(default: 1024)")
+    add("--long-lengths", type=positive_int, nargs="*", metavar="T",
+        help="also check float32 chunkwise and recurrent against the float64 truth at these long "
+             "lengths (default: 65536), head by head for the slowest default heads and γ = 1 "
+             "(seconds per length on a CPU)")
+    add("--device", action="append", choices=["cpu", "cuda"],
+        help="restrict to a device (repeatable); default: cpu and cuda if present")
     add_conformance_arguments(verify)
     verify.set_defaults(func=_verify, parser=verify)
+    return verify
 
+
+def add_notebooks_parser(sub) -> argparse.ArgumentParser:
     nbs = sub.add_parser(
         "notebooks", help="execute the notebooks into build/notebooks/ (.ipynb and HTML)",
         description="Execute notebooks top to bottom in a kernel running this interpreter. Default "
                     "folders are those of the checkout that holds the working directory, or of the "
                     "working directory outside a checkout; nothing is written where the package is "
                     "installed. Needs the dev extra.")
-    nbs.add_argument("paths", nargs="*",
-                     help="notebooks to run, or folders of them (default: all of notebooks/)")
-    nbs.add_argument("--out",
-                     help="folder for the executed .ipynb and .html (default: build/notebooks)")
-    nbs.add_argument("--figures", metavar="DIR",
-                     help=f"folder the notebooks save their figures in (default: ${FIGURES_ENV} if "
-                          "set, "
-                          "else figures/)")
-    nbs.add_argument("--inplace", action="store_true",
-                     help="rewrite the notebooks themselves with outputs")
+    add = nbs.add_argument
+    add("paths", nargs="*",
+        help="notebooks to run, or folders of them (default: all of notebooks/)")
+    add("--out", help="folder for the executed .ipynb and .html (default: build/notebooks)")
+    add("--figures", metavar="DIR",
+        help=f"folder the notebooks save their figures in (default: ${FIGURES_ENV} if set, else "
+             "figures/)")
+    add("--inplace", action="store_true", help="rewrite the notebooks themselves with outputs")
     nbs.set_defaults(func=_execute_notebooks, parser=nbs)
+    return nbs
 
 
-    add_bench_parser(sub)
-    add_corpus_parser(sub)
-    add_train_parser(sub)
-    add_compare_parser(sub)
+SUBCOMMANDS = (add_verify_parser, add_notebooks_parser, add_bench_parser, add_corpus_parser,
+               add_train_parser, add_compare_parser)
 
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m retnet_ref", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"retnet_ref {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add_subcommand in SUBCOMMANDS:
+        add_subcommand(sub)
     args = parser.parse_args(argv)
-    if args.command == "verify" and "cuda" in (args.device or ()):
-        import torch
-
-        if not torch.cuda.is_available():
-            verify.error("--device cuda: no CUDA device is available")
     args.argv = list(sys.argv[1:] if argv is None else argv)     # the command, as recorded by bench
     return args.func(args)
 

@@ -90,7 +90,7 @@ from .decay import gamma_schedule
 from .generation import capture_cuda_graph
 from .memory import available_bytes
 from .model import RetNet, RetNetConfig
-from .normalized import step_decay_factors
+from .normalisation import step_decay_factors
 from .presets import count_parameters
 from .processes import (
     Processes,
@@ -718,7 +718,7 @@ def triton_step(q, k, v, opts: Options) -> Callable:
                            torch.randn(B, H, d, device=q.device), 0)
     log_g = torch.log(torch.tensor(gamma_schedule(H), dtype=torch.float64, device=q.device))
     gap, floor = step_decay_factors(log_g, state.n, d, torch.float32)
-    return partial(kernels.triton_normalized_step_, q, k, v, state, gap, floor)
+    return partial(kernels.triton_normalised_step_, q, k, v, state, gap, floor)
 
 
 def decode_suite(opts: Options, timer: Timer, bandwidth: float, fla: FlaKernels | None,
@@ -743,7 +743,7 @@ def decode_suite(opts: Options, timer: Timer, bandwidth: float, fla: FlaKernels 
                           result=eager_and_graphed(partial(recurrent_retention, q, k, v, gamma,
                                                            state=S), timer))]
         reason = triton_reason(device)
-        rows.append(state_row("triton_normalized_step", result=not_measured(UNAVAILABLE, reason)
+        rows.append(state_row("triton_normalised_step", result=not_measured(UNAVAILABLE, reason)
                               if reason
                               else eager_and_graphed(triton_step(q, k, v, opts), timer)))
         if fla is None:

@@ -18,9 +18,9 @@ The truth (float64, CPU) is this package's retention with the declared conventio
 scaled, q and k rotated by retnet_ref.rotation.rotate when the rotation is inside, and
     none        o_n = Σ_{m≤n} γ^(n-m) (q_n · k_m) v_m + γ^(n+1) q_n S_0   (Eq. 7 in one chunk: Eq. 5
                 + S_0)
-    paper       the paper's three normalisations, the same in every form (retnet_ref.normalized,
+    paper       the paper's three normalisations, the same in every form (retnet_ref.normalisation,
                 "exact")
-    torchscale  the official code's row scales, which differ per form (retnet_ref.normalized,
+    torchscale  the official code's row scales, which differ per form (retnet_ref.normalisation,
                 "torchscale")
 
 Rows: each form against the truth at several lengths (a single token, whole chunks, a ragged last
@@ -58,7 +58,7 @@ import torch
 
 from .checking import TOLERANCE, dtype_name, random_inputs, relative_error
 from .decay import gamma_schedule
-from .normalized import normalized_retention
+from .normalisation import normalised_retention
 from .retention import chunkwise_retention
 from .rotation import rotate, theta_schedule
 from .verify import available_devices, ragged_split
@@ -303,7 +303,7 @@ def truth(conv: Conventions, form, q, k, v, gamma, chunk_size=None, state=None):
         return chunkwise_retention(q, k, v, gamma, whole, state=None if state is None
                                    else state.to("cpu", torch.float64))
     mode = form if conv.normalisation == "torchscale" else "parallel"
-    o, _ = normalized_retention(q, k, v, gamma, mode=mode, chunk_size=chunk_size
+    o, _ = normalised_retention(q, k, v, gamma, mode=mode, chunk_size=chunk_size
                                 if mode == "chunkwise" else None,
                                 normalisation="exact" if conv.normalisation == "paper"
                                 else "torchscale")

@@ -12,7 +12,7 @@ import math
 import numpy as np
 import torch
 
-from . import cost, decay, normalized, reference, rotation
+from . import cost, decay, normalisation, reference, rotation
 from .checking import check, claim, exercise, given, random_inputs, relative_error
 from .numerics import max_rounding_error, rounded_gamma_errors, sweep, unit_roundoff, worst_error
 from .results import training_summary
@@ -262,7 +262,7 @@ def _official_outputs():
     gen = torch.Generator().manual_seed(1)
     q, k, v = (torch.randn(2, 4, 37, d, generator=gen, dtype=torch.float64) for d in (16, 16, 32))
     gammas = decay.gamma_schedule(4).tolist()
-    return [normalized.normalized_retention(q, k, v, gammas, mode, normalisation="torchscale")[0]
+    return [normalisation.normalised_retention(q, k, v, gammas, mode, normalisation="torchscale")[0]
             for mode in ("parallel", "recurrent")]
 
 
@@ -292,7 +292,7 @@ def ex06_4(normalised_step) -> None:
         for n in range(40):
             o_n, S, z, count = normalised_step(S, z, count, q[n], k[n], v[n], 0.95)
             outputs.append(o_n)
-        expected, _ = normalized.normalized_retention(*(torch.from_numpy(x)[None, None]
+        expected, _ = normalisation.normalised_retention(*(torch.from_numpy(x)[None, None]
                                                         for x in (q, k, v)), [0.95])
         check("your normalised recurrent form vs the package's",
               relative_error(np.stack(outputs), expected[0, 0]))

@@ -1,7 +1,7 @@
 """The RetNet layer: gated multi-scale retention (Eq. 8), the feed-forward network and the block
 (Eq. 9).
 
-    head_i = Retention_i(X)                    one γ per head, normalised (retnet_ref.normalized)
+    head_i = Retention_i(X)                    one γ per head, normalised (retnet_ref.normalisation)
     Y      = GroupNorm_h(concat(head_1..h))    a norm over each head's d_v features, per token
     MSR(X) = (swish(X W_G) ⊙ Y) W_O
     block:   Y = MSR(LN(X)) + X;   X' = FFN(LN(Y)) + Y
@@ -33,8 +33,8 @@ from torch import nn
 from ._checks import check_choice, check_gammas, check_positive_int
 from .decay import gamma_schedule
 from .exact_buffers import ExactBuffers
-from .kernels import check_backend, check_tile_height, triton_normalized_step_
-from .normalized import NORMALISATIONS, _normalized, normalized_step_, step_decay_factors
+from .kernels import check_backend, check_tile_height, triton_normalised_step_
+from .normalisation import NORMALISATIONS, _normalised, normalised_step_, step_decay_factors
 from .retention import accumulation_dtype
 from .rotation import rotate_by, rotation_factors, theta_schedule
 from .state import RetentionState, check_mode
@@ -75,9 +75,9 @@ def make_norm(kind: str, dim: int, eps: float, affine: bool = True) -> nn.Module
 
 
 class StepFactors(NamedTuple):
-    """What a decode step at one position needs besides the weights (normalized.step_decay_factors):
-    cos, sin (1, d_k/2) of the rotation, the decay gap 1 - γ (H, 1, 1), the divisor floor sqrt(d_k
-    c_n) (H, 1)."""
+    """What a decode step at one position needs besides the weights
+    (normalisation.step_decay_factors): cos, sin (1, d_k/2) of the rotation, the decay gap 1 - γ
+    (H, 1, 1), the divisor floor sqrt(d_k c_n) (H, 1)."""
 
     cos: torch.Tensor
     sin: torch.Tensor
@@ -183,7 +183,7 @@ class MultiScaleRetention(ExactBuffers):
         q, k, v = self._rotated_heads(x,
                                       *rotation_factors(x.shape[1], self.theta, offset, x.dtype,
                                                         x.device))
-        heads, state = _normalized(q, k, v, self.log_gamma, mode, chunk_size, state,
+        heads, state = _normalised(q, k, v, self.log_gamma, mode, chunk_size, state,
                                    self.normalisation,
                                    self.detach_normaliser, self.backend)  # (B, H, T, d_v)
         return self._gated_output(x, heads), state
@@ -221,7 +221,7 @@ class MultiScaleRetention(ExactBuffers):
         """
         f = self.step_factors(state.n, x.dtype) if factors is None else factors
         q, k, v = self._rotated_heads(x, f.cos, f.sin)
-        step = normalized_step_ if self.backend == "torch" else triton_normalized_step_
+        step = normalised_step_ if self.backend == "torch" else triton_normalised_step_
         heads = step(q, k, v, state, f.gap, f.floor, self.normalisation)            # (B, H, 1, d_v)
         return self._gated_output(x, heads)
 

@@ -37,7 +37,7 @@ from .decay import GAMMA_SCHEDULES
 from .generation import generate_tokens
 from .kernels import check_backend, check_tile_height
 from .layers import ACTIVATIONS, RetNetBlock, check_switch, make_norm
-from .normalized import NORMALISATIONS
+from .normalisation import NORMALISATIONS
 from .presets import preset_sizes
 from .retention import accumulation_dtype
 from .state import RetentionState, RetNetState, check_mode

@@ -1,7 +1,7 @@
 """What the recurrent and chunkwise forms carry from one call to the next, and how a call selects
 its form.
 
-    RetentionState   one retention layer: S, z and the number of tokens seen (normalized.py,
+    RetentionState   one retention layer: S, z and the number of tokens seen (normalisation.py,
                      layers.py)
     RetNetState      the whole model: one RetentionState per layer (model.py)
     MODES, check_mode  the three forms a layer or the model runs (Eq. 5, 6, 7), and the chunk size

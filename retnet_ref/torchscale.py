@@ -1,8 +1,8 @@
 """Everything that reproduces the official implementation, torchscale 0.3.0: its per-mode row scales
 and the conversion of its RetNetDecoder's weights (RetNet.from_torchscale).
 
-The row scales (normalisation="torchscale", retnet_ref.normalized) differ per mode: the parallel
-mode applies the paper's three normalisations exactly (normalized.exact_row_scale); the recurrent
+The row scales (normalisation="torchscale", retnet_ref.normalisation) differ per mode: the parallel
+mode applies the paper's three normalisations exactly (normalisation.exact_row_scale); the recurrent
 mode only (1) and (2); the chunkwise mode (2) with the row sums of the chunk alone, and (3) replaced
 by max(Σ_m |R_nm| within the chunk, max-column-abs-sum of the carried state, 1). Rows are still
 proportional to the plain output o_n, so after a per-head norm with ε = 0 the modes agree, and with

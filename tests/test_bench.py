@@ -135,7 +135,7 @@ def test_decode_suite(tmp_path, capsys):
     report, out = run_bench(tmp_path, capsys, "--suite", "decode", *DECODE)
     rows = report["decode"]
     assert [(r["method"], r["context"]) for r in rows] == [
-        ("recurrent_retention", None), ("triton_normalized_step", None),
+        ("recurrent_retention", None), ("triton_normalised_step", None),
                                                            ("fla_fused_recurrent_retention", None),
         ("sdpa_kv_cache", 8), ("sdpa_kv_cache", 32)]
     recurrent, fused, fla, *attention = rows

@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from retnet_ref import reference
-from retnet_ref.normalized import normalized_retention
+from retnet_ref.normalisation import normalised_retention
 from retnet_ref.retention import chunkwise_retention, parallel_retention, recurrent_retention
 
 GAMMAS = [0.9, 1.0]
@@ -43,7 +43,7 @@ def torch_forms(chunk_size):
 
 
 def _normalised(q, k, v, mode, chunk_size):
-    o, state = normalized_retention(q, k, v, GAMMAS, mode, chunk_size if mode == "chunkwise"
+    o, state = normalised_retention(q, k, v, GAMMAS, mode, chunk_size if mode == "chunkwise"
                                     else None)
     return o, state.S
 

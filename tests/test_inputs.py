@@ -317,15 +317,15 @@ def test_complex_gamma_is_rejected_with_where_the_rotation_belongs(form, gamma):
         TORCH_FORMS[form](*torch_inputs(), gamma=gamma)
 
 
-def test_complex_state_is_rejected_by_normalized_retention():
-    from retnet_ref.normalized import normalized_retention
+def test_complex_state_is_rejected_by_normalised_retention():
+    from retnet_ref.normalisation import normalised_retention
     from retnet_ref.state import RetentionState
 
     q = torch.randn(1, 2, 3, 4, dtype=torch.float64)
     state = RetentionState(torch.zeros(1, 2, 4, 4, dtype=torch.complex128),
                            torch.zeros(1, 2, 4, dtype=torch.complex128), 0)
     with pytest.raises(TypeError, match="^state.S and state.z must have a real floating dtype"):
-        normalized_retention(q, q, q, [0.9, 0.5], "recurrent", state=state)
+        normalised_retention(q, q, q, [0.9, 0.5], "recurrent", state=state)
 
 
 @pytest.mark.parametrize("x", [torch.ones(1, 3, 4, dtype=torch.int64), np.ones((3, 4),

@@ -21,7 +21,7 @@ from retnet_ref import kernels  # noqa: E402
 from retnet_ref.checking import TOLERANCE, random_inputs, relative_error  # noqa: E402
 from retnet_ref.decay import gamma_schedule  # noqa: E402
 from retnet_ref.model import RetNet, RetNetConfig  # noqa: E402
-from retnet_ref.normalized import normalized_step_, step_decay_factors  # noqa: E402
+from retnet_ref.normalisation import normalised_step_, step_decay_factors  # noqa: E402
 from retnet_ref.retention import chunkwise_retention  # noqa: E402
 from retnet_ref.state import RetentionState  # noqa: E402
 
@@ -83,7 +83,7 @@ def test_chunkwise_empty_sequence_returns_the_state(device):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("normalisation", ["exact", "torchscale"])
 def test_fused_step_equals_the_pytorch_step(device, normalisation):
-    """Several steps of the fused kernel against normalized_step_: output, S, z and n. d_v = 200
+    """Several steps of the fused kernel against normalised_step_: output, S, z and n. d_v = 200
     spans four programs per head, so a program that read z after another had updated it would
     show."""
     B, H, d_k, d_v = 2, 4, 32, 200
@@ -95,8 +95,8 @@ def test_fused_step_equals_the_pytorch_step(device, normalisation):
         q, k = (torch.randn(B, H, 1, d_k, generator=gen).to(device) for _ in range(2))
         v = torch.randn(B, H, 1, d_v, generator=gen).to(device)
         gap, floor = step_decay_factors(log_g, theirs.n, d_k, torch.float32)
-        expected = normalized_step_(q, k, v, theirs, gap, floor, normalisation)
-        got = kernels.triton_normalized_step_(q, k, v, ours, gap, floor, normalisation)
+        expected = normalised_step_(q, k, v, theirs, gap, floor, normalisation)
+        got = kernels.triton_normalised_step_(q, k, v, ours, gap, floor, normalisation)
         assert relative_error(got, expected) < TOLERANCE[torch.float32]
         assert relative_error(ours.S, theirs.S) < TOLERANCE[torch.float32]
         assert relative_error(ours.z, theirs.z) < TOLERANCE[torch.float32]
@@ -206,14 +206,14 @@ def test_fused_step_in_a_cuda_graph_at_the_largest_preset_shape():
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):                                      # compile outside the capture
-        kernels.triton_normalized_step_(q, k, v, RetentionState(S.clone(), z.clone(), 9), gap,
+        kernels.triton_normalised_step_(q, k, v, RetentionState(S.clone(), z.clone(), 9), gap,
                                         floor)
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        out = kernels.triton_normalized_step_(q, k, v, ours, gap, floor)
+        out = kernels.triton_normalised_step_(q, k, v, ours, gap, floor)
     graph.replay()
-    expected = normalized_step_(q, k, v, theirs, gap, floor)
+    expected = normalised_step_(q, k, v, theirs, gap, floor)
     assert relative_error(out, expected) < TOLERANCE[torch.bfloat16]
     assert relative_error(ours.S, theirs.S) < TOLERANCE[torch.float32]
     assert relative_error(ours.z, theirs.z) < TOLERANCE[torch.float32]

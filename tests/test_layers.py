@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from retnet_ref.decay import gamma_schedule
 from retnet_ref.layers import FeedForward, MultiScaleRetention, RetNetBlock, RMSNorm
 from retnet_ref.model import RetNetConfig
-from retnet_ref.normalized import normalized_retention
+from retnet_ref.normalisation import normalised_retention
 from retnet_ref.presets import count_parameters
 from retnet_ref.retention import parallel_retention
 from retnet_ref.rotation import rotate, theta_schedule
@@ -88,7 +88,7 @@ def test_ablations_are_table_6_written_out(ablation, rel_err):
     y, _ = layer(x)
     B = x.shape[0]
     q, k, v = rotated_heads(layer, x)
-    o, _ = normalized_retention(q, k, v, layer.gamma)                          # (B, H, T, d_v)
+    o, _ = normalised_retention(q, k, v, layer.gamma)                          # (B, H, T, d_v)
     if ablation.get("group_norm", True):
         o = F.layer_norm(o, (2 * D // HEADS,), eps=1e-6)
     Y = o.transpose(1, 2).reshape(B, T, 2 * D)

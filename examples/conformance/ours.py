@@ -3,7 +3,7 @@
     python -m retnet_ref verify --impl examples/conformance/ours.py:forms
 """
 from retnet_ref.conformance import Conventions, Implementation
-from retnet_ref.normalized import normalized_retention
+from retnet_ref.normalisation import normalised_retention
 from retnet_ref.retention import chunkwise_retention, parallel_retention, recurrent_retention
 
 
@@ -20,9 +20,9 @@ def parallel_only(q, k, v, gamma, form, chunk_size=None, state=None):
 
 
 def normalised(normalisation):
-    """normalized_retention in each form, the output alone (its state holds z and n besides S)."""
+    """normalised_retention in each form, the output alone (its state holds z and n besides S)."""
     def retention(q, k, v, gamma, form, chunk_size=None, state=None):
-        return normalized_retention(q, k, v, gamma, mode=form, chunk_size=chunk_size,
+        return normalised_retention(q, k, v, gamma, mode=form, chunk_size=chunk_size,
                                     normalisation=normalisation)[0]
     return retention
 

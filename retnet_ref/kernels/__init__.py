@@ -2,10 +2,10 @@
 step.
 
     chunkwise_retention(q, k, v, gamma, chunk_size=64, state=None) → (o, R_last)
-    (kernels.chunkwise) normalized_step_(q, k, v, state, gap, floor, normalisation)     → õ
+    (kernels.chunkwise) normalised_step_(q, k, v, state, gap, floor, normalisation)     → õ
     (kernels.step)
 
-The same contract as the PyTorch forms in retnet_ref.retention and retnet_ref.normalized: layout
+The same contract as the PyTorch forms in retnet_ref.retention and retnet_ref.normalisation: layout
 (B, H, T, d), one γ per head, an initial state, the state after the last token in the accumulation
 dtype. They run on CUDA tensors, or on CPU tensors under Triton's interpreter (environment variable
 TRITON_INTERPRET=1 set before Triton is imported), which is how CI checks them without a GPU.
@@ -69,8 +69,8 @@ def chunkwise_retention(q, k, v, gamma, chunk_size: int = 64, state=None):
     return run(q, k, v, gamma, chunk_size, state)
 
 
-def triton_normalized_step_(q, k, v, state, gap, floor, normalisation="exact"):
-    """normalized.normalized_step_ as one fused kernel (kernels.step.normalized_step_)."""
+def triton_normalised_step_(q, k, v, state, gap, floor, normalisation="exact"):
+    """normalisation.normalised_step_ as one fused kernel (kernels.step.normalised_step_)."""
     require_triton(q)
-    from .step import normalized_step_
-    return normalized_step_(q, k, v, state, gap, floor, normalisation)
+    from .step import normalised_step_
+    return normalised_step_(q, k, v, state, gap, floor, normalisation)

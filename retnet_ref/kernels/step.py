@@ -4,7 +4,7 @@ divisor).
     S_{n+1} = S_n - (1 - γ) S_n + k_n^T v_n         z_{n+1} = z_n - (1 - γ) z_n + k_n
     o_n = q_n S_{n+1},  a_n = q_n · z_{n+1},          õ_n = o_n / max(|a_n|, sqrt(d_k c_n))
 
-The PyTorch step (normalized.normalized_step_) makes five passes over the state S: the decay, the
+The PyTorch step (normalisation.normalised_step_) makes five passes over the state S: the decay, the
 outer product, the read for q_n S_{n+1}, each a kernel of its own. Here each program owns the block
 S[b, h, :, j:j+BV] of one head: it reads the block once, updates it in registers, writes it back and
 sums q_n S_{n+1} from the same registers, so a step moves the state's bytes twice (read and write),
@@ -23,7 +23,7 @@ from . import require_triton
 
 
 @triton.jit
-def _normalized_step_kernel(q_ptr, k_ptr, v_ptr, S_ptr, z_ptr, gap_ptr, floor_ptr, o_ptr, H,
+def _normalised_step_kernel(q_ptr, k_ptr, v_ptr, S_ptr, z_ptr, gap_ptr, floor_ptr, o_ptr, H,
                             DK: tl.constexpr, DV: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
                             EXACT: tl.constexpr):
     bh, j = tl.program_id(0), tl.program_id(1)                         # (batch·head, block of d_v)
@@ -76,13 +76,13 @@ def _block(width: int, most: int) -> int:
     return min(most, triton.next_power_of_2(width))
 
 
-def normalized_step_(q, k, v, state, gap, floor, normalisation="exact"):
-    """normalized.normalized_step_ as one kernel: the same arguments, the same numbers, S and z in
-    place.
+def normalised_step_(q, k, v, state, gap, floor, normalisation="exact"):
+    """normalisation.normalised_step_ as one kernel: the same arguments, the same numbers, S and z
+    in place.
 
     q, k (B, H, 1, d_k) rotated, v (B, H, 1, d_v); state a RetentionState with float32 S and z;
-    gap (H, 1, 1) and floor (H, 1) from normalized.step_decay_factors. Returns õ (B, H, 1, d_v) in
-    q's dtype; state.n advances by one (on the device).
+    gap (H, 1, 1) and floor (H, 1) from normalisation.step_decay_factors. Returns õ (B, H, 1, d_v)
+    in q's dtype; state.n advances by one (on the device).
     """
     require_triton(q, state.S)
     if state.S.dtype != torch.float32 or not (state.S.is_contiguous() and state.z.is_contiguous()):
@@ -93,7 +93,7 @@ def normalized_step_(q, k, v, state, gap, floor, normalisation="exact"):
     out = torch.empty(B, H, 1, d_v, dtype=q.dtype, device=q.device)
     BK, BV = _block(d_k, 64), _block(d_v, 64)
     grid = (B * H, triton.cdiv(d_v, BV))
-    _normalized_step_kernel[grid](q_n, k_n, v_n, state.S, state.z, gap.reshape(H), floor.reshape(H),
+    _normalised_step_kernel[grid](q_n, k_n, v_n, state.S, state.z, gap.reshape(H), floor.reshape(H),
                                   out, H,
                                   DK=d_k, DV=d_v, BK=BK, BV=BV, EXACT=normalisation == "exact")
     _key_sum_kernel[(B * H,)](k_n, state.z, gap.reshape(H), H, DK=d_k, BK=BK)

@@ -144,18 +144,32 @@ def prove_running_key_sum(length: int = 5, d_k: int = 2, chunk_size: int = 3):
 def prove_normalisation_row_scalars(length: int = 3, d_k: int = 2, d_v: int = 2):
     """The paper's three normalisations (§2.2) divide output row n by one positive number σ_n:
 
-        R = (Q K^T / sqrt(d_k)) ⊙ D̃,  D̃_nm = D_nm / sqrt(c_n),  R̃_nm = R_nm / max(|Σ_i R_ni|, 1),
-        O = R̃ V o_n = (Σ_m γ^(n-m) (q_n · k_m) v_m) / σ_n,   σ_n = sqrt(d_k) sqrt(c_n) max(|Σ_i
-        R_ni|, 1) Σ_i R_ni = q_n · z_n / (sqrt(d_k) sqrt(c_n))
+        R = (Q K^T / sqrt(d_k)) ⊙ D̃,   D̃_nm = D_nm / sqrt(c_n),
+        R̃_nm = R_nm / max(|Σ_i R_ni|, 1),   O = R̃ V,
+        o_n = (Σ_m γ^(n-m) (q_n · k_m) v_m) / σ_n,   σ_n = sqrt(d_k) sqrt(c_n) max(|Σ_i R_ni|, 1),
+        Σ_i R_ni = q_n · z_n / (sqrt(d_k) sqrt(c_n)),
 
     and, with a_n = q_n · z_n, σ_n = max(|a_n|, sqrt(d_k c_n)) (one division per row, no clipping).
     Checked exactly for symbolic q, k, v of `length` tokens. Returns {"sigma_n", "compact":
-    max(|a_n|, sqrt(d_k c_n)), "row_sum": Σ_i R_ni} written with the symbols c_n, d_k and a_n = q_n
-    · z_n.
+    max(|a_n|, sqrt(d_k c_n)), "row_sum": Σ_i R_ni}, written with the symbols c_n, d_k and
+    a_n = q_n · z_n.
     """
+    _check_row_scalars(length, d_k, d_v)
+    c_n, dk = sp.Symbol("c_n", positive=True), sp.Symbol("d_k", positive=True)
+    a_n = sp.Symbol("a_n", real=True)                               # a_n = q_n · z_n
+    row_sum = a_n / (sp.sqrt(dk) * sp.sqrt(c_n))
+    sigma_n = sp.sqrt(dk) * sp.sqrt(c_n) * sp.Max(sp.Abs(row_sum), 1)
+    _check_scaled_max()
+    return {"sigma_n": sigma_n, "compact": sp.Max(sp.Abs(a_n), sp.sqrt(dk * c_n)),
+            "row_sum": row_sum}
+
+
+def _check_row_scalars(length: int, d_k: int, d_v: int):
+    """Row by row, for symbolic q, k, v: o_n = raw_n / σ_n and Σ_i R_ni = q_n · z_n / (sqrt(d_k)
+    sqrt(c_n)), with the three normalisations written out as the paper states them."""
     gamma = sp.Symbol("gamma", positive=True)
-    q, k, v = _symbol_rows("q", length, d_k), _symbol_rows("k", length,
-                                                           d_k), _symbol_rows("v", length, d_v)
+    q, k, v = (_symbol_rows(name, length, width) for name, width in (("q", d_k), ("k", d_k),
+                                                                     ("v", d_v)))
     D = decay_matrix_symbolic(length, gamma)                         # Eq. 5's D
     c = [sum(D.row(n)) for n in range(length)]
     # D̃_nm = D_nm / sqrt(c_n);  R = (Q K^T / sqrt(d_k)) ⊙ D̃;  R̃_nm = R_nm / max(|Σ_i R_ni|, 1)
@@ -171,17 +185,14 @@ def prove_normalisation_row_scalars(length: int = 3, d_k: int = 2, d_v: int = 2)
         z_n = sum((gamma ** (n - m) * k.row(m) for m in range(n + 1)), sp.zeros(1, d_k))
         assert_identity(sum(R.row(n)), (q.row(n) * z_n.T)[0] / (sp.sqrt(d_k) * sp.sqrt(c[n])),
                         f"row {n}: Σ_i R_ni = q_n · z_n / (sqrt(d_k) sqrt(c_n))")
-    c_n, dk = sp.Symbol("c_n", positive=True), sp.Symbol("d_k", positive=True)
-    a_n = sp.Symbol("a_n", real=True)                               # a_n = q_n · z_n
-    row_sum = a_n / (sp.sqrt(dk) * sp.sqrt(c_n))
-    sigma_n = sp.sqrt(dk) * sp.sqrt(c_n) * sp.Max(sp.Abs(row_sum), 1)
-    compact = sp.Max(sp.Abs(a_n), sp.sqrt(dk * c_n))
-    # σ_n = max(|a_n|, sqrt(d_k c_n)): p max(|a|/p, 1) = max(|a|, p) for p > 0, case |a| ≥ p and
-    # case |a| ≤ p
+
+
+def _check_scaled_max():
+    """σ_n = max(|a_n|, sqrt(d_k c_n)): p max(|a|/p, 1) = max(|a|, p) for p > 0, in the case
+    |a| ≥ p and in the case |a| ≤ p."""
     p, w = sp.Symbol("p", positive=True), sp.Symbol("w", nonnegative=True)
     for size in (p * (1 + w), p * (1 - w)):
         assert_identity(p * sp.Max(size / p, 1), sp.Max(size, p), "p max(|a|/p, 1) = max(|a|, p)")
-    return {"sigma_n": sigma_n, "compact": compact, "row_sum": row_sum}
 
 
 def prove_swish_gate():

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from retnet_ref.decay import decay_row_sum, gamma_schedule
-from retnet_ref.normalized import normalized_retention, row_sums
+from retnet_ref.normalisation import normalised_retention, row_sums
 from retnet_ref.retention import parallel_retention
 from retnet_ref.state import RetentionState
 
@@ -47,7 +47,7 @@ def test_normalisation_is_active_in_the_test_inputs():
     """The clamp of normalisation (3) bites in some rows and not in others (else the test proves
     less)."""
     q, k, v = inputs()
-    o, _ = normalized_retention(q, k, v, GAMMA)
+    o, _ = normalised_retention(q, k, v, GAMMA)
     row_sum = paper_parallel(q, k, torch.ones_like(v[..., :1]), GAMMA)   # Σ_m R̃_nm
     active = (row_sum.abs() > 1 - 1e-9).float().mean().item()
     assert 0.1 < active < 0.9, active
@@ -56,7 +56,7 @@ def test_normalisation_is_active_in_the_test_inputs():
 @pytest.mark.parametrize("mode,chunk_size", FORMS)
 def test_every_form_equals_the_paper_parallel_normalisation(mode, chunk_size, rel_err):
     q, k, v = inputs()
-    o, state = normalized_retention(q, k, v, GAMMA, mode, chunk_size)
+    o, state = normalised_retention(q, k, v, GAMMA, mode, chunk_size)
     assert rel_err(o, paper_parallel(q, k, v, GAMMA)) < TOL64
     assert state.n == T
 
@@ -65,7 +65,7 @@ def test_gradients_agree_between_forms(rel_err):
     grads = {}
     for mode, chunk_size in [("parallel", None), ("recurrent", None), ("chunkwise", 5)]:
         q, k, v = inputs(requires_grad=True)
-        o, state = normalized_retention(q, k, v, GAMMA, mode, chunk_size)
+        o, state = normalised_retention(q, k, v, GAMMA, mode, chunk_size)
         weight = torch.linspace(-1, 1, o.numel(), dtype=o.dtype).view_as(o)
         ((o * weight).sum() + state.S.sum() + state.z.sum()).backward()
         grads[mode] = [x.grad for x in (q, k, v)]
@@ -81,11 +81,11 @@ def test_gradients_agree_between_forms(rel_err):
 ])
 def test_state_hands_off_between_forms(first, second, third, rel_err):
     q, k, v = inputs()
-    whole, whole_state = normalized_retention(q, k, v, GAMMA)
+    whole, whole_state = normalised_retention(q, k, v, GAMMA)
     state, parts = None, []
     for (mode, chunk_size), (start, stop) in zip((first, second, third),
                                                  ((0, 10), (10, 15), (15, T))):
-        part, state = normalized_retention(q[:, :, start:stop], k[:, :, start:stop],
+        part, state = normalised_retention(q[:, :, start:stop], k[:, :, start:stop],
                                            v[:, :, start:stop],
                                            GAMMA, mode, chunk_size, state)
         parts.append(part)
@@ -97,7 +97,7 @@ def test_state_hands_off_between_forms(first, second, third, rel_err):
 def test_state_is_the_plain_sums():
     """S = Σ γ^(T-1-m) k_m^T v_m and z = Σ γ^(T-1-m) k_m, written out."""
     q, k, v = inputs()
-    _, state = normalized_retention(q, k, v, GAMMA, "chunkwise", 6)
+    _, state = normalised_retention(q, k, v, GAMMA, "chunkwise", 6)
     g = torch.tensor(GAMMA, dtype=torch.float64)[:, None]
     weights = g ** torch.arange(T - 1, -1, -1, dtype=torch.float64)                  # (H, T)
     S = torch.einsum("ht,bhtk,bhtv->bhkv", weights, k, v)
@@ -118,9 +118,9 @@ def test_torchscale_rows_are_positive_multiples_of_the_exact_rows():
     """Every torchscale mode scales whole rows: the ratio to the exact output is one positive number
     per row."""
     q, k, v = inputs()
-    exact, _ = normalized_retention(q, k, v, GAMMA)
+    exact, _ = normalised_retention(q, k, v, GAMMA)
     for mode, chunk_size in [("parallel", None), ("recurrent", None), ("chunkwise", 4)]:
-        out, _ = normalized_retention(q, k, v, GAMMA, mode, chunk_size, normalisation="torchscale")
+        out, _ = normalised_retention(q, k, v, GAMMA, mode, chunk_size, normalisation="torchscale")
         ratio = out / exact
         assert (ratio > 0).all()
         assert torch.allclose(ratio, ratio[..., :1].expand_as(ratio), rtol=1e-10, atol=0)
@@ -128,7 +128,7 @@ def test_torchscale_rows_are_positive_multiples_of_the_exact_rows():
 
 def test_torchscale_recurrent_keeps_only_the_first_two_normalisations(rel_err):
     q, k, v = inputs()
-    out, _ = normalized_retention(q, k, v, GAMMA, "recurrent", normalisation="torchscale")
+    out, _ = normalised_retention(q, k, v, GAMMA, "recurrent", normalisation="torchscale")
     c = decay_row_sum(T, torch.log(torch.tensor(GAMMA, dtype=torch.float64)))
     plain = parallel_retention(q, k, v, GAMMA)
     assert rel_err(out, plain / (D_K * c[..., None]).sqrt()) < TOL64
@@ -136,8 +136,8 @@ def test_torchscale_recurrent_keeps_only_the_first_two_normalisations(rel_err):
 
 def test_torchscale_modes_differ_where_the_clamp_bites(rel_err):
     q, k, v = inputs()
-    par, _ = normalized_retention(q, k, v, GAMMA, "parallel", normalisation="torchscale")
-    rec, _ = normalized_retention(q, k, v, GAMMA, "recurrent", normalisation="torchscale")
+    par, _ = normalised_retention(q, k, v, GAMMA, "parallel", normalisation="torchscale")
+    rec, _ = normalised_retention(q, k, v, GAMMA, "recurrent", normalisation="torchscale")
     assert rel_err(rec, par) > 0.1
 
 
@@ -145,7 +145,7 @@ def test_detached_normaliser_changes_gradients_not_values(rel_err):
     outs, grads = [], []
     for detach in (False, True):
         q, k, v = inputs(requires_grad=True)
-        o, _ = normalized_retention(q, k, v, GAMMA, detach_normaliser=detach)
+        o, _ = normalised_retention(q, k, v, GAMMA, detach_normaliser=detach)
         o.sum().backward()
         outs.append(o.detach())
         grads.append(q.grad)
@@ -155,7 +155,7 @@ def test_detached_normaliser_changes_gradients_not_values(rel_err):
 
 def test_low_precision_keeps_the_state_in_float32():
     q, k, v = inputs(dtype=torch.bfloat16)
-    o, state = normalized_retention(q, k, v, GAMMA, "chunkwise", 8)
+    o, state = normalised_retention(q, k, v, GAMMA, "chunkwise", 8)
     assert o.dtype == torch.bfloat16 and state.S.dtype == state.z.dtype == torch.float32
 
 
@@ -165,34 +165,34 @@ def test_low_precision_keeps_the_state_in_float32():
 def test_unknown_mode_and_bad_chunk_sizes_are_rejected():
     q, k, v = inputs()
     with pytest.raises(ValueError, match="mode"):
-        normalized_retention(q, k, v, GAMMA, "sequential")
+        normalised_retention(q, k, v, GAMMA, "sequential")
     with pytest.raises(ValueError, match="chunk_size"):
-        normalized_retention(q, k, v, GAMMA, "chunkwise")
+        normalised_retention(q, k, v, GAMMA, "chunkwise")
     with pytest.raises(ValueError, match="chunk_size"):
-        normalized_retention(q, k, v, GAMMA, "chunkwise", 0)
+        normalised_retention(q, k, v, GAMMA, "chunkwise", 0)
     with pytest.raises(TypeError, match="chunk_size"):
-        normalized_retention(q, k, v, GAMMA, "chunkwise", 2.0)
+        normalised_retention(q, k, v, GAMMA, "chunkwise", 2.0)
     with pytest.raises(ValueError, match="chunk_size"):
-        normalized_retention(q, k, v, GAMMA, "parallel", 4)
+        normalised_retention(q, k, v, GAMMA, "parallel", 4)
     with pytest.raises(ValueError, match="normalisation"):
-        normalized_retention(q, k, v, GAMMA, normalisation="paper")
+        normalised_retention(q, k, v, GAMMA, normalisation="paper")
 
 
 def test_bad_states_are_rejected():
     q, k, v = inputs()
     with pytest.raises(TypeError, match="state"):
-        normalized_retention(q, k, v, GAMMA, state=torch.zeros(B, H, D_K, D_V, dtype=torch.float64))
+        normalised_retention(q, k, v, GAMMA, state=torch.zeros(B, H, D_K, D_V, dtype=torch.float64))
     other_batch = RetentionState.zeros(B + 1, H, D_K, D_V, torch.float64)
     with pytest.raises(ValueError, match="state.S"):
-        normalized_retention(q, k, v, GAMMA, state=other_batch)
+        normalised_retention(q, k, v, GAMMA, state=other_batch)
     bad_z = RetentionState(torch.zeros(B, H, D_K, D_V, dtype=torch.float64), torch.zeros(B, H, D_V),
                            0)
     with pytest.raises(ValueError, match="state.z"):
-        normalized_retention(q, k, v, GAMMA, state=bad_z)
+        normalised_retention(q, k, v, GAMMA, state=bad_z)
     negative = RetentionState.zeros(B, H, D_K, D_V, torch.float64)
     negative.n = -1
     with pytest.raises(ValueError, match="state.n"):
-        normalized_retention(q, k, v, GAMMA, state=negative)
+        normalised_retention(q, k, v, GAMMA, state=negative)
 
 
 def test_torchscale_chunkwise_scale_written_out_for_two_chunks(naive_retention, rel_err):
@@ -229,5 +229,5 @@ def test_torchscale_chunkwise_scale_written_out_for_two_chunks(naive_retention, 
     expected = naive_retention(q, k, v, g) / torch.tensor(scale,
                                                           dtype=torch.float64)[:, None].numpy()
     x = [torch.tensor(t, dtype=torch.float64)[None, None] for t in (q, k, v)]   # (1, 1, 4, d)
-    out, _ = normalized_retention(*x, [g], "chunkwise", C, normalisation="torchscale")
+    out, _ = normalised_retention(*x, [g], "chunkwise", C, normalisation="torchscale")
     assert rel_err(out[0, 0], expected) < 1e-14

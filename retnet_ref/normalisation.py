@@ -22,7 +22,7 @@ factors together are
 So every form computes o and a in one call of plain retention on [v | 1] (retnet_ref.retention),
 carries the state [S | z] and the number n of tokens seen (c_n at absolute positions), and divides.
 The forms hand off exactly: prefill with one, continue with another. A decode step (one token,
-`normalized_step_`) updates S and z in place instead, without joining them: a concatenation there
+`normalised_step_`) updates S and z in place instead, without joining them: a concatenation there
 would copy every layer's whole state for every token.
 
 `normalisation="torchscale"` reproduces instead the row scales of the official code (torchscale
@@ -114,7 +114,7 @@ def exact_row_scale(a, c, d_k):
     return torch.maximum(a.abs(), (d_k * c).sqrt())
 
 
-def normalized_retention(q, k, v, gamma, mode="parallel", chunk_size=None, state=None,
+def normalised_retention(q, k, v, gamma, mode="parallel", chunk_size=None, state=None,
                          normalisation="exact", detach_normaliser=False):
     """Retention with the paper's three normalisations (§2.2) in any form → (õ, RetentionState).
 
@@ -132,14 +132,14 @@ def normalized_retention(q, k, v, gamma, mode="parallel", chunk_size=None, state
         if not isinstance(state, RetentionState):
             raise TypeError(f"state must be a RetentionState or None, got {type(state).__name__}")
         state.check(*q.shape[:2], q.shape[3], v.shape[3], q.device)
-    return _normalized(q, k, v, log_gamma_per_head(gamma, q), mode, chunk_size, state,
+    return _normalised(q, k, v, log_gamma_per_head(gamma, q), mode, chunk_size, state,
                        normalisation,
                        detach_normaliser)
 
 
-def _normalized(q, k, v, log_g, mode, chunk_size, state, normalisation, detach_normaliser,
+def _normalised(q, k, v, log_g, mode, chunk_size, state, normalisation, detach_normaliser,
                 backend="torch"):
-    """normalized_retention's body: arguments already checked, log_g (H,) float64 on q's device."""
+    """normalised_retention's body: arguments already checked, log_g (H,) float64 on q's device."""
     d_k = q.shape[-1]
     offset = 0 if state is None else state.n
     o, a, S, z = plain_retention_with_key_sum(q, k, v, log_g, mode, chunk_size, state, backend)
@@ -163,11 +163,11 @@ def step_decay_factors(log_g: torch.Tensor, position, d_k: int, dtype: torch.dty
     return decay_gap(log_g, dtype), (d_k * row_sums(1, log_g, position)).sqrt().to(dtype)
 
 
-def normalized_step_(q, k, v, state: RetentionState, gap, floor, normalisation="exact"):
+def normalised_step_(q, k, v, state: RetentionState, gap, floor, normalisation="exact"):
     """One token of normalised recurrent retention, the state updated in place → õ (B, H, 1, d_v).
 
     q, k (B, H, 1, d_k) already rotated at position state.n, v (B, H, 1, d_v); gap and floor from
-    step_decay_factors at that position. The same numbers as `normalized_retention(...,
+    step_decay_factors at that position. The same numbers as `normalised_retention(...,
     "recurrent")` for one token, but S, z and n are overwritten instead of copied (no [S | z]
     concatenation), and nothing is read on the host: a decode step built from it can be captured in
     a CUDA graph.
