@@ -21,40 +21,46 @@ def _layer_norm(xs, eps):
 def prove_layer_norm_scale_invariance(size: int = 4):
     """GroupNorm (a LayerNorm over one head's d_v features, Eq. 8) and a positive row scale α:
 
-        mean(αx) = α μ,  var(αx) = α² V                      (polynomial identities, `size` entries)
-        LN_ε(αx) = LN_{ε/α²}(x)   for α > 0, ε ≥ 0          (a scale only rescales ε)
-        LN_0(αx) = LN_0(x),  LN_0(-x) = -LN_0(x)             (ε = 0: blind to a positive scale, not
-        to sign) RMS_0(αx) = RMS_0(x)                                 (RMSNorm, x / sqrt(mean(x²)),
-        likewise)
+        mean(αx) = α μ,  var(αx) = α² V              (polynomial identities, `size` entries)
+        LN_ε(αx) = LN_{ε/α²}(x)   for α > 0, ε ≥ 0  (a scale only rescales ε)
+        LN_0(αx) = LN_0(x),  LN_0(-x) = -LN_0(x)     (ε = 0: blind to a positive scale, not sign)
+        RMS_0(αx) = RMS_0(x)                         (RMSNorm, x / sqrt(mean(x²)), likewise)
 
     Returns {"lhs": LN_ε(αx)_i, "rhs": LN_{ε/α²}(x)_i} written with μ and V.
     """
     xs = sp.symbols(f"x0:{size}", real=True)
     alpha = sp.Symbol("alpha", positive=True)
-    eps = sp.Symbol("epsilon", nonnegative=True)
-    mean = sum(xs) / size
-    variance = sum((x - mean) ** 2 for x in xs) / size
-    scaled = [alpha * x for x in xs]
-    assert_identity(sum(scaled) / size, alpha * mean, "mean(αx) = α mean(x)")
-    assert_identity(sum((x - sum(scaled) / size) ** 2 for x in scaled) / size,
-                    alpha ** 2 * variance,
-                    "var(αx) = α² var(x)")
+    _check_scaled_moments(xs, alpha)
     # with var(αx) = α² V: LN_ε(αx)_i = α (x_i - μ) / sqrt(α² V + ε)
-    V = sp.Symbol("V", nonnegative=True)
+    V, eps = sp.Symbol("V", nonnegative=True), sp.Symbol("epsilon", nonnegative=True)
     x_i, mu = sp.symbols("x_i mu", real=True)
     lhs = alpha * (x_i - mu) / sp.sqrt(alpha ** 2 * V + eps)
     rhs = (x_i - mu) / sp.sqrt(V + eps / alpha ** 2)
     assert_identity(lhs, rhs, "LN_ε(αx) = LN_{ε/α²}(x)")
+    _check_norms_without_eps(xs, alpha)
+    return {"lhs": lhs, "rhs": rhs}
+
+
+def _check_scaled_moments(xs, alpha):
+    """mean(αx) = α mean(x), var(αx) = α² var(x)."""
+    size, scaled = len(xs), [alpha * x for x in xs]
+    mean = sum(xs) / size
+    assert_identity(sum(scaled) / size, alpha * mean, "mean(αx) = α mean(x)")
+    assert_identity(sum((x - sum(scaled) / size) ** 2 for x in scaled) / size,
+                    alpha ** 2 * sum((x - mean) ** 2 for x in xs) / size, "var(αx) = α² var(x)")
+
+
+def _check_norms_without_eps(xs, alpha):
+    """Entry by entry at ε = 0: LN_0(αx) = LN_0(x), LN_0(-x) = -LN_0(x), RMS_0(αx) = RMS_0(x)."""
+    scaled = [alpha * x for x in xs]
     for a, b in zip(_layer_norm(scaled, 0), _layer_norm(xs, 0)):
         assert_identity(a, b, "LN_0(αx) = LN_0(x), entry by entry")
     for a, b in zip(_layer_norm([-x for x in xs], 0), _layer_norm(xs, 0)):
         assert_identity(a, -b, "LN_0(-x) = -LN_0(x), entry by entry")
-    # RMSNorm (the official variant's per-head norm) is the case μ = 0, V = mean(x²): the same
-    # argument
-    rms = lambda ys: [y / sp.sqrt(sum(t ** 2 for t in ys) / size) for y in ys]
+    # RMSNorm (the official variant's per-head norm) is the case μ = 0, V = mean(x²)
+    rms = lambda ys: [y / sp.sqrt(sum(t ** 2 for t in ys) / len(ys)) for y in ys]
     for a, b in zip(rms(scaled), rms(xs)):
         assert_identity(a, b, "RMS_0(αx) = RMS_0(x), entry by entry")
-    return {"lhs": lhs, "rhs": rhs}
 
 
 def prove_layer_norm_epsilon_effect():
@@ -104,9 +110,9 @@ def _symbol_rows(name: str, length: int, width: int) -> sp.Matrix:
 def prove_running_key_sum(length: int = 5, d_k: int = 2, chunk_size: int = 3):
     """The third normaliser's row sum is retention with a value column of ones (paper §2.2):
 
-        Σ_{m≤n} γ^(n-m) (q_n · k_m) = q_n · z_n,   z_n = γ z_{n-1} + k_n
-        (recurrent) inside a chunk of length L, row r:  Σ_{j≤r} γ^(r-j) q_n · k_j + γ^(r+1) q_n ·
-        z_prev      (chunkwise)
+        Σ_{m≤n} γ^(n-m) (q_n · k_m) = q_n · z_n,   z_n = γ z_{n-1} + k_n          (recurrent)
+        inside a chunk of length L, row r:
+            Σ_{j≤r} γ^(r-j) q_n · k_j + γ^(r+1) q_n · z_prev                       (chunkwise)
         across it:  z_end = γ^L z_prev + Σ_r γ^(L-r-1) k_r
 
     Checked exactly for symbolic q, k of `length` tokens in chunks of `chunk_size` (the last one may
@@ -114,24 +120,9 @@ def prove_running_key_sum(length: int = 5, d_k: int = 2, chunk_size: int = 3):
     """
     gamma = sp.Symbol("gamma", positive=True)
     q, k = _symbol_rows("q", length, d_k), _symbol_rows("k", length, d_k)
-    score = lambda n, m: (q.row(n) * k.row(m).T)[0]                 # q_n · k_m
-    parallel = [sum(gamma ** (n - m) * score(n, m) for m in range(n + 1)) for n in range(length)]
-    z, recurrent = sp.zeros(1, d_k), []
-    for n in range(length):
-        # z_n = γ z_{n-1} + k_n
-        z = gamma * z + k.row(n)
-        recurrent.append((q.row(n) * z.T)[0])
-    z_prev, chunkwise = sp.zeros(1, d_k), []
-    for start in range(0, length, chunk_size):
-        L = min(chunk_size, length - start)
-        for r in range(L):
-            # Σ_{j≤r} γ^(r-j) q_n · k_j + γ^(r+1) q_n · z_prev
-            inner = sum(gamma ** (r - j) * score(start + r, start + j) for j in range(r + 1))
-            chunkwise.append(inner + gamma ** (r + 1) * (q.row(start + r) * z_prev.T)[0])
-        # z_end = γ^L z_prev + Σ_r γ^(L-r-1) k_r
-        z_prev = gamma ** L * z_prev + sum((gamma ** (L - r - 1) * k.row(start + r)
-                                            for r in range(L)),
-                                           sp.zeros(1, d_k))
+    parallel = _row_sums_parallel(q, k, gamma)
+    recurrent, z = _row_sums_recurrent(q, k, gamma)
+    chunkwise, z_prev = _row_sums_chunkwise(q, k, gamma, chunk_size)
     for n in range(length):
         assert_identity(recurrent[n], parallel[n],
                         f"row {n}: q_n · z_n (recurrent) = Σ_m γ^(n-m) q_n · k_m")
@@ -139,6 +130,38 @@ def prove_running_key_sum(length: int = 5, d_k: int = 2, chunk_size: int = 3):
                         f"row {n}: chunkwise running key sum = parallel row sum")
     assert_identity(z_prev, z, "the chunkwise running key sum ends where the recurrent one does")
     return {"parallel": parallel[-1], "recurrent": recurrent[-1]}
+
+
+def _row_sums_parallel(q, k, gamma) -> list:
+    # Σ_{m≤n} γ^(n-m) q_n · k_m
+    return [sum(gamma ** (n - m) * (q.row(n) * k.row(m).T)[0] for m in range(n + 1))
+            for n in range(q.rows)]
+
+
+def _row_sums_recurrent(q, k, gamma):
+    """q_n · z_n for every n, and the last z."""
+    z, sums = sp.zeros(1, k.cols), []
+    for n in range(q.rows):
+        # z_n = γ z_{n-1} + k_n
+        z = gamma * z + k.row(n)
+        sums.append((q.row(n) * z.T)[0])
+    return sums, z
+
+
+def _row_sums_chunkwise(q, k, gamma, chunk_size: int):
+    """The row sums chunk by chunk, and the running key sum at the end."""
+    z_prev, sums = sp.zeros(1, k.cols), []
+    for start in range(0, q.rows, chunk_size):
+        L = min(chunk_size, q.rows - start)
+        for r in range(L):
+            # Σ_{j≤r} γ^(r-j) q_n · k_j + γ^(r+1) q_n · z_prev
+            inner = sum(gamma ** (r - j) * (q.row(start + r) * k.row(start + j).T)[0]
+                        for j in range(r + 1))
+            sums.append(inner + gamma ** (r + 1) * (q.row(start + r) * z_prev.T)[0])
+        # z_end = γ^L z_prev + Σ_r γ^(L-r-1) k_r
+        z_prev = gamma ** L * z_prev + sum((gamma ** (L - r - 1) * k.row(start + r)
+                                            for r in range(L)), sp.zeros(1, k.cols))
+    return sums, z_prev
 
 
 def prove_normalisation_row_scalars(length: int = 3, d_k: int = 2, d_v: int = 2):
