@@ -546,29 +546,45 @@ def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     out = Path(args.out) if args.out else project_root() / "build" / "comparison"
     given = {"retnet": args.lr_retnet, "transformer": args.lr_transformer}
     results_of = lambda runs: finished_results(runs, out, args.corpus, args.device)   # noqa: E731
-    failed = []
     try:
-        for stage in STAGES if args.stage == "all" else (args.stage,):
-            # the sweep twice: size S, then the other sizes at rates that S's results bound
-            for _ in range(2 if stage == "sweep" and not args.dry_run else 1):
-                swept = sweep_results(plan, results_of)
-                rates = learning_rates(plan, swept, given)
-                if args.dry_run and stage != "sweep" and rates is None:
-                    print(f"{stage}: at the sweep's best learning rates, known once it has run")
-                    continue
-                runs = selected_runs(stage_runs(stage, plan, rates, swept), args.only)
-                if args.dry_run:
-                    print_dry_run(runs, out, args.corpus, args.device)
-                    if stage == "sweep" and all(run.size == plan.swept_size for run in runs):
-                        print("sweep at the other sizes: at rates bounded by the best at "
-                              f"{plan.swept_size}, known once that has run")
-                else:
-                    failed += execute(runs, out, args.corpus, args.device, args.parallel,
-                                      args.gpus, args.keep_checkpoints)
+        failed = [name for stage in (STAGES if args.stage == "all" else (args.stage,))
+                  for name in run_stage(stage, args, plan, out, given, results_of)]
     except RunFolderError as err:
         parser.error(str(err))
     if args.dry_run:
         return 0
+    write_summary(plan, out, given, results_of)
+    if failed:
+        print(f"{len(failed)} runs failed (see their {STDERR}): {', '.join(failed)}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_stage(stage: str, args, plan: Plan, out: Path, given: dict, results_of) -> list[str]:
+    """Run (or with --dry-run list) one stage's runs → the names that failed."""
+    failed = []
+    # the sweep twice: size S, then the other sizes at rates that S's results bound
+    for _ in range(2 if stage == "sweep" and not args.dry_run else 1):
+        swept = sweep_results(plan, results_of)
+        rates = learning_rates(plan, swept, given)
+        if args.dry_run and stage != "sweep" and rates is None:
+            print(f"{stage}: at the sweep's best learning rates, known once it has run")
+            continue
+        runs = selected_runs(stage_runs(stage, plan, rates, swept), args.only)
+        if args.dry_run:
+            print_dry_run(runs, out, args.corpus, args.device)
+            if stage == "sweep" and all(run.size == plan.swept_size for run in runs):
+                print("sweep at the other sizes: at rates bounded by the best at "
+                      f"{plan.swept_size}, known once that has run")
+        else:
+            failed += execute(runs, out, args.corpus, args.device, args.parallel, args.gpus,
+                              args.keep_checkpoints)
+    return failed
+
+
+def write_summary(plan: Plan, out: Path, given: dict, results_of):
+    """summary.json of every finished run of the plan, and its table on stdout."""
     swept = sweep_results(plan, results_of)
     results = results_of(every_run(plan, learning_rates(plan, swept, given), swept))
     summary = summary_of(plan, results, given)
@@ -576,11 +592,6 @@ def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     print_table(plan, results)
     print(f"\nlearning rates: {summary['learning_rates']}\nsummary: {out / SUMMARY}")
     print_edge_notes(plan, summary["learning_rates"])
-    if failed:
-        print(f"{len(failed)} runs failed (see their {STDERR}): {', '.join(failed)}",
-              file=sys.stderr)
-        return 1
-    return 0
 
 
 def summary_of(plan: Plan, results: dict[str, dict], given: dict[str, float | None]) -> dict:
