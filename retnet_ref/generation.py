@@ -140,8 +140,8 @@ def generate_tokens(prefill: Prefill, step: Step, prompt: torch.Tensor, max_new_
     advances (capture runs the step on the real state) and put it back.
     """
     temperature, top_k = check_sampling(temperature, top_k)
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens,
-                                                          numbers.Integral) or max_new_tokens < 0:
+    if (isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral)
+            or max_new_tokens < 0):
         raise ValueError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
     check_token_tensor(prompt, name="prompt")
     use_graph = check_cuda_graph(cuda_graph, prompt)
@@ -156,8 +156,8 @@ def generate_tokens(prefill: Prefill, step: Step, prompt: torch.Tensor, max_new_
                               lambda logits: sample_next(logits, temperature, top_k, generator))
     if not finite:
         raise ValueError("the model produced non-finite logits (NaN or inf) while generating: its "
-                         "weights or "
-                         "inputs hold non-finite values, so the tokens would be meaningless")
+                         "weights or inputs hold non-finite values, so the tokens would be "
+                         "meaningless")
     return torch.cat((prompt, new), dim=1)                             # (B, T0 + new)
 
 
