@@ -303,20 +303,25 @@ def execute(runs: list[PlannedRun], out: Path, corpus: str | None, device: str |
         time.sleep(POLL_SECONDS)
         for entry in [entry for entry in active if entry[1].poll() is not None]:
             active.remove(entry)
-            run, process, started, stderr, _ = entry
-            stderr.close()
-            seconds = time.perf_counter() - started
-            record = {"command": recorded_command(run, out, corpus, device),
-                      "returncode": process.returncode,
-                      "process_seconds": seconds}
-            (out / run.name / DRIVER).write_text(json.dumps(record, indent=1) + "\n")
-            print(f"{'finished' if process.returncode == 0 else 'FAILED  '} {run.name}  "
-                  f"{seconds:.1f} s", flush=True)
-            if process.returncode:
-                failed.append(run.name)
-            elif not keep_checkpoints:
-                (out / run.name / CHECKPOINT).unlink()
+            if not finish(*entry[:4], out, corpus, device, keep_checkpoints):
+                failed.append(entry[0].name)
     return failed
+
+
+def finish(run: PlannedRun, process, started: float, stderr, out: Path, corpus: str | None,
+           device: str | None, keep_checkpoints: bool) -> bool:
+    """Record an ended train process in its driver.json (and drop its checkpoint) → whether it
+    succeeded."""
+    stderr.close()
+    seconds = time.perf_counter() - started
+    record = {"command": recorded_command(run, out, corpus, device),
+              "returncode": process.returncode, "process_seconds": seconds}
+    (out / run.name / DRIVER).write_text(json.dumps(record, indent=1) + "\n")
+    print(f"{'finished' if process.returncode == 0 else 'FAILED  '} {run.name}  {seconds:.1f} s",
+          flush=True)
+    if process.returncode == 0 and not keep_checkpoints:
+        (out / run.name / CHECKPOINT).unlink()
+    return process.returncode == 0
 
 
 def start(run: PlannedRun, out: Path, corpus: str | None, device: str | None, parallel: int,
