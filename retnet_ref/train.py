@@ -384,6 +384,24 @@ def train_step(run: Run, trained: nn.Module, batch: torch.Tensor, chunk_size,
     return loss.detach(), grad_norm.detach()
 
 
+def step_record(run: Run, trained: nn.Module, processes: Processes, device: torch.device,
+                chunk_size: int | None) -> dict:
+    """One optimiser step on the next batch (this process's shard of it) → its log record, before
+    validation."""
+    config = run.config
+    step_start = time.perf_counter()
+    batch = shard(run.windows.next_batch(config.batch), processes.rank, processes.world).to(device)
+    loss, grad_norm = train_step(run, trained, batch, chunk_size, device)
+    loss = float(processes.mean(loss))
+    seconds = time.perf_counter() - step_start
+    run.step += 1
+    run.tokens_seen += config.batch * config.context
+    return {"step": run.step, "loss": loss, "lr": learning_rate(config, run.step - 1),
+            "grad_norm": float(grad_norm), "tokens": run.tokens_seen,
+            "tokens_per_second": config.batch * config.context / seconds,
+            "peak_memory_bytes": peak_memory(device)}
+
+
 def train(run: Run, trained: nn.Module, validation: dict[int, torch.Tensor], processes: Processes,
           device: torch.device,
           out: Path, progress, until_step: int | None = None) -> None:
@@ -395,18 +413,7 @@ def train(run: Run, trained: nn.Module, validation: dict[int, torch.Tensor], pro
     started = time.perf_counter() - run.elapsed
     try:
         while run.step < last:
-            step_start = time.perf_counter()
-            batch = shard(run.windows.next_batch(config.batch), processes.rank,
-                          processes.world).to(device)
-            loss, grad_norm = train_step(run, trained, batch, chunk_size, device)
-            loss = float(processes.mean(loss))
-            seconds = time.perf_counter() - step_start
-            run.step += 1
-            run.tokens_seen += config.batch * config.context
-            record = {"step": run.step, "loss": loss, "lr": learning_rate(config, run.step - 1),
-                      "grad_norm": float(grad_norm), "tokens": run.tokens_seen,
-                      "tokens_per_second": config.batch * config.context / seconds,
-                      "peak_memory_bytes": peak_memory(device)}
+            record = step_record(run, trained, processes, device, chunk_size)
             if run.step % config.eval_interval == 0 or run.step == config.steps:
                 record.update(validation_record(run.model, config, chunk_size, validation,
                                                 processes, device))
@@ -416,9 +423,8 @@ def train(run: Run, trained: nn.Module, validation: dict[int, torch.Tensor], pro
                 log.write(json.dumps(record) + "\n")
                 log.flush()
                 progress(record)
-            if processes.main and (run.step == last or
-                                   config.checkpoint_interval
-                                   and run.step % config.checkpoint_interval == 0):
+            every = config.checkpoint_interval
+            if processes.main and (run.step == last or every and run.step % every == 0):
                 save_checkpoint(run, out)
     finally:
         if log is not None:
