@@ -153,30 +153,33 @@ def _execute_notebooks(args) -> int:
     except LookupError as err:
         print(err, file=sys.stderr)
         return 1
-    from .notebook_runner import execute
-
-    root = project_root()
-    out = None if args.inplace else Path(args.out) if args.out else root / "build" / "notebooks"
+    out = None if args.inplace else Path(args.out) if args.out else (
+        project_root() / "build" / "notebooks")
     # the kernels inherit this environment, and run in each notebook's folder: give them the figures
     # folder as an absolute path, chosen here (relative to this working directory)
     figures = Path(args.figures) if args.figures else figures_dir(create=False)
     saved = os.environ.get(FIGURES_ENV)
     os.environ[FIGURES_ENV] = str(figures.resolve())
-    status = 0
     try:
-        for path in paths:
-            start = time.perf_counter()
-            ok = execute(path, out, html=not args.inplace)
-            status |= 0 if ok else 1
-            print(
-                f"{'ok  ' if ok else 'FAIL'} {path.name:<32} {time.perf_counter() - start:6.1f} s",
-                flush=True,
-            )
+        return _run_notebooks(paths, out, html=not args.inplace)
     finally:                                        # a caller in this process keeps its environment
         if saved is None:
             os.environ.pop(FIGURES_ENV, None)
         else:
             os.environ[FIGURES_ENV] = saved
+
+
+def _run_notebooks(paths: list[Path], out: Path | None, html: bool) -> int:
+    """Execute each notebook, a line per notebook as it ends → 0 if all ran clean, else 1."""
+    from .notebook_runner import execute
+
+    status = 0
+    for path in paths:
+        start = time.perf_counter()
+        ok = execute(path, out, html=html)
+        status |= 0 if ok else 1
+        print(f"{'ok  ' if ok else 'FAIL'} {path.name:<32} {time.perf_counter() - start:6.1f} s",
+              flush=True)
     return status
 
 
