@@ -572,6 +572,26 @@ def check(fn, *, lengths=None, devices=None, long=False, recurrent_max_length=10
     return Report(impl.name, impl.conventions, rows, skipped)
 
 
+def skipped_checks(conv, longest: int, recurrent_max_length: int) -> list[str]:
+    """The checks the report leaves out for these conventions, each with its reason."""
+    notes = []
+    if "recurrent" in conv.forms and longest > recurrent_max_length:
+        notes.append(f"recurrent form at T > {recurrent_max_length} (a loop over tokens; raise "
+                     "recurrent_max_length)")
+    if conv.gamma != "explicit":
+        notes.append(f"γ = 1 − 1e-6 and γ = 1 rows: the function takes γ from its {conv.gamma!r} "
+                     "schedule")
+    if conv.normalisation != "none":
+        notes.append("state rows: a normalised form carries more than S (z and the position), no "
+                     "state is exchanged")
+    elif not conv.initial_state:
+        notes.append("initial state and hand-off rows: the function takes no initial state")
+    if conv.normalisation == "none" and conv.rotation == "inside":
+        notes.append("hand-off rows: a rotation inside needs the position, which a state tensor "
+                     "does not carry")
+    return notes
+
+
 def iter_rows(impl: Implementation, lengths=None, devices=None, long=False,
               recurrent_max_length=1024,
               skipped=None):
@@ -585,23 +605,11 @@ def iter_rows(impl: Implementation, lengths=None, devices=None, long=False,
     devices = list(devices or available_devices())
     skipped = [] if skipped is None else skipped
     note = skipped.append
-    if "recurrent" in conv.forms and max(lengths) > recurrent_max_length:
-        note(f"recurrent form at T > {recurrent_max_length} (a loop over tokens; raise "
-             "recurrent_max_length)")
+    skipped += skipped_checks(conv, max(lengths), recurrent_max_length)
     # the forms of the rows at T = mid (causality, γ, states, hand-off, gradients)
     mid_forms = tuple(f for f in conv.forms
                       if not (f == "recurrent" and mid > recurrent_max_length))
-    if conv.gamma != "explicit":
-        note(f"γ = 1 − 1e-6 and γ = 1 rows: the function takes γ from its {conv.gamma!r} schedule")
     states = conv.normalisation == "none"
-    if not states:
-        note("state rows: a normalised form carries more than S (z and the position), no state is "
-             "exchanged")
-    elif not conv.initial_state:
-        note("initial state and hand-off rows: the function takes no initial state")
-    if states and conv.rotation == "inside":
-        note("hand-off rows: a rotation inside needs the position, which a state tensor does not "
-             "carry")
     leaks = {}
     causal_device = "cpu" if "cpu" in devices else devices[0]
     for form in mid_forms:
