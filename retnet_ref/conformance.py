@@ -664,44 +664,59 @@ def raised(error: Exception) -> str:
 
 
 def form_rows(impl, form, device, dtype, lengths, mid, C, recurrent_max_length, leaks, states):
-    conv = impl.conventions
-    name, tol = dtype_name(dtype), TOLERANCE[dtype]
-    gamma = gammas_of(conv, device)
+    """One form's rows at one device and dtype: every length, then (at T = mid) the edge γ and the
+    states; a later row's diagnosis says when only it failed."""
+    gamma = gammas_of(impl.conventions, device)
     chunk = C if form == "chunkwise" else None
-    passed_plain = True
+    verdicts = []                                     # the plain rows' passed, filled as they go
+    yield from length_rows(impl, form, device, dtype, lengths, gamma, chunk, recurrent_max_length,
+                           leaks, verdicts)
+    if mid is None:                                   # the recurrent loop beyond its longest length
+        return
+    if impl.conventions.gamma == "explicit":
+        yield from edge_gamma_rows(impl, form, device, dtype, mid, chunk, leaks, all(verdicts))
+    if states:
+        yield from state_rows(impl, form, device, dtype, mid, gamma, chunk, leaks, all(verdicts))
+
+
+def length_rows(impl, form, device, dtype, lengths, gamma, chunk, recurrent_max_length, leaks,
+                verdicts: list):
     for T in lengths:
         if form == "recurrent" and T > recurrent_max_length:
             continue
         got, t = measured(impl, form, device, dtype, T, gamma, chunk)
         row = compared(got, t, impl, form, device, dtype, T, gamma, chunk, leaks,
                        f"{form} vs float64 truth")
-        passed_plain &= row.passed
+        verdicts.append(row.passed)
         yield row
-    if mid is None:                                   # the recurrent loop beyond its longest length
-        return
-    if conv.gamma == "explicit":
-        for label, value in (("γ = 1 − 1e-6", NEAR_ONE), ("γ = 1", 1.0)):
-            g = torch.full((HEADS,), value, dtype=torch.float64, device=device)
-            got, t = measured(impl, form, device, dtype, mid, g, chunk)
-            row = compared(got, t, impl, form, device, dtype, mid, g, chunk, leaks,
-                           f"{form}, {label}")
-            if not row.passed and passed_plain:
-                cause = ("a division by 1 − γ, or log γ = 0, handled wrong" if value == 1.0 else
-                         "1 − γ lost (γ rounded, or 1 − γ^n cancelling); take log γ as log1p(−(1 − "
-                         "γ)) in float64")
-                row.diagnosis = f"wrong only at {label}: {cause}" + (f"; {row.diagnosis}"
-                                                                     if row.diagnosis else "")
-            yield row
-    if not states:
-        return
+
+
+def edge_gamma_rows(impl, form, device, dtype, mid, chunk, leaks, passed_plain: bool):
+    """γ = 1 − 1e-6 and γ = 1 in every head."""
+    for label, value in (("γ = 1 − 1e-6", NEAR_ONE), ("γ = 1", 1.0)):
+        g = torch.full((HEADS,), value, dtype=torch.float64, device=device)
+        got, t = measured(impl, form, device, dtype, mid, g, chunk)
+        row = compared(got, t, impl, form, device, dtype, mid, g, chunk, leaks, f"{form}, {label}")
+        if not row.passed and passed_plain:
+            cause = ("a division by 1 − γ, or log γ = 0, handled wrong" if value == 1.0 else
+                     "1 − γ lost (γ rounded, or 1 − γ^n cancelling); take log γ as "
+                     "log1p(−(1 − γ)) in float64")
+            row.diagnosis = f"wrong only at {label}: {cause}" + (f"; {row.diagnosis}"
+                                                                 if row.diagnosis else "")
+        yield row
+
+
+def state_rows(impl, form, device, dtype, mid, gamma, chunk, leaks, passed_plain: bool):
+    """An initial state S_0 in, the final state S_T out (as the conventions declare them)."""
+    conv = impl.conventions
+    name, tol = dtype_name(dtype), TOLERANCE[dtype]
     if conv.initial_state:
         got, t = measured(impl, form, device, dtype, mid, gamma, chunk, state=True)
         row = compared(got, t, impl, form, device, dtype, mid, gamma, chunk, leaks,
                        f"{form}, initial state S_0")
         if not row.passed and passed_plain:
             row.diagnosis = ("right without a state, wrong with S_0: the initial state's term "
-                             "γ^(n+1) q_n S_0 "
-                             f"(state layout declared {conv.state_layout} "
+                             f"γ^(n+1) q_n S_0 (state layout declared {conv.state_layout} "
                              f"{STATE_LAYOUTS[conv.state_layout]})")
         yield row
     if conv.final_state:
@@ -709,15 +724,14 @@ def form_rows(impl, form, device, dtype, lengths, mid, C, recurrent_max_length, 
         if isinstance(got, Exception):
             yield Row(device, name, mid, f"{form}, final state S_T", None, tol, WHY[name],
                       raised(got))
-        else:
-            error = relative_error(got[1], t[1])
-            row = Row(device, name, mid, f"{form}, final state S_T", error, tol, WHY[name])
-            if not row.passed:
-                row.diagnosis = "S_T is not Σ_m γ^(T-1-m) k_m^T v_m + γ^T S_0" + (
-                    " (ζ decays each key to its chunk's end; a ragged last chunk needs its own "
-                    "length L in ζ and γ^L)"
-                    if form == "chunkwise" else "")
-            yield row
+            return
+        row = Row(device, name, mid, f"{form}, final state S_T", relative_error(got[1], t[1]), tol,
+                  WHY[name])
+        if not row.passed:
+            row.diagnosis = "S_T is not Σ_m γ^(T-1-m) k_m^T v_m + γ^T S_0" + (
+                " (ζ decays each key to its chunk's end; a ragged last chunk needs its own "
+                "length L in ζ and γ^L)" if form == "chunkwise" else "")
+        yield row
 
 
 def compared(got, t, impl, form, device, dtype, T, gamma, chunk, leaks, check_name) -> Row:
