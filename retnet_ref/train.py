@@ -654,17 +654,12 @@ def print_progress(record: dict):
     print(line, file=sys.stderr, flush=True)
 
 
-def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    root = project_root()
-    out = Path(getattr(args, "out", None) or root / "build" / "train")
-    corpus_folder = Path(getattr(args, "corpus", None) or root / "build" / "corpus")
-    device_name = getattr(args, "device", None) or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device_name == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device is available")
-    resume, quiet = getattr(args, "resume", False), getattr(args, "quiet", False)
+def config_to_run(args, out: Path, parser) -> tuple[TrainConfig, dict | None]:
+    """The options given, checked → (config, the checkpoint's saved run with --resume, else None);
+    without --resume, --out must not hold a run already."""
     given = given_config(args)
     saved = None
-    if resume:
+    if getattr(args, "resume", False):
         config, saved = resumed_config(out, given, parser)
     else:
         if (out / LOG).exists() or (out / CHECKPOINT).exists():
@@ -672,6 +667,18 @@ def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
                          "choose another folder")
         config = TrainConfig(**given)
     check_config(config, given, parser)
+    return config, saved
+
+
+def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    root = project_root()
+    out = Path(getattr(args, "out", None) or root / "build" / "train")
+    corpus_folder = Path(getattr(args, "corpus", None) or root / "build" / "corpus")
+    device_name = getattr(args, "device", None) or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device_name == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available")
+    quiet = getattr(args, "quiet", False)
+    config, saved = config_to_run(args, out, parser)
     manifest, train_tokens, validation_tokens = read_corpus(corpus_folder, config, parser)
     corpus_sha256 = manifest["splits"]["train"]["sha256"]
     if saved is not None and saved["corpus_sha256"] != corpus_sha256:
