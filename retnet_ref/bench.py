@@ -1104,41 +1104,44 @@ def inference_summary(rows: list[dict], opts: Options) -> dict:
     for each RetNet backend against the Transformer, at the longest prompt both fit at --batch, the
     ratios of decode tokens/s (RetNet over Transformer), peak memory and step time (Transformer over
     RetNet)."""
-    summary = {}
-    for preset in opts.presets:
-        ok = lambda label, table: [r for r in rows if r["preset"] == preset and r["model"] == label
-                                   and r["table"] == table and r["status"] == OK]
-        labels = list(dict.fromkeys(r["model"] for r in rows if r["preset"] == preset))
-        largest = {label: max(ok(label, "batch"), key=lambda r: r["batch"], default=None)
-                   for label in labels}
-        entry = {"largest_batch": {label: None if row is None else row["batch"] for label,
-                                   row in largest.items()},
-                 "tokens_per_second_at_largest_batch": {label: None if row is None
-                                                        else row["tokens_per_second"]
-                                                        for label, row in largest.items()},
-                 "versus_transformer": {}}
-        transformer = {r["context"]: r for r in ok("transformer", "length")}
-        for label in labels:
-            if label == "transformer":
-                continue
-            retnet = {r["context"]: r for r in ok(label, "length")}
-            shared = sorted(set(retnet) & set(transformer))
-            if shared:
-                L = shared[-1]
-                entry["versus_transformer"][label] = {
-                    "context": L,
-                    "throughput_retnet_over_transformer": ratio(
-                        retnet[L]["tokens_per_second"], transformer[L]["tokens_per_second"]
-                    ),
-                    "peak_memory_transformer_over_retnet": ratio(
-                        transformer[L]["peak_bytes"], retnet[L]["peak_bytes"]
-                    ),
-                    "step_time_transformer_over_retnet": ratio(
-                        seconds_of(transformer[L]["step"]), seconds_of(retnet[L]["step"])
-                    ),
-                }
-        summary[preset] = entry
-    return summary
+    return {preset: preset_summary([r for r in rows if r["preset"] == preset])
+            for preset in opts.presets}
+
+
+def preset_summary(rows: list[dict]) -> dict:
+    """inference_summary's entry for the rows of one preset."""
+    ok = lambda label, table: [r for r in rows if r["model"] == label and r["table"] == table
+                               and r["status"] == OK]
+    labels = list(dict.fromkeys(r["model"] for r in rows))
+    largest = {label: max(ok(label, "batch"), key=lambda r: r["batch"], default=None)
+               for label in labels}
+    transformer = {r["context"]: r for r in ok("transformer", "length")}
+    versus = {label: versus_transformer({r["context"]: r for r in ok(label, "length")},
+                                        transformer)
+              for label in labels if label != "transformer"}
+    return {"largest_batch": {label: None if row is None else row["batch"]
+                              for label, row in largest.items()},
+            "tokens_per_second_at_largest_batch": {
+                label: None if row is None else row["tokens_per_second"]
+                for label, row in largest.items()},
+            "versus_transformer": {label: entry for label, entry in versus.items() if entry}}
+
+
+def versus_transformer(retnet: dict[int, dict], transformer: dict[int, dict]) -> dict | None:
+    """At the longest context both measured (rows by context): RetNet's decode tokens/s over the
+    Transformer's, and the Transformer's peak memory and step time over RetNet's; None if they
+    share no context."""
+    shared = sorted(set(retnet) & set(transformer))
+    if not shared:
+        return None
+    L = shared[-1]
+    return {"context": L,
+            "throughput_retnet_over_transformer": ratio(retnet[L]["tokens_per_second"],
+                                                        transformer[L]["tokens_per_second"]),
+            "peak_memory_transformer_over_retnet": ratio(transformer[L]["peak_bytes"],
+                                                         retnet[L]["peak_bytes"]),
+            "step_time_transformer_over_retnet": ratio(seconds_of(transformer[L]["step"]),
+                                                       seconds_of(retnet[L]["step"]))}
 
 
 # ---------------------------------------------------------------- suite: training (the paper's
