@@ -576,10 +576,12 @@ def run_stage(stage: str, args, plan: Plan, out: Path, given: dict, results_of) 
         if args.dry_run and stage != "sweep" and rates is None:
             print(f"{stage}: at the sweep's best learning rates, known once it has run")
             continue
-        runs = selected_runs(stage_runs(stage, plan, rates, swept), args.only)
+        planned = stage_runs(stage, plan, rates, swept)
+        runs = selected_runs(planned, args.only)
         if args.dry_run:
             print_dry_run(runs, out, args.corpus, args.device)
-            if stage == "sweep" and all(run.size == plan.swept_size for run in runs):
+            if stage == "sweep" and len(plan.sizes) > 1 and all(run.size == plan.swept_size
+                                                                for run in planned):
                 print("sweep at the other sizes: at rates bounded by the best at "
                       f"{plan.swept_size}, known once that has run")
         else:

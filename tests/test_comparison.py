@@ -141,6 +141,7 @@ def test_dry_run_lists_the_plan_with_parameter_counts(capsys):
                  "--lr-transformer", "1e-3"]) == 0
     text = capsys.readouterr().out
     assert "S-retnet-no-swish-gate-lr0.002-seed0" in text and "M-" not in text
+    assert "sweep at the other sizes" not in text                   # --plan small has no others
     assert "9,581,056" in text and "8,008,192" in text            # S: both models; without the gate
 
 
@@ -157,3 +158,10 @@ def test_only_runs_the_named_runs_of_the_stage_and_refuses_a_name_it_does_not_ha
     err = capsys.readouterr().err
     assert "--only M-retnet-lr9-seed1: not a run of this stage" in err
     assert "M-retnet-lr0.002-seed1" in err
+
+
+def test_dry_run_of_the_sweep_says_the_other_sizes_wait_for_the_first(tmp_path, capsys):
+    assert main(["compare", "--dry-run", "--stage", "sweep", "--out", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "M-" not in text
+    assert "sweep at the other sizes: at rates bounded by the best at S" in text
