@@ -20,6 +20,8 @@ pytest.importorskip("triton",
 from retnet_ref import kernels  # noqa: E402
 from retnet_ref.checking import TOLERANCE, random_inputs, relative_error  # noqa: E402
 from retnet_ref.decay import gamma_schedule  # noqa: E402
+from retnet_ref.kernels.chunkwise import chunkwise_retention as chunkwise_kernel  # noqa: E402
+from retnet_ref.kernels.chunkwise import segment_length  # noqa: E402
 from retnet_ref.model import RetNet, RetNetConfig  # noqa: E402
 from retnet_ref.normalisation import normalised_step_, step_decay_factors  # noqa: E402
 from retnet_ref.retention import chunkwise_retention  # noqa: E402
@@ -71,6 +73,44 @@ def test_chunkwise_forward_and_gradients_match_float64(device, dtype, T, chunk_s
             assert a.grad is None
             continue
         assert relative_error(a.grad, b.grad) < tol, name
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("segment_chunks", [1, 2, 3, 5])
+@pytest.mark.parametrize("with_state", [False, True])
+def test_forward_split_into_segments_is_the_same_function(device, segment_chunks, with_state):
+    """5 chunks (the last ragged) in segments of 1, 2, 3 and 5 chunks: the segments' own sums, the
+    scan over them and the output pass started from each segment's state give the float64 outputs,
+    final state and gradients (the backward reads the chunk states the output pass stored)."""
+    (q64, k64, v64, S64), (q, k, v, S0) = inputs(device, torch.float32, 70, seed=3)
+    exact = [x.clone().requires_grad_() for x in (q64, k64, v64, S64)]
+    fast = [x.clone().requires_grad_() for x in (q, k, v, S0)]
+    o_ref, R_ref = chunkwise_retention(*exact[:3], GAMMAS, 7, exact[3] if with_state else None)
+    o, R = chunkwise_kernel(*fast[:3], GAMMAS, 16, fast[3] if with_state else None,
+                            segment_chunks=segment_chunks)
+    tol = TOLERANCE[torch.float32]
+    assert relative_error(o, o_ref) < tol and relative_error(R, R_ref) < tol
+    (o_ref.sum() + R_ref.sum()).backward()
+    (o.sum() + R.sum()).backward()
+    for name, a, b in zip("qkvS" if with_state else "qkv", fast, exact):
+        assert relative_error(a.grad, b.grad) < tol, name
+
+
+@pytest.mark.parametrize("N, per_segment, wanted, G", [
+    (64, 256, 264, 32),          # 256 programs want a second segment to reach 264
+    (16, 1024, 264, 16),         # enough programs: one segment of all 16 chunks
+    (1024, 16, 264, 61),         # one sequence of 8 heads: 17 segments (the last shorter)
+    (3, 1, 264, 1),              # never more segments than chunks
+    (0, 16, 264, 1),             # an empty sequence: one empty segment
+])
+def test_segment_length_gives_the_programs_wanted(N, per_segment, wanted, G):
+    assert segment_length(N, per_segment, wanted) == G
+
+
+def test_segment_chunks_is_checked():
+    _, (q, k, v, _) = inputs("cpu", torch.float32, 16)
+    with pytest.raises(ValueError, match="segment_chunks"):
+        chunkwise_kernel(q, k, v, GAMMAS, 16, segment_chunks=0)
 
 
 @pytest.mark.parametrize("device", DEVICES)

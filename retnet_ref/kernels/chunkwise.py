@@ -33,7 +33,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .._checks import check_torch_qkv, check_torch_state
+from .._checks import check_positive_int, check_torch_qkv, check_torch_state
 from ..retention import accumulation_dtype, log_gamma_per_head
 from . import check_tile_height, require_triton
 
@@ -74,18 +74,21 @@ def _decayed(scores, log_g, C: tl.constexpr):
 
 
 @triton.jit
-def _states_kernel(a_ptr, b_ptr, init_ptr, states_ptr, final_ptr, log_g_ptr, gap_ptr,
-                   T, N, H, REVERSE: tl.constexpr, HAS_INIT: tl.constexpr, C: tl.constexpr,
-                   DA: tl.constexpr, DB: tl.constexpr, BA: tl.constexpr, BB: tl.constexpr,
-                   PRECISION: tl.constexpr):
-    """The recursion over chunks, forward (a = k, b = v, weights ζ) or reversed (a = q, b = dO,
-    weights ξ).
+def _states_kernel(a_ptr, b_ptr, init_ptr, states_ptr, last_ptr, log_g_ptr, gap_ptr,
+                   T, N, H, NS, G, REVERSE: tl.constexpr, HAS_INIT: tl.constexpr,
+                   STORE_EACH: tl.constexpr, C: tl.constexpr, DA: tl.constexpr, DB: tl.constexpr,
+                   BA: tl.constexpr, BB: tl.constexpr, PRECISION: tl.constexpr):
+    """The recursion over the G chunks of segment s (chunks s·G …), forward (a = k, b = v, weights
+    ζ) or reversed (a = q, b = dO, weights ξ); program (bh·NS + s, block of a's columns, block of
+    b's columns).
 
-    X ← X - (1 - γ^{L_i}) X + A_[i]^T (B_[i] ⊙ w);  states[bh, i] = X before chunk i's term is
-    added.
+    X ← X - (1 - γ^{L_i}) X + A_[i]^T (B_[i] ⊙ w), from init (HAS_INIT, one segment only) or 0;
+    with STORE_EACH states[bh, i] = X before chunk i's term is added; last[bh·NS + s] = X at the
+    segment's end.
     """
     # int64: offsets pass 2^31
-    bh, ja, jb = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
+    seg, ja, jb = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
+    bh, s = seg // NS, seg % NS
     log_g = tl.load(log_g_ptr + bh % H)
     ptrs, ok = _state_block(init_ptr, bh * DA * DB, ja * BA, jb * BB, DA, DB, BA, BB)
     if HAS_INIT:
@@ -93,11 +96,13 @@ def _states_kernel(a_ptr, b_ptr, init_ptr, states_ptr, final_ptr, log_g_ptr, gap
     else:
         X = tl.zeros([BA, BB], dtype=tl.float32)
     r = tl.arange(0, C).to(tl.float32)
-    for step in range(N):
-        i = N - 1 - step if REVERSE else step
-        out_ptrs, _ = _state_block(states_ptr, (bh * N + i) * DA * DB, ja * BA, jb * BB, DA, DB, BA,
-                                   BB)
-        tl.store(out_ptrs, X.to(states_ptr.dtype.element_ty), mask=ok)
+    first, n = s * G, tl.minimum(G, N - s * G)
+    for step in range(n):
+        i = first + n - 1 - step if REVERSE else first + step
+        if STORE_EACH:
+            out_ptrs, _ = _state_block(states_ptr, (bh * N + i) * DA * DB, ja * BA, jb * BB, DA,
+                                       DB, BA, BB)
+            tl.store(out_ptrs, X.to(states_ptr.dtype.element_ty), mask=ok)
         t, t_ok, L = _chunk_range(i, T, C)
         A = _tile(a_ptr, bh, t, t_ok, T, DA, ja * BA, BA)                   # (C, BA)
         Bm = _tile(b_ptr, bh, t, t_ok, T, DB, jb * BB, BB)                  # (C, BB)
@@ -106,44 +111,90 @@ def _states_kernel(a_ptr, b_ptr, init_ptr, states_ptr, final_ptr, log_g_ptr, gap
         gap = tl.load(gap_ptr + (bh % H) * 2 + (L < C).to(tl.int32))
         Bw = (Bm * w[:, None]).to(Bm.dtype)
         X = X - gap * X + tl.dot(tl.trans(A), Bw, input_precision=PRECISION)
-    final_ptrs, _ = _state_block(final_ptr, bh * DA * DB, ja * BA, jb * BB, DA, DB, BA, BB)
-    tl.store(final_ptrs, X, mask=ok)
+    last_ptrs, _ = _state_block(last_ptr, seg * DA * DB, ja * BA, jb * BB, DA, DB, BA, BB)
+    tl.store(last_ptrs, X, mask=ok)
 
 
 @triton.jit
-def _output_kernel(q_ptr, k_ptr, v_ptr, states_ptr, o_ptr, log_g_ptr, T, N, H, C: tl.constexpr,
-                   DK: tl.constexpr, DV: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-                   PRECISION: tl.constexpr):
-    """O_[i][:, block] = (Q_[i] K_[i]^T ⊙ D) V_[i][:, block] + (Q_[i] R_{i-1}[:, block]) ⊙ ξ."""
-    i, bh, jv = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2)
+def _segment_scan_kernel(local_ptr, init_ptr, starts_ptr, seg_gap_ptr, NS, H,
+                         HAS_INIT: tl.constexpr, DK: tl.constexpr, DV: tl.constexpr,
+                         BK: tl.constexpr, BV: tl.constexpr):
+    """The state at each segment's start, from the segments' own sums (local, from zero):
+    starts[bh, 0] = S_0 (or 0),  starts[bh, s] = γ^{G·C} starts[bh, s-1] + local[bh, s-1]."""
+    bh, jk, jv = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
+    ptrs, ok = _state_block(init_ptr, bh * DK * DV, jk * BK, jv * BV, DK, DV, BK, BV)
+    if HAS_INIT:
+        X = tl.load(ptrs, mask=ok, other=0.0)                              # (BK, BV), float32
+    else:
+        X = tl.zeros([BK, BV], dtype=tl.float32)
+    gap = tl.load(seg_gap_ptr + bh % H)                                    # 1 - γ^{G·C}
+    for s in range(NS - 1):
+        out_ptrs, _ = _state_block(starts_ptr, (bh * NS + s) * DK * DV, jk * BK, jv * BV, DK, DV,
+                                   BK, BV)
+        tl.store(out_ptrs, X, mask=ok)
+        in_ptrs, _ = _state_block(local_ptr, (bh * (NS - 1) + s) * DK * DV, jk * BK, jv * BV, DK,
+                                  DV, BK, BV)
+        X = X - gap * X + tl.load(in_ptrs, mask=ok, other=0.0)
+    out_ptrs, _ = _state_block(starts_ptr, (bh * NS + NS - 1) * DK * DV, jk * BK, jv * BV, DK, DV,
+                               BK, BV)
+    tl.store(out_ptrs, X, mask=ok)
+
+
+@triton.jit
+def _output_kernel(q_ptr, k_ptr, v_ptr, starts_ptr, states_ptr, o_ptr, final_ptr, log_g_ptr,
+                   gap_ptr, T, N, H, NS, G, HAS_START: tl.constexpr, STORE_STATES: tl.constexpr,
+                   C: tl.constexpr, DK: tl.constexpr, DV: tl.constexpr, BK: tl.constexpr,
+                   BV: tl.constexpr, PRECISION: tl.constexpr):
+    """The outputs of segment s's chunks for one block of d_v columns, the state carried along in
+    registers (program (block of d_v columns, bh·NS + s)); BK ≥ d_k, the whole key width:
+        O_[i] = (Q_[i] K_[i]^T ⊙ D) V_[i] + (Q_[i] R_{i-1}) ⊙ ξ,   then R_i as _states_kernel does.
+    R starts at starts[bh·NS + s] (HAS_START) or 0; with STORE_STATES every R_{i-1} is stored for
+    the backward; the last segment's program writes the final state."""
+    jv, seg = tl.program_id(0), tl.program_id(1).to(tl.int64)
+    bh, s = seg // NS, seg % NS
     log_g = tl.load(log_g_ptr + bh % H)
-    t, t_ok, L = _chunk_range(i, T, C)
-    scores = tl.zeros([C, C], dtype=tl.float32)
-    cross = tl.zeros([C, BV], dtype=tl.float32)
-    for k0 in range(0, DK, BK):
-        q = _tile(q_ptr, bh, t, t_ok, T, DK, k0, BK)                         # (C, BK)
-        k = _tile(k_ptr, bh, t, t_ok, T, DK, k0, BK)                         # (C, BK)
-        scores += tl.dot(q, tl.trans(k), input_precision=PRECISION)
-        R_ptrs, R_ok = _state_block(states_ptr, (bh * N + i) * DK * DV, k0, jv * BV, DK, DV, BK, BV)
-        cross += tl.dot(q, tl.load(R_ptrs, mask=R_ok, other=0.0), input_precision=PRECISION)
-    v = _tile(v_ptr, bh, t, t_ok, T, DV, jv * BV, BV)                        # (C, BV)
-    # a non-finite v_s[c] may reach o_r[c] for r ≥ s only: the product runs on finite values and the
-    # rows from the first non-finite one on are set to NaN (a product with the zeros of D would not
-    # keep it out of the rows above); later chunks receive it through R, which pass 1 carries
-    # forward
+    ptrs, ok = _state_block(starts_ptr, seg * DK * DV, 0, jv * BV, DK, DV, BK, BV)
+    if HAS_START:
+        X = tl.load(ptrs, mask=ok, other=0.0)                              # (BK, BV), float32
+    else:
+        X = tl.zeros([BK, BV], dtype=tl.float32)
     r = tl.arange(0, C)
-    v_bad = (v - v) != 0                                                     # NaN or ±inf
-    first_bad = tl.min(tl.where(v_bad, r[:, None], C), axis=0)               # (BV,), C where none
-    v = tl.where(v_bad, 0.0, v).to(v.dtype)
-    # (Q K^T ⊙ D) V, the scores rounded to the input dtype like the PyTorch forms'
-    o = tl.dot(_decayed(scores, log_g, C).to(v.dtype), v, input_precision=PRECISION)
-    o = tl.where(r[:, None] >= first_bad[None, :], float("nan"), o)
-    # + (Q R_{i-1}) ⊙ ξ,  ξ_r = γ^(r+1)
-    xi = tl.exp((r + 1.0) * log_g)
-    o += cross * xi[:, None]
-    cols = jv * BV + tl.arange(0, BV)
-    tl.store(o_ptr + bh * T * DV + t[:, None] * DV + cols[None, :], o.to(o_ptr.dtype.element_ty),
-             mask=t_ok[:, None] & (cols < DV)[None, :])
+    xi = tl.exp((r + 1.0) * log_g)                                         # ξ_r = γ^(r+1)
+    first, n = s * G, tl.minimum(G, N - s * G)
+    for step in range(n):
+        i = first + step
+        t, t_ok, L = _chunk_range(i, T, C)
+        R = X.to(q_ptr.dtype.element_ty)                                   # R_{i-1}, input dtype
+        if STORE_STATES:
+            out_ptrs, _ = _state_block(states_ptr, (bh * N + i) * DK * DV, 0, jv * BV, DK, DV, BK,
+                                       BV)
+            tl.store(out_ptrs, R, mask=ok)
+        q = _tile(q_ptr, bh, t, t_ok, T, DK, 0, BK)                          # (C, BK)
+        k = _tile(k_ptr, bh, t, t_ok, T, DK, 0, BK)                          # (C, BK)
+        v = _tile(v_ptr, bh, t, t_ok, T, DV, jv * BV, BV)                    # (C, BV)
+        scores = tl.dot(q, tl.trans(k), input_precision=PRECISION)          # (C, C), float32
+        # a non-finite v_s[c] may reach o_r[c] for r ≥ s only: the product runs on finite values
+        # and the rows from the first non-finite one on are set to NaN (a product with the zeros
+        # of D would not keep it out of the rows above); later chunks receive it through R
+        v_bad = (v - v) != 0                                                 # NaN or ±inf
+        first_bad = tl.min(tl.where(v_bad, r[:, None], C), axis=0)           # (BV,), C where none
+        v_ok = tl.where(v_bad, 0.0, v).to(v.dtype)
+        # (Q K^T ⊙ D) V, the scores rounded to the input dtype like the PyTorch forms'
+        o = tl.dot(_decayed(scores, log_g, C).to(v.dtype), v_ok, input_precision=PRECISION)
+        o = tl.where(r[:, None] >= first_bad[None, :], float("nan"), o)
+        # + (Q R_{i-1}) ⊙ ξ
+        o += tl.dot(q, R, input_precision=PRECISION) * xi[:, None]
+        cols = jv * BV + tl.arange(0, BV)
+        tl.store(o_ptr + bh * T * DV + t[:, None] * DV + cols[None, :],
+                 o.to(o_ptr.dtype.element_ty), mask=t_ok[:, None] & (cols < DV)[None, :])
+        # R_i = γ^L R_{i-1} + K_[i]^T (V_[i] ⊙ ζ),  ζ_r = γ^(L-1-r), zero past the chunk's end
+        zeta = tl.where(t_ok, tl.exp((L - 1.0 - r) * log_g), 0.0)
+        gap = tl.load(gap_ptr + (bh % H) * 2 + (L < C).to(tl.int32))
+        vz = (v * zeta[:, None]).to(v.dtype)
+        X = X - gap * X + tl.dot(tl.trans(k), vz, input_precision=PRECISION)
+    if s == NS - 1:
+        final_ptrs, _ = _state_block(final_ptr, bh * DK * DV, 0, jv * BV, DK, DV, BK, BV)
+        tl.store(final_ptrs, X, mask=ok)
 
 
 @triton.jit
@@ -223,6 +274,15 @@ def _blocks(d_k: int, d_v: int) -> tuple[int, int]:
     return min(64, triton.next_power_of_2(d_k)), min(64, triton.next_power_of_2(d_v))
 
 
+# the output pass: a program holds the whole key width and OUTPUT_BV value columns of the state
+OUTPUT_BV = 64
+OUTPUT_LAUNCH = {"num_warps": 4, "num_stages": 3}
+
+
+def _output_blocks(d_k: int, d_v: int) -> tuple[int, int]:
+    return triton.next_power_of_2(d_k), min(OUTPUT_BV, triton.next_power_of_2(d_v))
+
+
 def _decay_constants(log_g: torch.Tensor, C: int, T: int):
     """log γ (H,) and the gaps 1 - γ^C, 1 - γ^L of a whole and of the ragged last chunk (H, 2),
     float32."""
@@ -231,9 +291,24 @@ def _decay_constants(log_g: torch.Tensor, C: int, T: int):
     return log_g.to(torch.float32).contiguous(), gaps.to(torch.float32).contiguous()
 
 
+def _programs_wanted(device: torch.device) -> int:
+    """Programs that keep the GPU busy: two per multiprocessor (one under the interpreter)."""
+    if device.type != "cuda":
+        return 1
+    return 2 * torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def segment_length(N: int, programs_per_segment: int, programs_wanted: int) -> int:
+    """Chunks per segment G of N chunks: the fewest segments (each a sequential walk over its G
+    chunks) that give the output pass programs_wanted programs, one segment when batch · heads ·
+    d_v blocks already do. Any G computes the same function."""
+    segments = max(1, min(N, -(-programs_wanted // programs_per_segment)))
+    return max(1, -(-N // segments))
+
+
 def _run_states(a, b, init, log_g32, gaps, C, reverse, dtype):
-    """The chunk recursion (module docstring, pass 1): (states (BH, N, DA, DB) in dtype, final
-    float32)."""
+    """The chunk recursion (module docstring) over the whole sequence, storing every chunk's
+    state: (states (BH, N, DA, DB) in dtype, final float32)."""
     BH, T, DA = a.shape
     DB, N, H = b.shape[-1], triton.cdiv(T, C), log_g32.shape[0]
     BA, BB = _blocks(DA, DB)
@@ -241,37 +316,71 @@ def _run_states(a, b, init, log_g32, gaps, C, reverse, dtype):
     final = torch.empty(BH, DA, DB, dtype=torch.float32, device=a.device)
     grid = (BH, triton.cdiv(DA, BA), triton.cdiv(DB, BB))
     _states_kernel[grid](a, b, init if init is not None else final, states, final, log_g32, gaps,
-                         T, N, H, REVERSE=reverse, HAS_INIT=init is not None, C=C, DA=DA, DB=DB,
-                         BA=BA,
-                         BB=BB, PRECISION=_precision(dtype))
+                         T, N, H, 1, max(N, 1), REVERSE=reverse, HAS_INIT=init is not None,
+                         STORE_EACH=True, C=C, DA=DA, DB=DB, BA=BA, BB=BB,
+                         PRECISION=_precision(dtype))
     return states, final
+
+
+def _segment_starts(k, v, S0, log_g, C, G, NS):
+    """The state at the start of each of NS segments of G chunks (BH, NS, d_k, d_v) float32: the
+    segments' own sums from zero, in parallel, then the short scan over segments."""
+    BH, T, DK = k.shape
+    DV, N, H = v.shape[-1], triton.cdiv(T, C), log_g.shape[0]
+    log_g32, gaps = _decay_constants(log_g, C, T)
+    BK, BV = _blocks(DK, DV)
+    local = torch.empty(BH * (NS - 1), DK, DV, dtype=torch.float32, device=k.device)
+    _states_kernel[(BH * (NS - 1), triton.cdiv(DK, BK), triton.cdiv(DV, BV))](
+        k, v, local, local, local, log_g32, gaps, T, N, H, NS - 1, G, REVERSE=False,
+        HAS_INIT=False, STORE_EACH=False, C=C, DA=DK, DB=DV, BA=BK, BB=BV,
+        PRECISION=_precision(k.dtype))
+    seg_gap = -torch.expm1(G * C * log_g).to(torch.float32).contiguous()      # (H,), from float64
+    starts = torch.empty(BH, NS, DK, DV, dtype=torch.float32, device=k.device)
+    _segment_scan_kernel[(BH, triton.cdiv(DK, BK), triton.cdiv(DV, BV))](
+        local, S0 if S0 is not None else local, starts, seg_gap, NS, H, HAS_INIT=S0 is not None,
+        DK=DK, DV=DV, BK=BK, BV=BV)
+    return starts
+
+
+def _forward(q, k, v, S0, log_g, C, G, store_states):
+    """o, the final state and (store_states) every chunk's state R_{i-1} (BH, N, d_k, d_v) in the
+    input dtype: segment starts (when there are several segments), then the output pass."""
+    BH, T, DK = q.shape
+    DV, N, H = v.shape[-1], triton.cdiv(T, C), log_g.shape[0]
+    NS = max(1, triton.cdiv(N, G))
+    starts = S0 if NS == 1 else _segment_starts(k, v, S0, log_g, C, G, NS)
+    log_g32, gaps = _decay_constants(log_g, C, T)
+    o = torch.empty_like(v)
+    final = torch.empty(BH, DK, DV, dtype=torch.float32, device=q.device)
+    states = (torch.empty(BH, N, DK, DV, dtype=q.dtype, device=q.device) if store_states
+              else final)
+    BK, BV = _output_blocks(DK, DV)
+    _output_kernel[(triton.cdiv(DV, BV), BH * NS)](
+        q, k, v, starts if starts is not None else final, states, o, final, log_g32, gaps, T, N,
+        H, NS, G, HAS_START=starts is not None, STORE_STATES=store_states, C=C, DK=DK, DV=DV,
+        BK=BK, BV=BV, PRECISION=_precision(q.dtype), **OUTPUT_LAUNCH)
+    return o, final, (states if store_states else None)
 
 
 class _ChunkwiseRetention(torch.autograd.Function):
     """(q, k, v (BH, T, d) contiguous, S0 (BH, d_k, d_v) float32 or None) → (o, R_last)."""
 
     @staticmethod
-    def forward(ctx, q, k, v, S0, log_g32, gaps, C, H):
-        BH, T, DK = q.shape
-        DV, N = v.shape[-1], triton.cdiv(T, C)
-        states, final = _run_states(k, v, S0, log_g32, gaps, C, False, q.dtype)
-        o = torch.empty_like(v)
-        BK, BV = _blocks(DK, DV)
-        if N:
-            _output_kernel[(N, BH, triton.cdiv(DV, BV))](q, k, v, states, o, log_g32, T, N, H, C=C,
-                                                         DK=DK,
-                                                          DV=DV, BK=BK, BV=BV,
-                                                         PRECISION=_precision(q.dtype))
-        ctx.save_for_backward(q, k, v, states, log_g32, gaps)
-        ctx.C, ctx.H, ctx.has_init = C, H, S0 is not None
+    def forward(ctx, q, k, v, S0, log_g, C, G, H):
+        needs_backward = any(ctx.needs_input_grad[:4])
+        o, final, states = _forward(q, k, v, S0, log_g, C, G, needs_backward)
+        if needs_backward:
+            ctx.save_for_backward(q, k, v, states, log_g)
+            ctx.C, ctx.H, ctx.has_init = C, H, S0 is not None
         return o, final
 
     @staticmethod
     def backward(ctx, do, d_final):
-        q, k, v, states, log_g32, gaps = ctx.saved_tensors
+        q, k, v, states, log_g = ctx.saved_tensors
         C, H = ctx.C, ctx.H
         BH, T, DK = q.shape
         DV, N = v.shape[-1], triton.cdiv(T, C)
+        log_g32, gaps = _decay_constants(log_g, C, T)
         do = do.contiguous()
         d_final = None if d_final is None else d_final.to(torch.float32).contiguous()
         # dS_i for every chunk, from the last chunk back; d_init = ∂loss/∂S_0
@@ -281,31 +390,34 @@ class _ChunkwiseRetention(torch.autograd.Function):
         precision = _precision(q.dtype)
         if N:
             _dq_dk_kernel[(N, BH, triton.cdiv(DK, BK))](q, k, v, do, states, dstates, dq, dk,
-                                                        log_g32, T, N, H,
-                                                         C=C, DK=DK, DV=DV, BK=BK, BV=BV,
-                                                        PRECISION=precision)
+                                                        log_g32, T, N, H, C=C, DK=DK, DV=DV,
+                                                        BK=BK, BV=BV, PRECISION=precision)
             _dv_kernel[(N, BH, triton.cdiv(DV, BV))](q, k, do, dstates, dv, log_g32, T, N, H, C=C,
-                                                     DK=DK,
-                                                      DV=DV, BK=BK, BV=BV, PRECISION=precision)
+                                                     DK=DK, DV=DV, BK=BK, BV=BV,
+                                                     PRECISION=precision)
         return dq, dk, dv, (d_init if ctx.has_init else None), None, None, None, None
 
 
-def chunkwise_retention(q, k, v, gamma, chunk_size: int = 64, state=None):
+def chunkwise_retention(q, k, v, gamma, chunk_size: int = 64, state=None, *,
+                        segment_chunks: int | None = None):
     """retention.chunkwise_retention on Triton kernels: the same arguments, contract and results.
 
     q, k (B, H, T, d_k), v (B, H, T, d_v) of one dtype (bfloat16 or float32; float16 is refused), on
     CUDA (or the CPU under TRITON_INTERPRET=1); gamma one value per head; chunk_size one of
     TILE_HEIGHTS; state (B, H, d_k, d_v) or None. Returns (o (B, H, T, d_v) in the input dtype,
-    R_last (B, H, d_k, d_v) float32). Differentiable in q, k, v and state.
+    R_last (B, H, d_k, d_v) float32). Differentiable in q, k, v and state. segment_chunks, the
+    chunks per segment of the forward (segment_length's choice when None), changes the work's
+    split only, not the function.
     """
     check_torch_qkv(q, k, v)
     C = check_tile_height(chunk_size)
     state = check_torch_state(state, q, v)
     S0 = None if state is None else state.to(accumulation_dtype(q.dtype))
-    return _chunkwise(q, k, v, log_gamma_per_head(gamma, q), C, S0)
+    G = None if segment_chunks is None else check_positive_int(segment_chunks, "segment_chunks")
+    return _chunkwise(q, k, v, log_gamma_per_head(gamma, q), C, S0, G)
 
 
-def _chunkwise(q, k, v, log_g, C, S0):
+def _chunkwise(q, k, v, log_g, C, S0, G=None):
     """chunkwise_retention's body (retention._chunkwise's signature): log_g (H,) float64 on q's
     device, S0 None or (B, H, d_k, d_v) in the accumulation dtype; C a tile height."""
     require_triton(q)
@@ -318,9 +430,11 @@ def _chunkwise(q, k, v, log_g, C, S0):
     if min(DK, DV) < 16:
         raise ValueError("backend='triton' needs head widths d_k, d_v ≥ 16 (matrix-unit tiles), "
                          f"got {DK}, {DV}")
-    log_g32, gaps = _decay_constants(log_g, C, T)
+    if G is None:
+        G = segment_length(math.ceil(T / C), B * H * math.ceil(DV / _output_blocks(DK, DV)[1]),
+                           _programs_wanted(q.device))
     S0 = None if S0 is None else S0.to(torch.float32).reshape(B * H, DK, DV).contiguous()
     o, final = _ChunkwiseRetention.apply(*(x.reshape(B * H, T, x.shape[-1]).contiguous()
                                            for x in (q, k, v)),
-                                         S0, log_g32, gaps, C, H)
+                                         S0, log_g, C, G, H)
     return o.reshape(B, H, T, DV), final.reshape(B, H, DK, DV)
