@@ -6,7 +6,10 @@ The forward is two passes, as the equations fall apart:
        R_i = γ^{L_i} R_{i-1} + K_[i]^T (V_[i] ⊙ ζ),   ζ_r = γ^{L_i-1-r},   R_{-1} = S_0
    written R_{i-1} - (1 - γ^{L_i}) R_{i-1} + …, with the gap 1 - γ^{L_i} from float64 (the drift of
    a rounded γ^L multiplied in N times stays out, as in retention._chunk_states). Each program keeps
-   its (BK, BV) block of R in registers and stores R_{i-1} for every chunk.
+   its (BK, BV) block of R in registers and stores R_{i-1} for every chunk. When batch · heads ·
+   blocks give too few programs for the GPU (one long sequence), the chunks are split into NS
+   segments of G: each segment's own sum from zero (all segments at once), a scan over the NS
+   segments for the state each starts from, then every segment's walk from its start (at once).
 2. outputs, parallel over (chunk, batch·head, d_v block), no recursion left:
        O_[i] = (Q_[i] K_[i]^T ⊙ D) V_[i] + (Q_[i] R_{i-1}) ⊙ ξ,   ξ_r = γ^{r+1}
 
@@ -78,19 +81,19 @@ def _states_kernel(a_ptr, b_ptr, init_ptr, states_ptr, last_ptr, log_g_ptr, gap_
                    T, N, H, NS, G, REVERSE: tl.constexpr, HAS_INIT: tl.constexpr,
                    STORE_EACH: tl.constexpr, C: tl.constexpr, DA: tl.constexpr, DB: tl.constexpr,
                    BA: tl.constexpr, BB: tl.constexpr, PRECISION: tl.constexpr):
-    """The recursion over the G chunks of segment s (chunks s·G …), forward (a = k, b = v, weights
-    ζ) or reversed (a = q, b = dO, weights ξ); program (bh·NS + s, block of a's columns, block of
-    b's columns).
+    """The recursion over the chunks of segment s (G chunks from chunk s·G), forward (a = k, b = v,
+    weights ζ) or reversed (a = q, b = dO, weights ξ); program (bh·NS + s, block of a's columns,
+    block of b's columns).
 
-    X ← X - (1 - γ^{L_i}) X + A_[i]^T (B_[i] ⊙ w), from init (HAS_INIT, one segment only) or 0;
-    with STORE_EACH states[bh, i] = X before chunk i's term is added; last[bh·NS + s] = X at the
+    X ← X - (1 - γ^{L_i}) X + A_[i]^T (B_[i] ⊙ w), from init[bh·NS + s] (HAS_INIT) or 0; with
+    STORE_EACH states[bh, i] = X before chunk i's term is added; last[bh·NS + s] = X at the
     segment's end.
     """
     # int64: offsets pass 2^31
     seg, ja, jb = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
     bh, s = seg // NS, seg % NS
     log_g = tl.load(log_g_ptr + bh % H)
-    ptrs, ok = _state_block(init_ptr, bh * DA * DB, ja * BA, jb * BB, DA, DB, BA, BB)
+    ptrs, ok = _state_block(init_ptr, seg * DA * DB, ja * BA, jb * BB, DA, DB, BA, BB)
     if HAS_INIT:
         X = tl.load(ptrs, mask=ok, other=0.0)                              # (BA, BB), float32
     else:
@@ -117,84 +120,64 @@ def _states_kernel(a_ptr, b_ptr, init_ptr, states_ptr, last_ptr, log_g_ptr, gap_
 
 @triton.jit
 def _segment_scan_kernel(local_ptr, init_ptr, starts_ptr, seg_gap_ptr, NS, H,
-                         HAS_INIT: tl.constexpr, DK: tl.constexpr, DV: tl.constexpr,
-                         BK: tl.constexpr, BV: tl.constexpr):
-    """The state at each segment's start, from the segments' own sums (local, from zero):
-    starts[bh, 0] = S_0 (or 0),  starts[bh, s] = γ^{G·C} starts[bh, s-1] + local[bh, s-1]."""
-    bh, jk, jv = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
-    ptrs, ok = _state_block(init_ptr, bh * DK * DV, jk * BK, jv * BV, DK, DV, BK, BV)
+                         REVERSE: tl.constexpr, HAS_INIT: tl.constexpr, DA: tl.constexpr,
+                         DB: tl.constexpr, BA: tl.constexpr, BB: tl.constexpr):
+    """The state each segment's walk starts from, given every segment's own sum (local, from 0):
+    forward starts[0] = S_0 (or 0), starts[s] = γ^{len s-1} starts[s-1] + local[s-1]; reversed
+    from the last segment back, starts[NS-1] = ∂/∂R_last (or 0)."""
+    bh, ja, jb = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
+    ptrs, ok = _state_block(init_ptr, bh * DA * DB, ja * BA, jb * BB, DA, DB, BA, BB)
     if HAS_INIT:
-        X = tl.load(ptrs, mask=ok, other=0.0)                              # (BK, BV), float32
+        X = tl.load(ptrs, mask=ok, other=0.0)                              # (BA, BB), float32
     else:
-        X = tl.zeros([BK, BV], dtype=tl.float32)
-    gap = tl.load(seg_gap_ptr + bh % H)                                    # 1 - γ^{G·C}
-    for s in range(NS - 1):
-        out_ptrs, _ = _state_block(starts_ptr, (bh * NS + s) * DK * DV, jk * BK, jv * BV, DK, DV,
-                                   BK, BV)
-        tl.store(out_ptrs, X, mask=ok)
-        in_ptrs, _ = _state_block(local_ptr, (bh * (NS - 1) + s) * DK * DV, jk * BK, jv * BV, DK,
-                                  DV, BK, BV)
-        X = X - gap * X + tl.load(in_ptrs, mask=ok, other=0.0)
-    out_ptrs, _ = _state_block(starts_ptr, (bh * NS + NS - 1) * DK * DV, jk * BK, jv * BV, DK, DV,
-                               BK, BV)
-    tl.store(out_ptrs, X, mask=ok)
+        X = tl.zeros([BA, BB], dtype=tl.float32)
+    for step in range(NS - 1):
+        s = NS - 1 - step if REVERSE else step
+        at, _ = _state_block(starts_ptr, (bh * NS + s) * DA * DB, ja * BA, jb * BB, DA, DB, BA, BB)
+        tl.store(at, X, mask=ok)
+        # 1 - γ^{length of segment s}: G·C tokens, or fewer for the last segment
+        gap = tl.load(seg_gap_ptr + (bh % H) * 2 + (s == NS - 1).to(tl.int32))
+        own, _ = _state_block(local_ptr, (bh * NS + s) * DA * DB, ja * BA, jb * BB, DA, DB, BA, BB)
+        X = X - gap * X + tl.load(own, mask=ok, other=0.0)
+    s = 0 if REVERSE else NS - 1
+    at, _ = _state_block(starts_ptr, (bh * NS + s) * DA * DB, ja * BA, jb * BB, DA, DB, BA, BB)
+    tl.store(at, X, mask=ok)
 
 
 @triton.jit
-def _output_kernel(q_ptr, k_ptr, v_ptr, starts_ptr, states_ptr, o_ptr, final_ptr, log_g_ptr,
-                   gap_ptr, T, N, H, NS, G, HAS_START: tl.constexpr, STORE_STATES: tl.constexpr,
-                   C: tl.constexpr, DK: tl.constexpr, DV: tl.constexpr, BK: tl.constexpr,
-                   BV: tl.constexpr, PRECISION: tl.constexpr):
-    """The outputs of segment s's chunks for one block of d_v columns, the state carried along in
-    registers (program (block of d_v columns, bh·NS + s)); BK ≥ d_k, the whole key width:
-        O_[i] = (Q_[i] K_[i]^T ⊙ D) V_[i] + (Q_[i] R_{i-1}) ⊙ ξ,   then R_i as _states_kernel does.
-    R starts at starts[bh·NS + s] (HAS_START) or 0; with STORE_STATES every R_{i-1} is stored for
-    the backward; the last segment's program writes the final state."""
-    jv, seg = tl.program_id(0), tl.program_id(1).to(tl.int64)
-    bh, s = seg // NS, seg % NS
+def _output_kernel(q_ptr, k_ptr, v_ptr, states_ptr, o_ptr, log_g_ptr, T, N, H, C: tl.constexpr,
+                   DK: tl.constexpr, DV: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+                   PRECISION: tl.constexpr):
+    """O_[i][:, block] = (Q_[i] K_[i]^T ⊙ D) V_[i][:, block] + (Q_[i] R_{i-1}[:, block]) ⊙ ξ."""
+    i, bh, jv = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2)
     log_g = tl.load(log_g_ptr + bh % H)
-    ptrs, ok = _state_block(starts_ptr, seg * DK * DV, 0, jv * BV, DK, DV, BK, BV)
-    if HAS_START:
-        X = tl.load(ptrs, mask=ok, other=0.0)                              # (BK, BV), float32
-    else:
-        X = tl.zeros([BK, BV], dtype=tl.float32)
+    t, t_ok, L = _chunk_range(i, T, C)
+    scores = tl.zeros([C, C], dtype=tl.float32)
+    cross = tl.zeros([C, BV], dtype=tl.float32)
+    for k0 in range(0, DK, BK):
+        q = _tile(q_ptr, bh, t, t_ok, T, DK, k0, BK)                         # (C, BK)
+        k = _tile(k_ptr, bh, t, t_ok, T, DK, k0, BK)                         # (C, BK)
+        scores += tl.dot(q, tl.trans(k), input_precision=PRECISION)
+        R_ptrs, R_ok = _state_block(states_ptr, (bh * N + i) * DK * DV, k0, jv * BV, DK, DV, BK, BV)
+        cross += tl.dot(q, tl.load(R_ptrs, mask=R_ok, other=0.0), input_precision=PRECISION)
+    v = _tile(v_ptr, bh, t, t_ok, T, DV, jv * BV, BV)                        # (C, BV)
+    # a non-finite v_s[c] may reach o_r[c] for r ≥ s only: the product runs on finite values and the
+    # rows from the first non-finite one on are set to NaN (a product with the zeros of D would not
+    # keep it out of the rows above); later chunks receive it through R, which pass 1 carries
+    # forward
     r = tl.arange(0, C)
-    xi = tl.exp((r + 1.0) * log_g)                                         # ξ_r = γ^(r+1)
-    first, n = s * G, tl.minimum(G, N - s * G)
-    for step in range(n):
-        i = first + step
-        t, t_ok, L = _chunk_range(i, T, C)
-        R = X.to(q_ptr.dtype.element_ty)                                   # R_{i-1}, input dtype
-        if STORE_STATES:
-            out_ptrs, _ = _state_block(states_ptr, (bh * N + i) * DK * DV, 0, jv * BV, DK, DV, BK,
-                                       BV)
-            tl.store(out_ptrs, R, mask=ok)
-        q = _tile(q_ptr, bh, t, t_ok, T, DK, 0, BK)                          # (C, BK)
-        k = _tile(k_ptr, bh, t, t_ok, T, DK, 0, BK)                          # (C, BK)
-        v = _tile(v_ptr, bh, t, t_ok, T, DV, jv * BV, BV)                    # (C, BV)
-        scores = tl.dot(q, tl.trans(k), input_precision=PRECISION)          # (C, C), float32
-        # a non-finite v_s[c] may reach o_r[c] for r ≥ s only: the product runs on finite values
-        # and the rows from the first non-finite one on are set to NaN (a product with the zeros
-        # of D would not keep it out of the rows above); later chunks receive it through R
-        v_bad = (v - v) != 0                                                 # NaN or ±inf
-        first_bad = tl.min(tl.where(v_bad, r[:, None], C), axis=0)           # (BV,), C where none
-        v_ok = tl.where(v_bad, 0.0, v).to(v.dtype)
-        # (Q K^T ⊙ D) V, the scores rounded to the input dtype like the PyTorch forms'
-        o = tl.dot(_decayed(scores, log_g, C).to(v.dtype), v_ok, input_precision=PRECISION)
-        o = tl.where(r[:, None] >= first_bad[None, :], float("nan"), o)
-        # + (Q R_{i-1}) ⊙ ξ
-        o += tl.dot(q, R, input_precision=PRECISION) * xi[:, None]
-        cols = jv * BV + tl.arange(0, BV)
-        tl.store(o_ptr + bh * T * DV + t[:, None] * DV + cols[None, :],
-                 o.to(o_ptr.dtype.element_ty), mask=t_ok[:, None] & (cols < DV)[None, :])
-        # R_i = γ^L R_{i-1} + K_[i]^T (V_[i] ⊙ ζ),  ζ_r = γ^(L-1-r), zero past the chunk's end
-        zeta = tl.where(t_ok, tl.exp((L - 1.0 - r) * log_g), 0.0)
-        gap = tl.load(gap_ptr + (bh % H) * 2 + (L < C).to(tl.int32))
-        vz = (v * zeta[:, None]).to(v.dtype)
-        X = X - gap * X + tl.dot(tl.trans(k), vz, input_precision=PRECISION)
-    if s == NS - 1:
-        final_ptrs, _ = _state_block(final_ptr, bh * DK * DV, 0, jv * BV, DK, DV, BK, BV)
-        tl.store(final_ptrs, X, mask=ok)
+    v_bad = (v - v) != 0                                                     # NaN or ±inf
+    first_bad = tl.min(tl.where(v_bad, r[:, None], C), axis=0)               # (BV,), C where none
+    v = tl.where(v_bad, 0.0, v).to(v.dtype)
+    # (Q K^T ⊙ D) V, the scores rounded to the input dtype like the PyTorch forms'
+    o = tl.dot(_decayed(scores, log_g, C).to(v.dtype), v, input_precision=PRECISION)
+    o = tl.where(r[:, None] >= first_bad[None, :], float("nan"), o)
+    # + (Q R_{i-1}) ⊙ ξ,  ξ_r = γ^(r+1)
+    xi = tl.exp((r + 1.0) * log_g)
+    o += cross * xi[:, None]
+    cols = jv * BV + tl.arange(0, BV)
+    tl.store(o_ptr + bh * T * DV + t[:, None] * DV + cols[None, :], o.to(o_ptr.dtype.element_ty),
+             mask=t_ok[:, None] & (cols < DV)[None, :])
 
 
 @triton.jit
@@ -274,15 +257,6 @@ def _blocks(d_k: int, d_v: int) -> tuple[int, int]:
     return min(64, triton.next_power_of_2(d_k)), min(64, triton.next_power_of_2(d_v))
 
 
-# the output pass: a program holds the whole key width and OUTPUT_BV value columns of the state
-OUTPUT_BV = 64
-OUTPUT_LAUNCH = {"num_warps": 4, "num_stages": 3}
-
-
-def _output_blocks(d_k: int, d_v: int) -> tuple[int, int]:
-    return triton.next_power_of_2(d_k), min(OUTPUT_BV, triton.next_power_of_2(d_v))
-
-
 def _decay_constants(log_g: torch.Tensor, C: int, T: int):
     """log γ (H,) and the gaps 1 - γ^C, 1 - γ^L of a whole and of the ragged last chunk (H, 2),
     float32."""
@@ -291,75 +265,71 @@ def _decay_constants(log_g: torch.Tensor, C: int, T: int):
     return log_g.to(torch.float32).contiguous(), gaps.to(torch.float32).contiguous()
 
 
-def _programs_wanted(device: torch.device) -> int:
-    """Programs that keep the GPU busy: two per multiprocessor (one under the interpreter)."""
+def _programs_wanted(device: torch.device, programs: int) -> int:
+    """How many programs the state recursion is split up to: one per multiprocessor, but only when
+    its batch · heads · state blocks give fewer than half as many. On an H200 (132 multiprocessors,
+    results/bench-h200-triton-segments.json) five segments at 32 programs (T = 65,536, batch 1)
+    made the forward 16 % and forward + backward 10 % faster; at 128 programs (T = 16,384) any split
+    was slower. Under the interpreter: no split."""
     if device.type != "cuda":
         return 1
-    return 2 * torch.cuda.get_device_properties(device).multi_processor_count
+    multiprocessors = torch.cuda.get_device_properties(device).multi_processor_count
+    return multiprocessors if 2 * programs < multiprocessors else 1
 
 
 def segment_length(N: int, programs_per_segment: int, programs_wanted: int) -> int:
     """Chunks per segment G of N chunks: the fewest segments (each a sequential walk over its G
-    chunks) that give the output pass programs_wanted programs, one segment when batch · heads ·
-    d_v blocks already do. Any G computes the same function."""
+    chunks) that give the recursion programs_wanted programs; one segment when batch · heads ·
+    state blocks already do. Any G computes the same function."""
     segments = max(1, min(N, -(-programs_wanted // programs_per_segment)))
     return max(1, -(-N // segments))
 
 
-def _run_states(a, b, init, log_g32, gaps, C, reverse, dtype):
-    """The chunk recursion (module docstring) over the whole sequence, storing every chunk's
-    state: (states (BH, N, DA, DB) in dtype, final float32)."""
+def _recursion(a, b, init, log_g32, gaps, C, reverse, NS, G, store_each):
+    """_states_kernel over NS segments of G chunks: (states (BH, N, DA, DB) in a's dtype or None,
+    each segment's end (BH·NS, DA, DB) float32)."""
     BH, T, DA = a.shape
     DB, N, H = b.shape[-1], triton.cdiv(T, C), log_g32.shape[0]
     BA, BB = _blocks(DA, DB)
-    states = torch.empty(BH, N, DA, DB, dtype=dtype, device=a.device)
-    final = torch.empty(BH, DA, DB, dtype=torch.float32, device=a.device)
-    grid = (BH, triton.cdiv(DA, BA), triton.cdiv(DB, BB))
-    _states_kernel[grid](a, b, init if init is not None else final, states, final, log_g32, gaps,
-                         T, N, H, 1, max(N, 1), REVERSE=reverse, HAS_INIT=init is not None,
-                         STORE_EACH=True, C=C, DA=DA, DB=DB, BA=BA, BB=BB,
-                         PRECISION=_precision(dtype))
-    return states, final
+    last = torch.empty(BH * NS, DA, DB, dtype=torch.float32, device=a.device)
+    states = (torch.empty(BH, N, DA, DB, dtype=a.dtype, device=a.device) if store_each
+              else None)
+    _states_kernel[(BH * NS, triton.cdiv(DA, BA), triton.cdiv(DB, BB))](
+        a, b, init if init is not None else last, states if store_each else last, last, log_g32,
+        gaps, T, N, H, NS, G, REVERSE=reverse, HAS_INIT=init is not None, STORE_EACH=store_each,
+        C=C, DA=DA, DB=DB, BA=BA, BB=BB, PRECISION=_precision(a.dtype))
+    return states, last
 
 
-def _segment_starts(k, v, S0, log_g, C, G, NS):
-    """The state at the start of each of NS segments of G chunks (BH, NS, d_k, d_v) float32: the
-    segments' own sums from zero, in parallel, then the short scan over segments."""
-    BH, T, DK = k.shape
-    DV, N, H = v.shape[-1], triton.cdiv(T, C), log_g.shape[0]
-    log_g32, gaps = _decay_constants(log_g, C, T)
-    BK, BV = _blocks(DK, DV)
-    local = torch.empty(BH * (NS - 1), DK, DV, dtype=torch.float32, device=k.device)
-    _states_kernel[(BH * (NS - 1), triton.cdiv(DK, BK), triton.cdiv(DV, BV))](
-        k, v, local, local, local, log_g32, gaps, T, N, H, NS - 1, G, REVERSE=False,
-        HAS_INIT=False, STORE_EACH=False, C=C, DA=DK, DB=DV, BA=BK, BB=BV,
-        PRECISION=_precision(k.dtype))
-    seg_gap = -torch.expm1(G * C * log_g).to(torch.float32).contiguous()      # (H,), from float64
-    starts = torch.empty(BH, NS, DK, DV, dtype=torch.float32, device=k.device)
-    _segment_scan_kernel[(BH, triton.cdiv(DK, BK), triton.cdiv(DV, BV))](
-        local, S0 if S0 is not None else local, starts, seg_gap, NS, H, HAS_INIT=S0 is not None,
-        DK=DK, DV=DV, BK=BK, BV=BV)
+def _segment_starts(local, init, log_g, T, C, G, NS, reverse):
+    """Each segment's starting state (BH·NS, DA, DB) float32 from the segments' own sums."""
+    BH, DA, DB = local.shape[0] // NS, *local.shape[1:]
+    BA, BB = _blocks(DA, DB)
+    last = T - (NS - 1) * G * C                                     # tokens in the last segment
+    seg_gaps = -torch.expm1(torch.stack((G * C * log_g, last * log_g), dim=1))   # (H, 2), float64
+    starts = torch.empty_like(local)
+    _segment_scan_kernel[(BH, triton.cdiv(DA, BA), triton.cdiv(DB, BB))](
+        local, init if init is not None else local, starts,
+        seg_gaps.to(torch.float32).contiguous(), NS, log_g.shape[0], REVERSE=reverse,
+        HAS_INIT=init is not None, DA=DA, DB=DB, BA=BA, BB=BB)
     return starts
 
 
-def _forward(q, k, v, S0, log_g, C, G, store_states):
-    """o, the final state and (store_states) every chunk's state R_{i-1} (BH, N, d_k, d_v) in the
-    input dtype: segment starts (when there are several segments), then the output pass."""
-    BH, T, DK = q.shape
-    DV, N, H = v.shape[-1], triton.cdiv(T, C), log_g.shape[0]
+def _chunk_states(a, b, init, log_g, C, G, reverse):
+    """The chunk recursion (module docstring, pass 1), storing every chunk's state: (states
+    (BH, N, DA, DB) in a's dtype, final (BH, DA, DB) float32). With several segments of G chunks,
+    first each segment's own sum from zero (in parallel), then the short scan over segments for
+    where each starts, then every segment's walk from its start (in parallel)."""
+    BH, T, DA = a.shape
+    N = triton.cdiv(T, C)
     NS = max(1, triton.cdiv(N, G))
-    starts = S0 if NS == 1 else _segment_starts(k, v, S0, log_g, C, G, NS)
     log_g32, gaps = _decay_constants(log_g, C, T)
-    o = torch.empty_like(v)
-    final = torch.empty(BH, DK, DV, dtype=torch.float32, device=q.device)
-    states = (torch.empty(BH, N, DK, DV, dtype=q.dtype, device=q.device) if store_states
-              else final)
-    BK, BV = _output_blocks(DK, DV)
-    _output_kernel[(triton.cdiv(DV, BV), BH * NS)](
-        q, k, v, starts if starts is not None else final, states, o, final, log_g32, gaps, T, N,
-        H, NS, G, HAS_START=starts is not None, STORE_STATES=store_states, C=C, DK=DK, DV=DV,
-        BK=BK, BV=BV, PRECISION=_precision(q.dtype), **OUTPUT_LAUNCH)
-    return o, final, (states if store_states else None)
+    if NS > 1:
+        _, local = _recursion(a, b, None, log_g32, gaps, C, reverse, NS, G, False)
+        init = _segment_starts(local, init, log_g, T, C, G, NS, reverse)
+    states, last = _recursion(a, b, init, log_g32, gaps, C, reverse, NS, G, True)
+    final = last.view(BH, NS, DA, -1)[:, 0 if reverse else NS - 1]
+    return states, final
 
 
 class _ChunkwiseRetention(torch.autograd.Function):
@@ -367,11 +337,18 @@ class _ChunkwiseRetention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, S0, log_g, C, G, H):
-        needs_backward = any(ctx.needs_input_grad[:4])
-        o, final, states = _forward(q, k, v, S0, log_g, C, G, needs_backward)
-        if needs_backward:
-            ctx.save_for_backward(q, k, v, states, log_g)
-            ctx.C, ctx.H, ctx.has_init = C, H, S0 is not None
+        BH, T, DK = q.shape
+        DV, N = v.shape[-1], triton.cdiv(T, C)
+        states, final = _chunk_states(k, v, S0, log_g, C, G, False)
+        log_g32, _ = _decay_constants(log_g, C, T)
+        o = torch.empty_like(v)
+        BK, BV = _blocks(DK, DV)
+        if N:
+            _output_kernel[(N, BH, triton.cdiv(DV, BV))](q, k, v, states, o, log_g32, T, N, H, C=C,
+                                                         DK=DK, DV=DV, BK=BK, BV=BV,
+                                                         PRECISION=_precision(q.dtype))
+        ctx.save_for_backward(q, k, v, states, log_g)
+        ctx.C, ctx.G, ctx.H, ctx.has_init = C, G, H, S0 is not None
         return o, final
 
     @staticmethod
@@ -380,11 +357,11 @@ class _ChunkwiseRetention(torch.autograd.Function):
         C, H = ctx.C, ctx.H
         BH, T, DK = q.shape
         DV, N = v.shape[-1], triton.cdiv(T, C)
-        log_g32, gaps = _decay_constants(log_g, C, T)
         do = do.contiguous()
         d_final = None if d_final is None else d_final.to(torch.float32).contiguous()
         # dS_i for every chunk, from the last chunk back; d_init = ∂loss/∂S_0
-        dstates, d_init = _run_states(q, do, d_final, log_g32, gaps, C, True, q.dtype)
+        dstates, d_init = _chunk_states(q, do, d_final, log_g, C, ctx.G, True)
+        log_g32, _ = _decay_constants(log_g, C, T)
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         BK, BV = _blocks(DK, DV)
         precision = _precision(q.dtype)
@@ -406,8 +383,8 @@ def chunkwise_retention(q, k, v, gamma, chunk_size: int = 64, state=None, *,
     CUDA (or the CPU under TRITON_INTERPRET=1); gamma one value per head; chunk_size one of
     TILE_HEIGHTS; state (B, H, d_k, d_v) or None. Returns (o (B, H, T, d_v) in the input dtype,
     R_last (B, H, d_k, d_v) float32). Differentiable in q, k, v and state. segment_chunks, the
-    chunks per segment of the forward (segment_length's choice when None), changes the work's
-    split only, not the function.
+    chunks per segment of the state recursion (segment_length's choice when None), changes how
+    the work is split, not the function.
     """
     check_torch_qkv(q, k, v)
     C = check_tile_height(chunk_size)
@@ -419,20 +396,22 @@ def chunkwise_retention(q, k, v, gamma, chunk_size: int = 64, state=None, *,
 
 def _chunkwise(q, k, v, log_g, C, S0, G=None):
     """chunkwise_retention's body (retention._chunkwise's signature): log_g (H,) float64 on q's
-    device, S0 None or (B, H, d_k, d_v) in the accumulation dtype; C a tile height."""
+    device, S0 None or (B, H, d_k, d_v) in the accumulation dtype; C a tile height; G chunks per
+    segment or None."""
     require_triton(q)
     if q.dtype == torch.float16:
         raise TypeError("backend='triton' does not take float16 for the chunkwise form: its "
-                        "scores, rounded to "
-                        "float16 for the products, overflow past 65,504; use bfloat16 or float32")
+                        "scores, rounded to float16 for the products, overflow past 65,504; use "
+                        "bfloat16 or float32")
     B, H, T, DK = q.shape
     DV = v.shape[-1]
     if min(DK, DV) < 16:
         raise ValueError("backend='triton' needs head widths d_k, d_v ≥ 16 (matrix-unit tiles), "
                          f"got {DK}, {DV}")
     if G is None:
-        G = segment_length(math.ceil(T / C), B * H * math.ceil(DV / _output_blocks(DK, DV)[1]),
-                           _programs_wanted(q.device))
+        BK, BV = _blocks(DK, DV)
+        programs = B * H * math.ceil(DK / BK) * math.ceil(DV / BV)
+        G = segment_length(math.ceil(T / C), programs, _programs_wanted(q.device, programs))
     S0 = None if S0 is None else S0.to(torch.float32).reshape(B * H, DK, DV).contiguous()
     o, final = _ChunkwiseRetention.apply(*(x.reshape(B * H, T, x.shape[-1]).contiguous()
                                            for x in (q, k, v)),
