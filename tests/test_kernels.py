@@ -21,7 +21,7 @@ from retnet_ref import kernels  # noqa: E402
 from retnet_ref.checking import TOLERANCE, random_inputs, relative_error  # noqa: E402
 from retnet_ref.decay import gamma_schedule  # noqa: E402
 from retnet_ref.kernels.chunkwise import chunkwise_retention as chunkwise_kernel  # noqa: E402
-from retnet_ref.kernels.chunkwise import segment_length  # noqa: E402
+from retnet_ref.kernels.chunkwise import segment_length, split_target  # noqa: E402
 from retnet_ref.model import RetNet, RetNetConfig  # noqa: E402
 from retnet_ref.normalisation import normalised_step_, step_decay_factors  # noqa: E402
 from retnet_ref.retention import chunkwise_retention  # noqa: E402
@@ -105,6 +105,13 @@ def test_forward_split_into_segments_is_the_same_function(device, segment_chunks
 ])
 def test_segment_length_gives_the_programs_wanted(N, per_segment, wanted, G):
     assert segment_length(N, per_segment, wanted) == G
+
+
+@pytest.mark.parametrize("programs, wanted", [(32, 132), (65, 132), (66, 1), (128, 1)])
+def test_the_recursion_is_split_only_below_half_a_program_per_multiprocessor(programs, wanted):
+    """On 132 multiprocessors: 32 programs (T = 65,536, batch 1) are split up to 132; 128 (T =
+    16,384, batch 4), where a split was measured slower, are not."""
+    assert split_target(programs, 132) == wanted
 
 
 def test_segment_chunks_is_checked():

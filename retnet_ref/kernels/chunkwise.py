@@ -273,7 +273,11 @@ def _programs_wanted(device: torch.device, programs: int) -> int:
     was slower. Under the interpreter: no split."""
     if device.type != "cuda":
         return 1
-    multiprocessors = torch.cuda.get_device_properties(device).multi_processor_count
+    return split_target(programs, torch.cuda.get_device_properties(device).multi_processor_count)
+
+
+def split_target(programs: int, multiprocessors: int) -> int:
+    """_programs_wanted's rule: one program per multiprocessor where there are fewer than half."""
     return multiprocessors if 2 * programs < multiprocessors else 1
 
 
