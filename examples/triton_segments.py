@@ -1,6 +1,6 @@
 """Does splitting the Triton kernels' state recursion into segments pay? (chapter 11, section 7)
 
-    python examples/triton_segments.py results/bench-h200-triton-segments.json     # on a GPU
+    python examples/triton_segments.py results/kernels/segments-h200.json     # on a GPU
 
 For T = 4096, 16384 and 65536 at 65,536 tokens (8 heads × 128, bfloat16, tile height 64), the
 forward and the forward + backward of kernels.chunkwise_retention with the recursion unsplit and

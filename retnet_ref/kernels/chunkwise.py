@@ -268,7 +268,7 @@ def _decay_constants(log_g: torch.Tensor, C: int, T: int):
 def _programs_wanted(device: torch.device, programs: int) -> int:
     """How many programs the state recursion is split up to: one per multiprocessor, but only when
     its batch · heads · state blocks give fewer than half as many. On an H200 (132 multiprocessors,
-    results/bench-h200-triton-segments.json) five segments at 32 programs (T = 65,536, batch 1)
+    results/kernels/segments-h200.json) five segments at 32 programs (T = 65,536, batch 1)
     made the forward 16 % and forward + backward 10 % faster; at 128 programs (T = 16,384) any split
     was slower. Under the interpreter: no split."""
     if device.type != "cuda":
