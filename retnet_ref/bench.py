@@ -265,16 +265,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
          help=_default_help("steps", "model: timed decode steps (median)"))
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                         help="also measure torch.compile (inductor, fullgraph): the chunkwise form "
-                             "at "
-                             "--compile-chunk-sizes, and both models' decode steps, each captured "
-                             "in a CUDA "
-                             "graph like the eager ones (default: on on cuda, off on cpu)")
+                             "at --compile-chunk-sizes, and both models' decode steps, each "
+                             "captured in a CUDA graph like the eager ones "
+                             "(default: on on cuda, off on cpu)")
     size("--compile-chunk-sizes", type=positive_int, nargs="+", metavar="C", help=_default_help(
         "compile_chunk_sizes", "forms: chunk sizes of the compiled chunkwise form"))
     size("--triton-chunk-sizes", type=kernel_tile, nargs="+", metavar="C", help=_default_help(
         "triton_chunk_sizes", "forms: chunk sizes (tile heights: 16, 32, 64, 128) of the Triton "
-                              "kernels, "
-        "timed on cuda when Triton imports"))
+                              "kernels, timed on cuda when Triton imports"))
     size("--presets", choices=PRESETS, nargs="+", help=_default_help(
         "presets", "inference: the presets measured (both models of each)"))
     size("--inference-lengths", type=positive_int, nargs="+", metavar="L", help=_default_help(
@@ -292,15 +290,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "train_lengths", "training: sequence lengths of a training step"))
     size("--train-batch", type=positive_int, metavar="B", help=_default_help(
         "train_batch", "training: sequences per step and process (under torchrun with N processes "
-                       "the global "
-        "batch is N times this)"))
+                       "the global batch is N times this)"))
     parser.add_argument("--train-parallel", choices=TRAIN_PARALLEL, default=None, help=(
         "training, under torchrun: each process's model in PyTorch's DistributedDataParallel (ddp: "
-        "every process "
-        "holds the whole model) or sharded by FSDP (fsdp: fully_shard, for a model whose weights, "
-        "gradients and "
-        "AdamW state do not fit one device); none: one process, no group (default: ddp under "
-        "torchrun, else none)"))
+        "every process holds the whole model) or sharded by FSDP (fsdp: fully_shard, for a model "
+        "whose weights, gradients and AdamW state do not fit one device); none: one process, no "
+        "group (default: ddp under torchrun, else none)"))
     parser.add_argument("--out", default=None, metavar="PATH",
                         help="write the results as JSON to PATH (folders are created; default: no "
                              "file)")
@@ -336,16 +331,15 @@ def resolve_train_parallel(given: str | None, suites: tuple,
                      f"{' '.join(suites)})")
     if world_size() > 1 and suites != ("training",):
         parser.error(f"--suite {' '.join(suites)}: under torchrun with {world_size()} processes "
-                     "only the training "
-                     "suite runs (the others time one device: run them without torchrun)")
+                     "only the training suite runs "
+                     "(the others time one device: run them without torchrun)")
     parallel = given or (DDP if under_torchrun() and "training" in suites else NO_PARALLEL)
     if parallel != NO_PARALLEL and not under_torchrun():
         parser.error(f"--train-parallel {parallel}: needs processes started by torchrun "
                      "(torchrun --nproc_per_node=N -m retnet_ref bench --suite training ...)")
     if parallel == NO_PARALLEL and world_size() > 1:
         parser.error(f"--train-parallel none: under torchrun with {world_size()} processes, each "
-                     "would time its "
-                     "own model alone; use ddp or fsdp")
+                     "would time its own model alone; use ddp or fsdp")
     return parallel
 
 
@@ -1502,8 +1496,7 @@ def decode_table(rows: list[dict], summary: dict, opts: dict) -> str:
         unmeasured += [(f"{r['method']} {key}" if key in r else r["method"], where, entries[key])
                        for key in ("eager", "graph") if key in r or key == "eager"]
     title = (f"decode: one step, B={opts['batch']}, H={opts['decode_heads']}, "
-             f"d={opts['decode_head_dim']}, "
-             f"q/k/v and KV cache {opts['dtype']}, state float32")
+             f"d={opts['decode_head_dim']}, q/k/v and KV cache {opts['dtype']}, state float32")
     return format_table(title, headers, cells, unmeasured_notes(unmeasured))
 
 
@@ -1564,10 +1557,9 @@ def inference_table(rows: list[dict], summary: dict, opts: dict) -> str:
 def inference_note(preset: str, s: dict, opts: dict) -> str:
     largest = ", ".join(f"{label} {batch}" for label, batch in s["largest_batch"].items())
     versus = "".join(f"; {label} at L={v['context']}, B={opts['batch']}: tokens/s over the "
-                     "Transformer's "
-                     f"{number_cell(v['throughput_retnet_over_transformer'])}, the Transformer's "
-                     "peak memory over "
-                     f"its {number_cell(v['peak_memory_transformer_over_retnet'])}, step time "
+                     f"Transformer's {number_cell(v['throughput_retnet_over_transformer'])}, the "
+                     "Transformer's peak memory over its "
+                     f"{number_cell(v['peak_memory_transformer_over_retnet'])}, step time "
                      f"{number_cell(v['step_time_transformer_over_retnet'])}"
                      for label, v in s["versus_transformer"].items())
     return f"{preset}: largest batch at L={opts['latency_length']}: {largest}{versus}"
@@ -1591,8 +1583,7 @@ def training_table(rows: list[dict], summary: dict, opts: dict) -> str:
     if opts.get("train_parallel", NO_PARALLEL) != NO_PARALLEL:   # reports before it have none
         title += f", {opts['train_parallel']}"
         notes.append("B per process; tokens/s over all processes (the slowest process's median "
-                     "step), "
-                     "peak memory the largest process's")
+                     "step), peak memory the largest process's")
     return format_table(title, headers, cells, notes)
 
 

@@ -246,8 +246,7 @@ def _split_output(impl: Implementation, form: str, out):
         return out
     if not isinstance(out, torch.Tensor):
         raise ConformanceError(f"{impl.name}: the {form} form returned {_describe(out)}; expected "
-                               "a tensor o "
-                               "(declare final_state=True if it returns (o, state))")
+                               "a tensor o (declare final_state=True if it returns (o, state))")
     return out, None
 
 
@@ -261,8 +260,7 @@ def _check_shape(impl, form, what, x, expected, layout_name):
     if not isinstance(x, torch.Tensor) or tuple(x.shape) != expected:
         got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ConformanceError(f"{impl.name}: the {form} form returned {what} of shape {got}, "
-                               "expected "
-                               f"{expected} for {layout_name}")
+                               f"expected {expected} for {layout_name}")
 
 
 def call(impl: Implementation, form, q, k, v, gamma, chunk_size=None, state=None):
@@ -385,10 +383,8 @@ def row_factor_diagnosis(o, t, tol) -> str | None:
         return (f"the output is {lo:.4g} × the truth everywhere: another q·k scale or value scale "
                 f"(declare scale; 1/√d_k = {D_K ** -0.5:.4g})")
     return (f"each row is the truth times its own factor ({lo:.3g} to {hi:.3g}): another score "
-            "normalisation; "
-            "a per-head norm with ε = 0 removes it, with ε > 0 it leaves α√((V+ε)/(α²V+ε)) for row "
-            "variance V, "
-            "so the forms agree only as ε → 0")
+            "normalisation; a per-head norm with ε = 0 removes it, with ε > 0 it leaves "
+            "α√((V+ε)/(α²V+ε)) for row variance V, so the forms agree only as ε → 0")
 
 
 def precision_diagnosis(error, dtype_name) -> str | None:
@@ -442,23 +438,19 @@ def chunk_diagnosis(errors, tol, T, C, probe: Probe) -> str | None:
         return None
     if len(chunks) >= 3 and all(e <= tol for e in chunks[:-1]) and T % C:
         return (f"only the last chunk is wrong (it holds {T % C} of {C} tokens): a ragged last "
-                "chunk mishandled; "
-                "it needs its own length L in ζ, ξ and γ^L")
+                "chunk mishandled; it needs its own length L in ζ, ξ and γ^L")
     impulse = probe.row_errors()
     if impulse is None:
         return None
     later = chunk_maxima(impulse, C)[1:]
     if grows(later):
         return ("the first chunk is right and the error grows with the chunk count: a decay "
-                "rounded per chunk "
-                "(a rounded γ^C multiplied in once more for every chunk; take γ^(C·i) from float64 "
-                "log γ)")
+                "rounded per chunk (a rounded γ^C multiplied in once more for every chunk; "
+                "take γ^(C·i) from float64 log γ)")
     if later and min(later) > tol:
         return ("the first chunk is right, every later chunk wrong by about the same relative "
-                "amount: the state "
-                "carried between chunks is built wrong (ζ left out of R_i = K_[i]^T (V_[i] ⊙ ζ) + "
-                "γ^C R_(i-1), "
-                "or R_i used for R_(i-1))")
+                "amount: the state carried between chunks is built wrong "
+                "(ζ left out of R_i = K_[i]^T (V_[i] ⊙ ζ) + γ^C R_(i-1), or R_i used for R_(i-1))")
     return (
         "the first chunk is right, later chunks are not: the cross-chunk term (Q_[i] R_(i-1)) ⊙ ξ"
     )
@@ -471,14 +463,12 @@ def sequence_diagnosis(tol, probe: Probe) -> str | None:
     profile = impulse[1:].tolist()
     if grows(profile) and max(profile) > tol:
         return ("the error grows along the sequence: a decay rounded and applied again at every "
-                "step, or γ or "
-                "the positions held in the input's low precision")
+                "step, or γ or the positions held in the input's low precision")
     return None
 
 
 NON_FINITE = ("non-finite output (NaN or inf): e.g. γ^(-m) overflowing, or exp of a positive "
-              "exponent "
-              "masked by multiplication (inf · 0 = NaN)")
+              "exponent masked by multiplication (inf · 0 = NaN)")
 
 
 def diagnose(o, t, tol, dtype_name, form, C, probe: Probe, leaks: str | None) -> str | None:
@@ -536,8 +526,7 @@ def format_row(r: Row) -> list[str]:
     """One line per row, and its diagnosis on the next where it failed."""
     error = "raised" if r.error is None else f"{r.error:.2e}"
     lines = [f"{r.device:<6} {r.dtype:<9} {r.length:>5}  {r.check:<38} {error:>9} "
-             f"{r.tolerance:>9.0e}  "
-             f"{'pass' if r.passed else 'FAIL':<6}  {r.why}"]
+             f"{r.tolerance:>9.0e}  {'pass' if r.passed else 'FAIL':<6}  {r.why}"]
     if r.diagnosis and not r.passed:
         lines.append(f"{'':>8}diagnosis: {r.diagnosis}")
     return lines
@@ -775,9 +764,8 @@ def causality_row(impl, form, device, T, C) -> Row:
     elif not row.passed:
         first = int((moved > tol).nonzero()[0])
         row.diagnosis = (f"future affects the past: changing tokens from {p} on moved rows "
-                         f"{first}..{p - 1}: "
-                         f"non-causal masking (a mask that lets {p - first} future token(s) "
-                         "through)")
+                         f"{first}..{p - 1}: non-causal masking (a mask that lets {p - first} "
+                         "future token(s) through)")
     return row
 
 
@@ -870,8 +858,8 @@ def add_arguments(parser):
     group.add_argument("--state-layout", choices=list(STATE_LAYOUTS),
                        help="the state: KV (d_k, d_v; default) or VK")
     group.add_argument("--scale", type=scale_argument,
-                       help=f"the factor the function puts on q·k: a number or "
-                                                             f"{RSQRT_DK} (default 1)")
+                       help="the factor the function puts on q·k: a number or "
+                            f"{RSQRT_DK} (default 1)")
     group.add_argument("--gamma", choices=GAMMAS,
                        help="explicit (uses the γ passed; default) or its own schedule")
     group.add_argument("--rotation", choices=ROTATIONS,

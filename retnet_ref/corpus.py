@@ -140,9 +140,8 @@ def split_names(names: list[str], seed: int, validation_fraction: float,
               "test": max(1, round(test_fraction * len(names)))}
     if counts["validation"] + counts["test"] >= len(names):
         raise CorpusError(f"{len(names)} documents cannot make three splits with "
-                          f"{counts['validation']} for "
-                          f"validation and {counts['test']} for test: the training split would be "
-                          "empty")
+                          f"{counts['validation']} for validation and {counts['test']} for test: "
+                          "the training split would be empty")
     order = list(names)
     random.Random(seed).shuffle(order)
     cut = counts["validation"] + counts["test"]
@@ -198,8 +197,7 @@ def load_manifest(folder: Path) -> dict:
     path = Path(folder) / MANIFEST
     if not path.is_file():
         raise CorpusError(f"{folder} holds no prepared corpus ({MANIFEST} is missing): build it "
-                          "with "
-                          "`python -m retnet_ref corpus` (or `make corpus`)")
+                          "with `python -m retnet_ref corpus` (or `make corpus`)")
     manifest = json.loads(path.read_text())
     if manifest.get("format") != FORMAT:
         raise CorpusError(f"{path} has format {manifest.get('format')!r}, this version reads "
@@ -216,8 +214,7 @@ def load_split(folder: Path, split: str, manifest: dict | None = None) -> np.nda
     if tokens.dtype != np.uint8 or tokens.ndim != 1 or tokens.size != entry["tokens"] \
             or sha256(tokens) != entry["sha256"]:
         raise CorpusError(f"{Path(folder) / entry['file']} does not match {MANIFEST} (changed or "
-                          "damaged): "
-                          "rebuild the corpus with `python -m retnet_ref corpus`")
+                          "damaged): rebuild the corpus with `python -m retnet_ref corpus`")
     return tokens
 
 
@@ -254,9 +251,8 @@ def fraction(text: str) -> float:
 def summary(manifest: dict, out: Path) -> str:
     """What was written: per split the documents and tokens."""
     lines = [f"corpus in {out}: {manifest['documents']} documents, {manifest['text_bytes']:,} "
-             "bytes of text "
-             f"({manifest['source'].get('package')} {manifest['source'].get('version')}), byte "
-             "tokens"]
+             f"bytes of text ({manifest['source'].get('package')} "
+             f"{manifest['source'].get('version')}), byte tokens"]
     for split in SPLITS:
         entry = manifest["splits"][split]
         lines.append(f"  {split:<10} {entry['documents']:>4} documents {entry['tokens']:>11,} "

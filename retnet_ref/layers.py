@@ -146,12 +146,10 @@ class MultiScaleRetention(ExactBuffers):
         value_dim = 2 * d_model if value_dim is None else check_positive_int(value_dim, "value_dim")
         if d_model % num_heads or value_dim % num_heads:
             raise ValueError(f"d_model ({d_model}) and value_dim ({value_dim}) must be multiples "
-                             "of "
-                             f"num_heads ({num_heads})")
+                             f"of num_heads ({num_heads})")
         if (d_model // num_heads) % 2:
             raise ValueError(f"the key width per head d_model/num_heads = {d_model // num_heads} "
-                             "must be even "
-                             "(the rotation pairs features)")
+                             "must be even (the rotation pairs features)")
         return d_model, num_heads, value_dim
 
     @staticmethod
@@ -197,8 +195,8 @@ class MultiScaleRetention(ExactBuffers):
         weight = self.q_proj.weight
         if x.dtype != weight.dtype or x.device != weight.device:
             raise TypeError(f"x is {x.dtype} on {x.device} but the layer's weights are "
-                            f"{weight.dtype} on "
-                            f"{weight.device}: move one to the other (x.to(...) or layer.to(...))")
+                            f"{weight.dtype} on {weight.device}: move one to the other (x.to(...) "
+                            "or layer.to(...))")
         chunk_size = check_mode(mode, chunk_size)
         if self.backend == "triton" and mode == "chunkwise":
             chunk_size = check_tile_height(chunk_size)

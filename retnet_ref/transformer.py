@@ -76,8 +76,8 @@ class TransformerConfig:
                              f"({self.num_heads})")
         if (self.d_model // self.num_heads) % 2:
             raise ValueError("the head dimension d_model/num_heads = "
-                             f"{self.d_model // self.num_heads} "
-                             "must be even (rotary positions rotate pairs of features)")
+                             f"{self.d_model // self.num_heads} must be even (rotary positions "
+                             "rotate pairs of features)")
         object.__setattr__(self, "ffn_width", 4 * self.d_model if self.ffn_dim is None
                            else int(self.ffn_dim))
 
@@ -148,8 +148,7 @@ def _check_cache(cache, config: TransformerConfig, batch_size: int, device: torc
     for t in (*cache.keys, *cache.values):
         if tuple(t.shape) != expected:
             raise ValueError(f"cache entries must have shape (B, H, capacity, d_head) = {expected} "
-                             "for a batch "
-                             f"of {batch_size}, got {tuple(t.shape)}")
+                             f"for a batch of {batch_size}, got {tuple(t.shape)}")
         if t.device != device:
             raise ValueError(f"cache must be on the tokens' device {device}, got {t.device}")
     length = cache.length
