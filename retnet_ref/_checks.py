@@ -48,15 +48,7 @@ def check_gammas(gamma, num_heads: int, name: str = "gamma") -> tuple[float, ...
         raise TypeError(f"{name} must be a sequence of {num_heads} values (one per head), got one "
                         "number")
     values, gamma = _gamma_entries(gamma, num_heads, name)
-    if any(isinstance(g, (list, tuple)) for g in values):
-        raise ValueError(f"{name} must hold one value per head: expected a flat sequence of "
-                         f"{num_heads}, got nested {gamma!r}")
-    if any(isinstance(g, bool) for g in values):
-        raise TypeError(f"{name} must hold real numbers, one per head, not booleans: got {gamma!r}")
-    if any(not isinstance(g, numbers.Real) for g in values):
-        raise TypeError(f"{name} must be a sequence of real numbers, one per head, got {gamma!r}"
-                        + (COMPLEX_GAMMA_HINT if any(isinstance(g, numbers.Complex) for g in values)
-                           else ""))
+    _check_real_entries(values, gamma, num_heads, name)
     if len(values) != num_heads:
         raise ValueError(f"{name} must hold one value per head: expected length {num_heads}, got "
                          f"{len(values)}")
@@ -66,6 +58,20 @@ def check_gammas(gamma, num_heads: int, name: str = "gamma") -> tuple[float, ...
         raise ValueError(f"{name} must lie in (0, 1] for every head, got "
                          f"{[values[h] for h in bad]} at heads {bad}")
     return values
+
+
+def _check_real_entries(values: tuple, gamma, num_heads: int, name: str):
+    """Each entry of γ one real number: not a sequence, a bool or a complex number (gamma as
+    messages show it)."""
+    if any(isinstance(g, (list, tuple)) for g in values):
+        raise ValueError(f"{name} must hold one value per head: expected a flat sequence of "
+                         f"{num_heads}, got nested {gamma!r}")
+    if any(isinstance(g, bool) for g in values):
+        raise TypeError(f"{name} must hold real numbers, one per head, not booleans: got {gamma!r}")
+    if any(not isinstance(g, numbers.Real) for g in values):
+        raise TypeError(f"{name} must be a sequence of real numbers, one per head, got {gamma!r}"
+                        + (COMPLEX_GAMMA_HINT if any(isinstance(g, numbers.Complex) for g in values)
+                           else ""))
 
 
 def _gamma_entries(gamma, num_heads: int, name: str) -> tuple[tuple, object]:
