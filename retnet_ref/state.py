@@ -80,13 +80,17 @@ class RetentionState:
                             "real: the rotation acts on q and k)")
         if self.S.device != device or self.z.device != device:
             raise ValueError(f"{name} must be on the inputs' device {device}, got {self.S.device}")
-        n = self.n
-        is_count = (isinstance(n, torch.Tensor) and n.dim() == 0 and not n.dtype.is_floating_point
-                    and n.dtype != torch.bool) or (isinstance(n, numbers.Integral)
-                                                   and not isinstance(n, bool))
-        if not is_count or int(n) < 0:
-            raise ValueError(f"{name}.n must be a non-negative integer (tokens seen), got {n!r}")
+        _check_tokens_seen(self.n, name)
         return self
+
+
+def _check_tokens_seen(n, name: str):
+    """n a non-negative integer: a 0-d integer tensor (read on the host) or an int."""
+    is_count = (isinstance(n, torch.Tensor) and n.dim() == 0 and not n.dtype.is_floating_point
+                and n.dtype != torch.bool) or (isinstance(n, numbers.Integral)
+                                               and not isinstance(n, bool))
+    if not is_count or int(n) < 0:
+        raise ValueError(f"{name}.n must be a non-negative integer (tokens seen), got {n!r}")
 
 
 def check_mode(mode, chunk_size):
