@@ -172,14 +172,7 @@ def prepare(documents_folder: Path, out: Path, source: dict, licence_file: Path 
     documents = {d.name: d for d in read_documents(documents_folder, suffix)}
     names = split_names(list(documents), seed, validation_fraction, test_fraction)
     out.mkdir(parents=True, exist_ok=True)
-    splits = {}
-    for split in SPLITS:
-        tokens = byte_tokens([documents[name] for name in names[split]])
-        np.save(out / f"{split}.npy", tokens)
-        splits[split] = {"file": f"{split}.npy", "documents": len(names[split]),
-                         "tokens": int(tokens.size),
-                         "text_bytes": sum(len(documents[name].text) for name in names[split]),
-                         "sha256": sha256(tokens), "names": names[split]}
+    splits = {split: write_split(out, split, names[split], documents) for split in SPLITS}
     if licence_file is not None:
         shutil.copyfile(licence_file, out / LICENCE["file"])
     manifest = {"format": FORMAT, "tokenizer": "bytes", "vocab_size": VOCAB_SIZE,
@@ -191,6 +184,16 @@ def prepare(documents_folder: Path, out: Path, source: dict, licence_file: Path 
                 "splits": splits}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
+
+
+def write_split(out: Path, split: str, names: list[str], documents: dict[str, Document]) -> dict:
+    """The documents named (names sorted), each followed by END_OF_DOCUMENT, as out/<split>.npy →
+    the split's entry in the manifest."""
+    tokens = byte_tokens([documents[name] for name in names])
+    np.save(out / f"{split}.npy", tokens)
+    return {"file": f"{split}.npy", "documents": len(names), "tokens": int(tokens.size),
+            "text_bytes": sum(len(documents[name].text) for name in names),
+            "sha256": sha256(tokens), "names": names}
 
 
 def load_manifest(folder: Path) -> dict:
