@@ -257,14 +257,21 @@ class CausalSelfAttention(ExactBuffers):
         if access is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)   # (B, H, T, d_head)
         else:
-            keys, values = cache_layer
-            keys.index_copy_(2, access.slots, k)
-            values.index_copy_(2, access.slots, v)
-            visible_keys = keys[:, :, :access.num_keys]                  # (B, H, num_keys, d_head)
-            visible_values = values[:, :, :access.num_keys]              # (B, H, num_keys, d_head)
-            y = F.scaled_dot_product_attention(q, visible_keys, visible_values, **access.sdpa_mask)
+            y = self._attend_over_cache(q, k, v, cache_layer, access)     # (B, H, T, d_head)
         B, _, T, _ = y.shape
         return self.out_proj(y.transpose(1, 2).reshape(B, T, -1)), k, v   # (B, T, d)
+
+    @staticmethod
+    def _attend_over_cache(q, k, v, cache_layer: tuple[torch.Tensor, torch.Tensor],
+                           access: _CacheAccess) -> torch.Tensor:
+        """k and v written into the cache's slots access.slots (in place), then the queries'
+        attention over the slots access reads, under its mask: (B, H, T, d_head)."""
+        keys, values = cache_layer
+        keys.index_copy_(2, access.slots, k)
+        values.index_copy_(2, access.slots, v)
+        visible_keys = keys[:, :, :access.num_keys]                  # (B, H, num_keys, d_head)
+        visible_values = values[:, :, :access.num_keys]              # (B, H, num_keys, d_head)
+        return F.scaled_dot_product_attention(q, visible_keys, visible_values, **access.sdpa_mask)
 
 
 class TransformerFeedForward(nn.Module):
