@@ -1675,8 +1675,8 @@ def training_table(rows: list[dict], summary: dict, opts: dict) -> str:
 def format_report(report: dict) -> str:
     env = report["environment"]
     head = (
-        f"device {env['gpu'] or 'cpu'}, torch {env['torch']}, triton {env['triton']}, fla "
-        f"{env['fla']}; "
+        f"device {env['gpu'] or 'cpu'}, torch {env['torch']}, triton {env['triton']}, "
+        f"fla {env['fla']}; "
         f"copy bandwidth {env['copy_bandwidth_bytes_per_second'] / 1e9:.1f} GB/s (read + write)"
     )
     tables = {"forms": forms_table, "decode": decode_table, "model": model_table,
