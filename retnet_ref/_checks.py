@@ -48,16 +48,7 @@ def check_gammas(gamma, num_heads: int, name: str = "gamma") -> tuple[float, ...
         raise TypeError(f"{name} must be a sequence of {num_heads} values (one per head), got one "
                         "number")
     values, gamma = _gamma_entries(gamma, num_heads, name)
-    if any(isinstance(g, (list, tuple)) for g in values):
-        raise ValueError(f"{name} must hold one value per head: expected a flat sequence of "
-                         f"{num_heads}, "
-                         f"got nested {gamma!r}")
-    if any(isinstance(g, bool) for g in values):
-        raise TypeError(f"{name} must hold real numbers, one per head, not booleans: got {gamma!r}")
-    if any(not isinstance(g, numbers.Real) for g in values):
-        raise TypeError(f"{name} must be a sequence of real numbers, one per head, got {gamma!r}"
-                        + (COMPLEX_GAMMA_HINT if any(isinstance(g, numbers.Complex) for g in values)
-                           else ""))
+    _check_real_entries(values, gamma, num_heads, name)
     if len(values) != num_heads:
         raise ValueError(f"{name} must hold one value per head: expected length {num_heads}, got "
                          f"{len(values)}")
@@ -65,9 +56,22 @@ def check_gammas(gamma, num_heads: int, name: str = "gamma") -> tuple[float, ...
     bad = [h for h, g in enumerate(values) if not 0.0 < g <= 1.0]   # also catches NaN
     if bad:
         raise ValueError(f"{name} must lie in (0, 1] for every head, got "
-                         f"{[values[h] for h in bad]} "
-                         f"at heads {bad}")
+                         f"{[values[h] for h in bad]} at heads {bad}")
     return values
+
+
+def _check_real_entries(values: tuple, gamma, num_heads: int, name: str):
+    """Each entry of γ one real number: not a sequence, a bool or a complex number (gamma as
+    messages show it)."""
+    if any(isinstance(g, (list, tuple)) for g in values):
+        raise ValueError(f"{name} must hold one value per head: expected a flat sequence of "
+                         f"{num_heads}, got nested {gamma!r}")
+    if any(isinstance(g, bool) for g in values):
+        raise TypeError(f"{name} must hold real numbers, one per head, not booleans: got {gamma!r}")
+    if any(not isinstance(g, numbers.Real) for g in values):
+        raise TypeError(f"{name} must be a sequence of real numbers, one per head, got {gamma!r}"
+                        + (COMPLEX_GAMMA_HINT if any(isinstance(g, numbers.Complex) for g in values)
+                           else ""))
 
 
 def _gamma_entries(gamma, num_heads: int, name: str) -> tuple[tuple, object]:
@@ -103,8 +107,7 @@ def _check_gamma_tensor_metadata(gamma: torch.Tensor, num_heads: int, name: str)
                          f"got shape {tuple(gamma.shape)}")
     if gamma.requires_grad:
         raise TypeError(f"{name} requires grad, but the decays are fixed (RetNet does not learn "
-                        "γ): "
-                        f"pass {name}.detach()")
+                        f"γ): pass {name}.detach()")
     if gamma.device.type == "meta":
         raise ValueError(f"{name} is on the meta device and holds no values; pass it on the CPU or "
                          "the inputs' device")
@@ -194,8 +197,7 @@ def check_torch_qkv(q, k, v):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
         if x.dtype not in FLOAT_DTYPES:
             raise TypeError(f"{name} must have a real floating dtype "
-                            f"({', '.join(map(str, FLOAT_DTYPES))}), "
-                            f"got {x.dtype}")
+                            f"({', '.join(map(str, FLOAT_DTYPES))}), got {x.dtype}")
         if x.dim() != 4:
             raise ValueError(f"{name} must be 4-D (B, H, T, d), got shape {tuple(x.shape)}")
     if q.shape != k.shape:
@@ -262,8 +264,7 @@ def check_token_range(tokens: torch.Tensor, vocab_size: int, name: str = "tokens
     outside = int(count_outside(tokens, vocab_size)) if outside is None else outside
     if outside:
         raise ValueError(f"{name} must be token ids in [0, vocab_size={vocab_size}), got {outside} "
-                         "outside "
-                         f"(min {int(tokens.min())}, max {int(tokens.max())})")
+                         f"outside (min {int(tokens.min())}, max {int(tokens.max())})")
 
 
 def check_seed(seed):

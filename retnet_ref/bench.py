@@ -265,16 +265,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
          help=_default_help("steps", "model: timed decode steps (median)"))
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                         help="also measure torch.compile (inductor, fullgraph): the chunkwise form "
-                             "at "
-                             "--compile-chunk-sizes, and both models' decode steps, each captured "
-                             "in a CUDA "
-                             "graph like the eager ones (default: on on cuda, off on cpu)")
+                             "at --compile-chunk-sizes, and both models' decode steps, each "
+                             "captured in a CUDA graph like the eager ones "
+                             "(default: on on cuda, off on cpu)")
     size("--compile-chunk-sizes", type=positive_int, nargs="+", metavar="C", help=_default_help(
         "compile_chunk_sizes", "forms: chunk sizes of the compiled chunkwise form"))
     size("--triton-chunk-sizes", type=kernel_tile, nargs="+", metavar="C", help=_default_help(
         "triton_chunk_sizes", "forms: chunk sizes (tile heights: 16, 32, 64, 128) of the Triton "
-                              "kernels, "
-        "timed on cuda when Triton imports"))
+                              "kernels, timed on cuda when Triton imports"))
     size("--presets", choices=PRESETS, nargs="+", help=_default_help(
         "presets", "inference: the presets measured (both models of each)"))
     size("--inference-lengths", type=positive_int, nargs="+", metavar="L", help=_default_help(
@@ -292,15 +290,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "train_lengths", "training: sequence lengths of a training step"))
     size("--train-batch", type=positive_int, metavar="B", help=_default_help(
         "train_batch", "training: sequences per step and process (under torchrun with N processes "
-                       "the global "
-        "batch is N times this)"))
+                       "the global batch is N times this)"))
     parser.add_argument("--train-parallel", choices=TRAIN_PARALLEL, default=None, help=(
         "training, under torchrun: each process's model in PyTorch's DistributedDataParallel (ddp: "
-        "every process "
-        "holds the whole model) or sharded by FSDP (fsdp: fully_shard, for a model whose weights, "
-        "gradients and "
-        "AdamW state do not fit one device); none: one process, no group (default: ddp under "
-        "torchrun, else none)"))
+        "every process holds the whole model) or sharded by FSDP (fsdp: fully_shard, for a model "
+        "whose weights, gradients and AdamW state do not fit one device); none: one process, no "
+        "group (default: ddp under torchrun, else none)"))
     parser.add_argument("--out", default=None, metavar="PATH",
                         help="write the results as JSON to PATH (folders are created; default: no "
                              "file)")
@@ -336,16 +331,15 @@ def resolve_train_parallel(given: str | None, suites: tuple,
                      f"{' '.join(suites)})")
     if world_size() > 1 and suites != ("training",):
         parser.error(f"--suite {' '.join(suites)}: under torchrun with {world_size()} processes "
-                     "only the training "
-                     "suite runs (the others time one device: run them without torchrun)")
+                     "only the training suite runs "
+                     "(the others time one device: run them without torchrun)")
     parallel = given or (DDP if under_torchrun() and "training" in suites else NO_PARALLEL)
     if parallel != NO_PARALLEL and not under_torchrun():
         parser.error(f"--train-parallel {parallel}: needs processes started by torchrun "
                      "(torchrun --nproc_per_node=N -m retnet_ref bench --suite training ...)")
     if parallel == NO_PARALLEL and world_size() > 1:
         parser.error(f"--train-parallel none: under torchrun with {world_size()} processes, each "
-                     "would time its "
-                     "own model alone; use ddp or fsdp")
+                     "would time its own model alone; use ddp or fsdp")
     return parallel
 
 
@@ -452,6 +446,17 @@ def measure_if_it_fits(required_bytes: int, device: torch.device, measure: Calla
     verdict = too_large(required_bytes, device)
     if processes.any(verdict is not None):
         return verdict or not_measured(DOES_NOT_FIT, "does not fit on another process")
+    result = unless_out_of_memory(measure, device)
+    failed_somewhere = processes.any(result is None)
+    if result is None:
+        return not_measured(DOES_NOT_FIT, "out of memory")
+    if failed_somewhere:
+        return not_measured(DOES_NOT_FIT, "out of memory on another process")
+    return result
+
+
+def unless_out_of_memory(measure: Callable[[], dict], device: torch.device) -> dict | None:
+    """measure(), or None where it ran out of memory (the memory is released then)."""
     result = None
     try:
         result = measure()
@@ -459,11 +464,6 @@ def measure_if_it_fits(required_bytes: int, device: torch.device, measure: Calla
         pass
     if result is None:
         release_memory(device)   # after the handler: the traceback no longer holds the tensors
-    failed_somewhere = processes.any(result is None)
-    if result is None:
-        return not_measured(DOES_NOT_FIT, "out of memory")
-    if failed_somewhere:
-        return not_measured(DOES_NOT_FIT, "out of memory on another process")
     return result
 
 
@@ -661,24 +661,35 @@ def forms_suite(opts: Options, timer: Timer, fla: FlaKernels | None,
                    for _ in range(3))
         g = torch.randn(shape, dtype=dtype, device=device)      # the cotangent of o
         for pass_name in (FORWARD, FORWARD_BACKWARD):
-            times = {form.name: measure_if_it_fits(form_memory_estimate(form, pass_name, shape),
-                                                   device,
-                                                   partial(measure_form, form, pass_name,
-                                                           (q, k, v, g), timer))
-                     for form in forms}
-            if fla is None:
-                times["fla_chunk_retention"] = not_measured(UNAVAILABLE, fla_reason)
-            if triton_reason(device):
-                times.update({f"triton_{c}": not_measured(UNAVAILABLE, triton_reason(device))
-                              for c in opts.triton_chunk_sizes})
+            times = form_times(forms, pass_name, (q, k, v, g), timer, opts, fla, fla_reason)
             rows.append(forms_row(pass_name, T, batch, times))
         del q, k, v, g
         release_memory(device)
-    summary = {f"chunkwise_{kind}_per_token_across_lengths": {
+    return rows, forms_summary(rows)
+
+
+def form_times(forms: list[Form], pass_name: str, inputs: tuple, timer: Timer, opts: Options,
+               fla: FlaKernels | None, fla_reason: str) -> dict:
+    """Every column's entry for one pass over inputs (q, k, v, g): each form's where it fits, then
+    fla's and the Triton kernels' columns with the reason where they are not timed here."""
+    device, shape = opts.torch_device, tuple(inputs[0].shape)
+    times = {form.name: measure_if_it_fits(form_memory_estimate(form, pass_name, shape), device,
+                                           partial(measure_form, form, pass_name, inputs, timer))
+             for form in forms}
+    if fla is None:
+        times["fla_chunk_retention"] = not_measured(UNAVAILABLE, fla_reason)
+    if triton_reason(device):
+        times.update({f"triton_{c}": not_measured(UNAVAILABLE, triton_reason(device))
+                      for c in opts.triton_chunk_sizes})
+    return times
+
+
+def forms_summary(rows: list[dict]) -> dict:
+    """Per kind of chunkwise column and per pass, the flatness of its time per token across T."""
+    return {f"chunkwise_{kind}_per_token_across_lengths": {
         pass_name: flatness([r[f"{kind}_seconds_per_token"] for r in rows
                              if r["pass"] == pass_name])
         for pass_name in (FORWARD, FORWARD_BACKWARD)} for kind in CHUNKWISE_KINDS}
-    return rows, summary
 
 
 # ---------------------------------------------------------------- suite: decode
@@ -730,41 +741,65 @@ def decode_suite(opts: Options, timer: Timer, bandwidth: float, fla: FlaKernels 
     layer); the cache's counts it read. Eagerly, recurrent_retention checks γ's values on the host
     (one synchronisation, part of its eager time); under capture that check is a device
     assertion."""
-    device, dtype = opts.torch_device, opts.torch_dtype
-    B, H, d = opts.batch, opts.decode_heads, opts.decode_head_dim
-    q, k, v = (torch.randn(B, H, 1, d, dtype=dtype, device=device) for _ in range(3))
-    S = torch.randn(B, H, d, d, dtype=torch.float32, device=device)
-    # fla's schedule too
-    gamma = torch.tensor(gamma_schedule(H), dtype=torch.float32, device=device)
+    q, k, v, S, gamma = decode_inputs(opts)
     state_row = partial(decode_row, context=None, state_bytes=S.nbytes, bytes_moved=2 * S.nbytes,
                         bandwidth=bandwidth, opts=opts)
     with torch.no_grad():
-        rows = [state_row("recurrent_retention",
-                          result=eager_and_graphed(partial(recurrent_retention, q, k, v, gamma,
-                                                           state=S), timer))]
-        reason = triton_reason(device)
-        rows.append(state_row("triton_normalised_step", result=not_measured(UNAVAILABLE, reason)
-                              if reason
-                              else eager_and_graphed(triton_step(q, k, v, opts), timer)))
-        if fla is None:
-            rows.append(state_row("fla_fused_recurrent_retention",
-                                  result=not_measured(UNAVAILABLE, fla_reason)))
-        else:
-            qf, kf, vf = (x.transpose(1, 2).contiguous() for x in (q, k, v))   # (B, 1, H, d)
-            step = partial(fla.fused_recurrent_retention, qf, kf, vf, scale=1.0, initial_state=S,
-                           output_final_state=True)
-            rows.append(state_row("fla_fused_recurrent_retention",
-                                  result=eager_and_graphed(step, timer)))
-        for L in opts.contexts:
-            cache_bytes = 2 * B * H * L * d * dtype.itemsize
-            result = measure_if_it_fits(cache_bytes, device, partial(sdpa_over_cache, q, L, timer))
-            rows.append(decode_row("sdpa_kv_cache", L, cache_bytes, cache_bytes, bandwidth, opts,
-                                   result))
-            release_memory(device)
+        recurrent_step = partial(recurrent_retention, q, k, v, gamma, state=S)
+        rows = [state_row("recurrent_retention", result=eager_and_graphed(recurrent_step, timer)),
+                state_row("triton_normalised_step",
+                          result=triton_step_result(q, k, v, opts, timer)),
+                state_row("fla_fused_recurrent_retention",
+                          result=fla_step_result(fla, fla_reason, q, k, v, S, timer))]
+        rows += kv_cache_rows(q, opts, timer, bandwidth)
     recurrent = rows[0]["best_seconds"]
     for row in rows:
         row["over_recurrent"] = ratio(row["best_seconds"], recurrent)
     return rows, {}
+
+
+def decode_inputs(opts: Options) -> tuple:
+    """q, k, v (B, H, 1, d) of one token in the dtype, a float32 state S (B, H, d, d) and γ (H,) of
+    the default schedule (fla's too) in float32, on the device."""
+    device, dtype = opts.torch_device, opts.torch_dtype
+    B, H, d = opts.batch, opts.decode_heads, opts.decode_head_dim
+    q, k, v = (torch.randn(B, H, 1, d, dtype=dtype, device=device) for _ in range(3))
+    S = torch.randn(B, H, d, d, dtype=torch.float32, device=device)
+    gamma = torch.tensor(gamma_schedule(H), dtype=torch.float32, device=device)
+    return q, k, v, S, gamma
+
+
+def triton_step_result(q, k, v, opts: Options, timer: Timer) -> dict:
+    """Our fused Triton step's eager and graph times, or why it is not timed here."""
+    reason = triton_reason(opts.torch_device)
+    if reason:
+        return not_measured(UNAVAILABLE, reason)
+    return eager_and_graphed(triton_step(q, k, v, opts), timer)
+
+
+def fla_step_result(fla: FlaKernels | None, fla_reason: str, q, k, v, S: torch.Tensor,
+                    timer: Timer) -> dict:
+    """fla's fused_recurrent_retention's eager and graph times, or why it is unavailable."""
+    if fla is None:
+        return not_measured(UNAVAILABLE, fla_reason)
+    qf, kf, vf = (x.transpose(1, 2).contiguous() for x in (q, k, v))   # (B, 1, H, d)
+    step = partial(fla.fused_recurrent_retention, qf, kf, vf, scale=1.0, initial_state=S,
+                   output_final_state=True)
+    return eager_and_graphed(step, timer)
+
+
+def kv_cache_rows(q: torch.Tensor, opts: Options, timer: Timer, bandwidth: float) -> list[dict]:
+    """One row for each context L: one SDPA query q (B, H, 1, d) over a KV cache (B, H, L, d),
+    where it fits."""
+    device, B, H, d = opts.torch_device, opts.batch, opts.decode_heads, opts.decode_head_dim
+    rows = []
+    for L in opts.contexts:
+        cache_bytes = 2 * B * H * L * d * opts.torch_dtype.itemsize
+        result = measure_if_it_fits(cache_bytes, device, partial(sdpa_over_cache, q, L, timer))
+        rows.append(decode_row("sdpa_kv_cache", L, cache_bytes, cache_bytes, bandwidth, opts,
+                               result))
+        release_memory(device)
+    return rows
 
 
 # ---------------------------------------------------------------- suite: model
@@ -889,27 +924,36 @@ def measure_model_step(kind: str, model: nn.Module, context: int, opts: Options,
         torch.cuda.reset_peak_memory_stats(device)
     token = torch.randint(0, model.config.vocab_size, (opts.batch,), device=device)
     held = (retnet_state if kind == "retnet" else transformer_cache)(model, context, opts)
-    step = partial(model.decode_step, token, held.memory)
-    if device.type == "cuda":
-        entry = graphed_seconds(step, timer, opts.steps, rewind=held.rewind)
-    else:
-        entry = measured(timer.median_seconds(step, opts.steps))
+    entry = step_seconds(partial(model.decode_step, token, held.memory), held, opts, timer)
     weights_read = weight_bytes_read_per_step(model, opts.batch)
     floor = (weights_read + held.bytes_moved) / bandwidth
-    compiled_entry = None
-    if compiled_step is not None:
-        held.rewind()
-        compiled_entry = compiled_graph_seconds(partial(compiled_step, token, held.memory), timer,
-                                                opts.steps,
-                                                held.rewind)
+    compiled_entry = None if compiled_step is None else compiled_step_seconds(compiled_step, token,
+                                                                              held, opts, timer)
     return {"status": OK, "step": entry, "cuda_graph": device.type == "cuda",
-            "compiled": compiled_entry, "compiled_over_floor": ratio(seconds_of(compiled_entry),
-                                                                     floor),
+            "compiled": compiled_entry,
+            "compiled_over_floor": ratio(seconds_of(compiled_entry), floor),
             "tokens_per_second": ratio(opts.batch, seconds_of(entry)),
             "peak_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda"
             else None,
             "state_bytes": held.nbytes, "bytes_moved": weights_read + held.bytes_moved,
             "floor_seconds": floor, "step_over_floor": ratio(seconds_of(entry), floor)}
+
+
+def step_seconds(step: Callable, held: DecodeMemory, opts: Options, timer: Timer) -> dict:
+    """A decode step's entry: a CUDA graph replay on CUDA (held rewound to the context after the
+    capture), eager on the CPU."""
+    if opts.torch_device.type == "cuda":
+        return graphed_seconds(step, timer, opts.steps, rewind=held.rewind)
+    return measured(timer.median_seconds(step, opts.steps))
+
+
+def compiled_step_seconds(compiled_step: Callable, token: torch.Tensor, held: DecodeMemory,
+                          opts: Options, timer: Timer) -> dict:
+    """compiled_graph_seconds of compiled_step(token, held.memory), from the context (held rewound
+    first: the eager step advanced it)."""
+    held.rewind()
+    return compiled_graph_seconds(partial(compiled_step, token, held.memory), timer, opts.steps,
+                                  held.rewind)
 
 
 def compiled_graph_seconds(step: Callable, timer: Timer, repeats: int,
@@ -939,32 +983,43 @@ def model_rows(kind: str, opts: Options, timer: Timer, bandwidth: float) -> list
     device = opts.torch_device
     parameters = parameter_count(kind, opts.preset)
     backends = retnet_backends(opts) if kind == "retnet" else (None,)
-    meta = lambda L, backend: {"model": model_label(kind, backend), "preset": opts.preset,
-                               "backend": backend,
-                               "context": L, "batch": opts.batch, "dtype": opts.dtype,
-                               "parameters": parameters,
-                               "weights_bytes": parameters * opts.torch_dtype.itemsize}
+    meta = lambda L, backend: model_meta(kind, backend, opts, parameters, context=L,
+                                         batch=opts.batch)
     built = measure_if_it_fits(4 * parameters, device, partial(build_model, kind, opts))
     if built["status"] != OK:
         return [{**meta(L, backend), **built} for L in opts.contexts for backend in backends]
-    model, rows = built.pop("model"), []
+    model = built.pop("model")
     compiled_step = compiled(model.decode_step) if opts.compile and device.type == "cuda" else None
-    for L in opts.contexts:
-        for backend in backends:
-            # decoding does not use the chunk size; 64 is a tile of the kernels
-            if backend is not None:
-                model.set_backend(backend, chunk_size=64)
-            with torch.no_grad():
-                result = measure_if_it_fits(decode_memory_estimate(kind, L, opts), device,
-                                            partial(measure_model_step, kind, model, L, opts, timer,
-                                                    bandwidth,
-                                                    compiled_step if backend in (None, "torch")
-                                                    else None))
-            rows.append({**meta(L, backend), **result})
-            release_memory(device)
+    rows = [{**meta(L, backend), **backend_step(kind, model, backend, L, opts, timer, bandwidth,
+                                                compiled_step)}
+            for L in opts.contexts for backend in backends]
     del model
     release_memory(device)
     return rows
+
+
+def model_meta(kind: str, backend: str | None, opts: Options, parameters: int, **where) -> dict:
+    """What a row says of its model: label, preset and backend, `where` it was measured (context
+    and batch), dtype and weights."""
+    return {"model": model_label(kind, backend), "preset": opts.preset, "backend": backend, **where,
+            "dtype": opts.dtype, "parameters": parameters,
+            "weights_bytes": parameters * opts.torch_dtype.itemsize}
+
+
+def backend_step(kind: str, model: nn.Module, backend: str | None, context: int, opts: Options,
+                 timer: Timer, bandwidth: float, compiled_step: Callable | None) -> dict:
+    """measure_model_step where it fits, on RetNet's `backend` (None: the Transformer); the
+    compiled step on the PyTorch one only."""
+    # decoding does not use the chunk size; 64 is a tile of the kernels
+    if backend is not None:
+        model.set_backend(backend, chunk_size=64)
+    with torch.no_grad():
+        result = measure_if_it_fits(decode_memory_estimate(kind, context, opts), opts.torch_device,
+                                    partial(measure_model_step, kind, model, context, opts, timer,
+                                            bandwidth, compiled_step if backend in (None, "torch")
+                                            else None))
+    release_memory(opts.torch_device)
+    return result
 
 
 def model_suite(opts: Options, timer: Timer, bandwidth: float) -> tuple[list, dict]:
@@ -1032,32 +1087,41 @@ def inference_rows(kind: str, model: nn.Module, opts: Options, timer: Timer,
                    bandwidth: float) -> list[dict]:
     """For one built model: per prompt length (prefill, then a decode step at --batch) and per batch
     size (a decode step at --latency-length)."""
-    rows = []
-    for L in opts.inference_lengths:
-        with torch.no_grad():
-            prefill = measure_if_it_fits(prefill_memory_estimate(kind, L, opts), opts.torch_device,
-                                         partial(measure_prefill, kind, model, L, opts))
-            release_memory(opts.torch_device)
-            step = measure_if_it_fits(decode_memory_estimate(kind, L, opts), opts.torch_device,
-                                      partial(measure_model_step, kind, model, L, opts, timer,
-                                              bandwidth))
-        peaks = [e.get("peak_bytes") for e in (prefill, step) if e["status"] == OK
-                 and e.get("peak_bytes")]
-        rows.append({"table": "length", "context": L, "batch": opts.batch, "prefill": prefill,
-                     **step,
-                     "peak_bytes": max(peaks, default=None)})
+    return ([length_row(kind, model, L, opts, timer, bandwidth) for L in opts.inference_lengths]
+            + [latency_row(kind, model, B, opts, timer, bandwidth) for B in opts.latency_batches])
+
+
+def length_row(kind: str, model: nn.Module, L: int, opts: Options, timer: Timer,
+               bandwidth: float) -> dict:
+    """A prefill of L tokens at --batch, then a decode step at context L; the peak memory the
+    larger of theirs."""
+    with torch.no_grad():
+        prefill = measure_if_it_fits(prefill_memory_estimate(kind, L, opts), opts.torch_device,
+                                     partial(measure_prefill, kind, model, L, opts))
         release_memory(opts.torch_device)
-    for B in opts.latency_batches:
-        batch_opts = dataclasses.replace(opts, batch=B)
-        with torch.no_grad():
-            step = measure_if_it_fits(decode_memory_estimate(kind, opts.latency_length, batch_opts),
-                                      opts.torch_device,
-                                      partial(measure_model_step, kind, model, opts.latency_length,
-                                              batch_opts,
-                                              timer, bandwidth))
-        rows.append({"table": "batch", "context": opts.latency_length, "batch": B, **step})
-        release_memory(opts.torch_device)
-    return rows
+        step = measure_if_it_fits(decode_memory_estimate(kind, L, opts), opts.torch_device,
+                                  partial(measure_model_step, kind, model, L, opts, timer,
+                                          bandwidth))
+    peaks = [e.get("peak_bytes") for e in (prefill, step) if e["status"] == OK
+             and e.get("peak_bytes")]
+    row = {"table": "length", "context": L, "batch": opts.batch, "prefill": prefill, **step,
+           "peak_bytes": max(peaks, default=None)}
+    release_memory(opts.torch_device)
+    return row
+
+
+def latency_row(kind: str, model: nn.Module, B: int, opts: Options, timer: Timer,
+                bandwidth: float) -> dict:
+    """A decode step of B sequences at context --latency-length."""
+    batch_opts = dataclasses.replace(opts, batch=B)
+    with torch.no_grad():
+        step = measure_if_it_fits(decode_memory_estimate(kind, opts.latency_length, batch_opts),
+                                  opts.torch_device,
+                                  partial(measure_model_step, kind, model, opts.latency_length,
+                                          batch_opts, timer, bandwidth))
+    row = {"table": "batch", "context": opts.latency_length, "batch": B, **step}
+    release_memory(opts.torch_device)
+    return row
 
 
 def inference_suite(opts: Options, timer: Timer, bandwidth: float) -> tuple[list, dict]:
@@ -1069,30 +1133,31 @@ def inference_suite(opts: Options, timer: Timer, bandwidth: float) -> tuple[list
     for preset in opts.presets:
         preset_opts = dataclasses.replace(opts, preset=preset)
         for kind in MODELS:
-            parameters = parameter_count(kind, preset)
-            backends = retnet_backends(opts) if kind == "retnet" else (None,)
-            meta = lambda backend: {"model": model_label(kind, backend), "preset": preset,
-                                    "backend": backend,
-                                    "dtype": opts.dtype, "parameters": parameters,
-                                    "weights_bytes": parameters * opts.torch_dtype.itemsize}
-            built = measure_if_it_fits(4 * parameters, opts.torch_device,
-                                       partial(build_model, kind, preset_opts))
-            if built["status"] != OK:
-                rows += [{**meta(backend), "table": "length", "context": L, "batch": opts.batch,
-                          **built}
-                         for backend in backends for L in opts.inference_lengths]
-                continue
-            model = built.pop("model")
-            for backend in backends:
-                # tile 64 for the kernels, the preset's chunk size (512) otherwise
-                if backend is not None:
-                    model.set_backend(backend, chunk_size=64 if backend == "triton"
-                                      else preset_chunk_size(preset))
-                rows += [{**meta(backend), **row}
-                         for row in inference_rows(kind, model, preset_opts, timer, bandwidth)]
-            del model
-            release_memory(opts.torch_device)
+            rows += preset_rows(kind, preset_opts, timer, bandwidth)
     return rows, inference_summary(rows, opts)
+
+
+def preset_rows(kind: str, opts: Options, timer: Timer, bandwidth: float) -> list[dict]:
+    """One model of opts.preset, built once if its float32 weights fit: inference_rows on each
+    backend timed (RetNet's; None for the Transformer), or its length rows saying why not."""
+    parameters = parameter_count(kind, opts.preset)
+    backends = retnet_backends(opts) if kind == "retnet" else (None,)
+    meta = lambda backend: model_meta(kind, backend, opts, parameters)
+    built = measure_if_it_fits(4 * parameters, opts.torch_device, partial(build_model, kind, opts))
+    if built["status"] != OK:
+        return [{**meta(backend), "table": "length", "context": L, "batch": opts.batch, **built}
+                for backend in backends for L in opts.inference_lengths]
+    model, rows = built.pop("model"), []
+    for backend in backends:
+        # tile 64 for the kernels, the preset's chunk size (512) otherwise
+        if backend is not None:
+            model.set_backend(backend, chunk_size=64 if backend == "triton"
+                              else preset_chunk_size(opts.preset))
+        rows += [{**meta(backend), **row}
+                 for row in inference_rows(kind, model, opts, timer, bandwidth)]
+    del model
+    release_memory(opts.torch_device)
+    return rows
 
 
 def preset_chunk_size(preset: str) -> int:
@@ -1289,29 +1354,34 @@ def training_suite(opts: Options, processes: Processes = Processes()) -> tuple[l
     """Each column at each length: tokens/s of a training step (over all processes) and peak memory
     (of the largest process); the summary gives each column's tokens/s over RetNet's and its peak
     memory over RetNet's."""
-    rows = []
-    for length in opts.train_lengths:
-        for column in training_columns(opts):
-            result = measure_if_it_fits(training_memory_estimate(column, length, opts,
-                                                                 processes.world),
-                                        opts.torch_device,
-                                        partial(measure_training, column, length, opts, processes),
-                                        processes)
-            if result["status"] == OK:
-                result = over_processes(result, length, opts, processes)
-            rows.append({"column": column, "preset": opts.train_preset, "length": length,
-                         "batch": opts.train_batch,
-                         "dtype": opts.dtype, **result})
-            release_memory(opts.torch_device)
+    rows = [training_row(column, length, opts, processes)
+            for length in opts.train_lengths for column in training_columns(opts)]
+    return rows, training_summary(rows)
+
+
+def training_row(column: str, length: int, opts: Options, processes: Processes) -> dict:
+    """One column's training step at one length, where it fits on every process."""
+    result = measure_if_it_fits(training_memory_estimate(column, length, opts, processes.world),
+                                opts.torch_device,
+                                partial(measure_training, column, length, opts, processes),
+                                processes)
+    if result["status"] == OK:
+        result = over_processes(result, length, opts, processes)
+    row = {"column": column, "preset": opts.train_preset, "length": length,
+           "batch": opts.train_batch, "dtype": opts.dtype, **result}
+    release_memory(opts.torch_device)
+    return row
+
+
+def training_summary(rows: list[dict]) -> dict:
+    """Per measured column and length: its tokens/s and its peak memory over RetNet's."""
     by = {(r["column"], r["length"]): r for r in rows if r["status"] == OK}
-    summary = {f"{column}_at_{length}": {
-        "tokens_per_second_over_retnet": ratio(by[column, length]["tokens_per_second"],
-                                               by.get(("retnet", length),
-                                                      {}).get("tokens_per_second")),
-        "peak_memory_over_retnet": ratio(by[column, length]["peak_bytes"],
-                                         by.get(("retnet", length), {}).get("peak_bytes"))}
+    over_retnet = lambda column, length, key: ratio(by[column, length][key],
+                                                    by.get(("retnet", length), {}).get(key))
+    return {f"{column}_at_{length}": {
+        "tokens_per_second_over_retnet": over_retnet(column, length, "tokens_per_second"),
+        "peak_memory_over_retnet": over_retnet(column, length, "peak_bytes")}
         for column, length in by}
-    return rows, summary
 
 
 # ---------------------------------------------------------------- environment
@@ -1456,24 +1526,7 @@ def forms_table(rows: list[dict], summary: dict, opts: dict) -> str:
     tables = []
     for pass_name in (FORWARD, FORWARD_BACKWARD):
         selected = [r for r in rows if r["pass"] == pass_name]
-        headers = ["T", "B", *(n.replace("chunkwise_", "C=").replace("compiled_", "comp C=")
-                               .replace("triton_", "triton C=") for n in names),
-                   "best C", "ns/token", "best/fla", "best/sdpa", "comp/fla", "comp/sdpa",
-                   "triton/fla",
-                   "triton/sdpa", "peak MiB best", "peak MiB sdpa"]
-        cells = []
-        for r in selected:
-            best = r["chunkwise_best"]
-            peak = lambda name: number_cell(r["times"][name].get("peak_bytes"), MiB, 1)
-            cells.append([str(r["length"]), str(r["batch"]),
-                          *(time_cell(r["times"][n], 1e-3) for n in names),
-                          "-" if best is None else str(best["chunk_size"]),
-                          number_cell(r["best_seconds_per_token"], 1e-9, 3),
-                          number_cell(r["best_over_fla"]), number_cell(r["best_over_sdpa"]),
-                          number_cell(r["compiled_over_fla"]), number_cell(r["compiled_over_sdpa"]),
-                          number_cell(r["triton_over_fla"]), number_cell(r["triton_over_sdpa"]),
-                          "-" if best is None else peak(f"chunkwise_{best['chunk_size']}"),
-                          peak("sdpa_causal")])
+        cells = [forms_cells(r, names) for r in selected]
         notes = unmeasured_notes([(n, f"T={r['length']}", r["times"][n]) for r in selected
                                   for n in names])
         flat = [flatness_line(f"chunkwise {kind}, time per token across T",
@@ -1481,8 +1534,32 @@ def forms_table(rows: list[dict], summary: dict, opts: dict) -> str:
                 for kind in CHUNKWISE_KINDS if any(r[f"chunkwise_{kind}"] for r in selected)]
         title = (f"forms, {pass_name}: ms per call, {opts['tokens']} tokens, H={opts['heads']}, "
                  f"d={opts['head_dim']}, {opts['dtype']}")
-        tables.append(format_table(title, headers, cells, [*notes, *flat]))
+        tables.append(format_table(title, forms_headers(names), cells, [*notes, *flat]))
     return "\n\n".join(tables)
+
+
+def forms_headers(names: list[str]) -> list[str]:
+    """T, B, one column per form (a chunk size as C=), then the best chunk size, ratios and
+    peaks."""
+    return ["T", "B", *(n.replace("chunkwise_", "C=").replace("compiled_", "comp C=")
+                        .replace("triton_", "triton C=") for n in names),
+            "best C", "ns/token", "best/fla", "best/sdpa", "comp/fla", "comp/sdpa", "triton/fla",
+            "triton/sdpa", "peak MiB best", "peak MiB sdpa"]
+
+
+def forms_cells(r: dict, names: list[str]) -> list[str]:
+    """One row of a forms table: ms per call of each form, the best chunk size, its ns per token,
+    the ratios, the peak memory of the best chunk size and of SDPA."""
+    best = r["chunkwise_best"]
+    peak = lambda name: number_cell(r["times"][name].get("peak_bytes"), MiB, 1)
+    return [str(r["length"]), str(r["batch"]), *(time_cell(r["times"][n], 1e-3) for n in names),
+            "-" if best is None else str(best["chunk_size"]),
+            number_cell(r["best_seconds_per_token"], 1e-9, 3),
+            number_cell(r["best_over_fla"]), number_cell(r["best_over_sdpa"]),
+            number_cell(r["compiled_over_fla"]), number_cell(r["compiled_over_sdpa"]),
+            number_cell(r["triton_over_fla"]), number_cell(r["triton_over_sdpa"]),
+            "-" if best is None else peak(f"chunkwise_{best['chunk_size']}"),
+            peak("sdpa_causal")]
 
 
 def decode_table(rows: list[dict], summary: dict, opts: dict) -> str:
@@ -1502,8 +1579,7 @@ def decode_table(rows: list[dict], summary: dict, opts: dict) -> str:
         unmeasured += [(f"{r['method']} {key}" if key in r else r["method"], where, entries[key])
                        for key in ("eager", "graph") if key in r or key == "eager"]
     title = (f"decode: one step, B={opts['batch']}, H={opts['decode_heads']}, "
-             f"d={opts['decode_head_dim']}, "
-             f"q/k/v and KV cache {opts['dtype']}, state float32")
+             f"d={opts['decode_head_dim']}, q/k/v and KV cache {opts['dtype']}, state float32")
     return format_table(title, headers, cells, unmeasured_notes(unmeasured))
 
 
@@ -1511,19 +1587,9 @@ def model_table(rows: list[dict], summary: dict, opts: dict) -> str:
     headers = ["model", "context", "ms/step", "tokens/s", "peak MiB", "weights MiB", "state/KV MiB",
                "floor ms", "step/floor", "÷ retnet", "compiled ms", "compiled/floor",
                "compiled ÷ retnet"]
-    cells, unmeasured = [], []
+    cells, unmeasured = [model_cells(r) for r in rows], []
     for r in rows:
-        step = r.get("step", r)
-        value = lambda key, scale=1.0, digits=2: number_cell(r.get(key), scale, digits)
-        cells.append([r["model"], str(r["context"]), time_cell(step, 1e-3),
-                      value("tokens_per_second", 1.0, 0),
-                      value("peak_bytes", MiB, 1), value("weights_bytes", MiB, 1),
-                      value("state_bytes", MiB, 3),
-                      value("floor_seconds", 1e-3, 3), value("step_over_floor"),
-                      value("over_retnet"),
-                      "-" if r.get("compiled") is None else time_cell(r["compiled"], 1e-3),
-                      value("compiled_over_floor"), value("compiled_over_retnet")])
-        unmeasured.append((r["model"], f"L={r['context']}", step))
+        unmeasured.append((r["model"], f"L={r['context']}", r.get("step", r)))
         if r.get("compiled") is not None:
             unmeasured.append((f"{r['model']} compiled", f"L={r['context']}", r["compiled"]))
     title = (f"model: decode step, preset {opts['preset']}, B={opts['batch']}, {opts['dtype']}, "
@@ -1534,6 +1600,18 @@ def model_table(rows: list[dict], summary: dict, opts: dict) -> str:
             for label in labels for name in ("step", "compiled")
             if any(r.get(name) for r in rows if r["model"] == label)]
     return format_table(title, headers, cells, [*unmeasured_notes(unmeasured), *flat])
+
+
+def model_cells(r: dict) -> list[str]:
+    """One row of the model table: the step's time, throughput, memory and floor, the compiled
+    step's."""
+    value = lambda key, scale=1.0, digits=2: number_cell(r.get(key), scale, digits)
+    return [r["model"], str(r["context"]), time_cell(r.get("step", r), 1e-3),
+            value("tokens_per_second", 1.0, 0), value("peak_bytes", MiB, 1),
+            value("weights_bytes", MiB, 1), value("state_bytes", MiB, 3),
+            value("floor_seconds", 1e-3, 3), value("step_over_floor"), value("over_retnet"),
+            "-" if r.get("compiled") is None else time_cell(r["compiled"], 1e-3),
+            value("compiled_over_floor"), value("compiled_over_retnet")]
 
 
 def inference_table(rows: list[dict], summary: dict, opts: dict) -> str:
@@ -1564,10 +1642,9 @@ def inference_table(rows: list[dict], summary: dict, opts: dict) -> str:
 def inference_note(preset: str, s: dict, opts: dict) -> str:
     largest = ", ".join(f"{label} {batch}" for label, batch in s["largest_batch"].items())
     versus = "".join(f"; {label} at L={v['context']}, B={opts['batch']}: tokens/s over the "
-                     "Transformer's "
-                     f"{number_cell(v['throughput_retnet_over_transformer'])}, the Transformer's "
-                     "peak memory over "
-                     f"its {number_cell(v['peak_memory_transformer_over_retnet'])}, step time "
+                     f"Transformer's {number_cell(v['throughput_retnet_over_transformer'])}, the "
+                     "Transformer's peak memory over its "
+                     f"{number_cell(v['peak_memory_transformer_over_retnet'])}, step time "
                      f"{number_cell(v['step_time_transformer_over_retnet'])}"
                      for label, v in s["versus_transformer"].items())
     return f"{preset}: largest batch at L={opts['latency_length']}: {largest}{versus}"
@@ -1591,16 +1668,15 @@ def training_table(rows: list[dict], summary: dict, opts: dict) -> str:
     if opts.get("train_parallel", NO_PARALLEL) != NO_PARALLEL:   # reports before it have none
         title += f", {opts['train_parallel']}"
         notes.append("B per process; tokens/s over all processes (the slowest process's median "
-                     "step), "
-                     "peak memory the largest process's")
+                     "step), peak memory the largest process's")
     return format_table(title, headers, cells, notes)
 
 
 def format_report(report: dict) -> str:
     env = report["environment"]
     head = (
-        f"device {env['gpu'] or 'cpu'}, torch {env['torch']}, triton {env['triton']}, fla "
-        f"{env['fla']}; "
+        f"device {env['gpu'] or 'cpu'}, torch {env['torch']}, triton {env['triton']}, "
+        f"fla {env['fla']}; "
         f"copy bandwidth {env['copy_bandwidth_bytes_per_second'] / 1e9:.1f} GB/s (read + write)"
     )
     tables = {"forms": forms_table, "decode": decode_table, "model": model_table,

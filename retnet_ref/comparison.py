@@ -287,10 +287,8 @@ def execute(runs: list[PlannedRun], out: Path, corpus: str | None, device: str |
     other = [name for name, state in states.items() if state == "other"]
     if other:
         raise RunFolderError(f"{', '.join(str(out / name) for name in other)}: another or an "
-                             "unfinished run "
-                             "(a different command, a failure, or cut short): remove it to run it "
-                             "again, or "
-                             "choose another --out")
+                             "unfinished run (a different command, a failure, or cut short): "
+                             "remove it to run it again, or choose another --out")
     pending = [run for run in runs if states[run.name] == "absent"]
     active, failed = [], []
     while pending or active:
@@ -447,18 +445,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add("--stage", choices=(*STAGES, "all"), default="all",
         help="which runs (default: all, in turn)")
     add("--plan", choices=("full", "small"), default="full",
-        help="full: sizes S and M; small: S only "
-        "(default: full)")
+        help="full: sizes S and M; small: S only (default: full)")
     add("--smoke", action="store_true",
         help="the plan in miniature (tiny models, a few steps): a CPU test")
     add("--learning-rates", type=positive_float, nargs="+", metavar="LR", help="the sweep's rates "
         f"(default: {' '.join(f'{lr:g}' for lr in PLAN.learning_rates)})")
     add("--lr-retnet", type=positive_float, metavar="LR",
-        help="RetNet's rate for main and ablations "
-        "(default: the sweep's best)")
+        help="RetNet's rate for main and ablations (default: the sweep's best)")
     add("--lr-transformer", type=positive_float, metavar="LR",
-        help="the Transformer's rate for main "
-        "(default: the sweep's best)")
+        help="the Transformer's rate for main (default: the sweep's best)")
     add("--only", nargs="+", metavar="NAME",
         help="of the stage's runs, only these (names as --dry-run prints them): to split a stage "
         "over several commands")
@@ -477,8 +472,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="keep each run's checkpoint.pt (default: deleted "
         "once the run has finished; the comparison needs the logs only)")
     add("--dry-run", action="store_true",
-        help="print the stage's runs, their commands and parameter "
-        "counts; run nothing")
+        help="print the stage's runs, their commands and parameter counts; run nothing")
     parser.set_defaults(func=lambda args: run_command(args, parser))
     return parser
 
@@ -491,9 +485,8 @@ def stage_runs(stage: str, plan: Plan, rates: dict[str, dict] | None,
         return sweep_runs(plan, results)
     if rates is None:
         raise RunFolderError(f"--stage {stage}: the sweep is not complete in --out, so its best "
-                             "learning rates are "
-                             "not known: run --stage sweep first, or give --lr-retnet and "
-                             "--lr-transformer")
+                             "learning rates are not known: run --stage sweep first, or give "
+                             "--lr-retnet and --lr-transformer")
     chosen = {size: {model: rate["lr"] for model, rate in models.items()}
               for size, models in rates.items()}
     return main_runs(plan, chosen) if stage == "main" else ablation_runs(plan, chosen)

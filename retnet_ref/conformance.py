@@ -115,9 +115,8 @@ class Conventions:
 
     def __post_init__(self):
         for name, allowed in (("layout", LAYOUTS), ("state_layout", STATE_LAYOUTS),
-                              ("gamma", GAMMAS),
-                              ("rotation", ROTATIONS), ("normalisation", NORMALISATIONS),
-                              ("state_dtype", STATE_DTYPES)):
+                              ("gamma", GAMMAS), ("rotation", ROTATIONS),
+                              ("normalisation", NORMALISATIONS), ("state_dtype", STATE_DTYPES)):
             if getattr(self, name) not in allowed:
                 raise ConformanceError(f"{name}: expected one of {', '.join(allowed)}, got "
                                        f"{getattr(self, name)!r}")
@@ -246,8 +245,7 @@ def _split_output(impl: Implementation, form: str, out):
         return out
     if not isinstance(out, torch.Tensor):
         raise ConformanceError(f"{impl.name}: the {form} form returned {_describe(out)}; expected "
-                               "a tensor o "
-                               "(declare final_state=True if it returns (o, state))")
+                               "a tensor o (declare final_state=True if it returns (o, state))")
     return out, None
 
 
@@ -261,8 +259,7 @@ def _check_shape(impl, form, what, x, expected, layout_name):
     if not isinstance(x, torch.Tensor) or tuple(x.shape) != expected:
         got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ConformanceError(f"{impl.name}: the {form} form returned {what} of shape {got}, "
-                               "expected "
-                               f"{expected} for {layout_name}")
+                               f"expected {expected} for {layout_name}")
 
 
 def call(impl: Implementation, form, q, k, v, gamma, chunk_size=None, state=None):
@@ -385,10 +382,8 @@ def row_factor_diagnosis(o, t, tol) -> str | None:
         return (f"the output is {lo:.4g} × the truth everywhere: another q·k scale or value scale "
                 f"(declare scale; 1/√d_k = {D_K ** -0.5:.4g})")
     return (f"each row is the truth times its own factor ({lo:.3g} to {hi:.3g}): another score "
-            "normalisation; "
-            "a per-head norm with ε = 0 removes it, with ε > 0 it leaves α√((V+ε)/(α²V+ε)) for row "
-            "variance V, "
-            "so the forms agree only as ε → 0")
+            "normalisation; a per-head norm with ε = 0 removes it, with ε > 0 it leaves "
+            "α√((V+ε)/(α²V+ε)) for row variance V, so the forms agree only as ε → 0")
 
 
 def precision_diagnosis(error, dtype_name) -> str | None:
@@ -442,23 +437,19 @@ def chunk_diagnosis(errors, tol, T, C, probe: Probe) -> str | None:
         return None
     if len(chunks) >= 3 and all(e <= tol for e in chunks[:-1]) and T % C:
         return (f"only the last chunk is wrong (it holds {T % C} of {C} tokens): a ragged last "
-                "chunk mishandled; "
-                "it needs its own length L in ζ, ξ and γ^L")
+                "chunk mishandled; it needs its own length L in ζ, ξ and γ^L")
     impulse = probe.row_errors()
     if impulse is None:
         return None
     later = chunk_maxima(impulse, C)[1:]
     if grows(later):
         return ("the first chunk is right and the error grows with the chunk count: a decay "
-                "rounded per chunk "
-                "(a rounded γ^C multiplied in once more for every chunk; take γ^(C·i) from float64 "
-                "log γ)")
+                "rounded per chunk (a rounded γ^C multiplied in once more for every chunk; "
+                "take γ^(C·i) from float64 log γ)")
     if later and min(later) > tol:
         return ("the first chunk is right, every later chunk wrong by about the same relative "
-                "amount: the state "
-                "carried between chunks is built wrong (ζ left out of R_i = K_[i]^T (V_[i] ⊙ ζ) + "
-                "γ^C R_(i-1), "
-                "or R_i used for R_(i-1))")
+                "amount: the state carried between chunks is built wrong "
+                "(ζ left out of R_i = K_[i]^T (V_[i] ⊙ ζ) + γ^C R_(i-1), or R_i used for R_(i-1))")
     return (
         "the first chunk is right, later chunks are not: the cross-chunk term (Q_[i] R_(i-1)) ⊙ ξ"
     )
@@ -471,14 +462,12 @@ def sequence_diagnosis(tol, probe: Probe) -> str | None:
     profile = impulse[1:].tolist()
     if grows(profile) and max(profile) > tol:
         return ("the error grows along the sequence: a decay rounded and applied again at every "
-                "step, or γ or "
-                "the positions held in the input's low precision")
+                "step, or γ or the positions held in the input's low precision")
     return None
 
 
 NON_FINITE = ("non-finite output (NaN or inf): e.g. γ^(-m) overflowing, or exp of a positive "
-              "exponent "
-              "masked by multiplication (inf · 0 = NaN)")
+              "exponent masked by multiplication (inf · 0 = NaN)")
 
 
 def diagnose(o, t, tol, dtype_name, form, C, probe: Probe, leaks: str | None) -> str | None:
@@ -536,8 +525,7 @@ def format_row(r: Row) -> list[str]:
     """One line per row, and its diagnosis on the next where it failed."""
     error = "raised" if r.error is None else f"{r.error:.2e}"
     lines = [f"{r.device:<6} {r.dtype:<9} {r.length:>5}  {r.check:<38} {error:>9} "
-             f"{r.tolerance:>9.0e}  "
-             f"{'pass' if r.passed else 'FAIL':<6}  {r.why}"]
+             f"{r.tolerance:>9.0e}  {'pass' if r.passed else 'FAIL':<6}  {r.why}"]
     if r.diagnosis and not r.passed:
         lines.append(f"{'':>8}diagnosis: {r.diagnosis}")
     return lines
@@ -593,8 +581,7 @@ def skipped_checks(conv, longest: int, recurrent_max_length: int) -> list[str]:
 
 
 def iter_rows(impl: Implementation, lengths=None, devices=None, long=False,
-              recurrent_max_length=1024,
-              skipped=None):
+              recurrent_max_length=1024, skipped=None):
     """The rows of the report, each as soon as it is computed; skipped checks appended to
     `skipped`."""
     conv = impl.conventions
@@ -604,41 +591,52 @@ def iter_rows(impl: Implementation, lengths=None, devices=None, long=False,
     lengths = base + ((LONG_LENGTH + C // 2,) if long else ())
     devices = list(devices or available_devices())
     skipped = [] if skipped is None else skipped
-    note = skipped.append
     skipped += skipped_checks(conv, max(lengths), recurrent_max_length)
     # the forms of the rows at T = mid (causality, γ, states, hand-off, gradients)
     mid_forms = tuple(f for f in conv.forms
                       if not (f == "recurrent" and mid > recurrent_max_length))
-    states = conv.normalisation == "none"
-    leaks = {}
     causal_device = "cpu" if "cpu" in devices else devices[0]
-    for form in mid_forms:
-        row = causality_row(impl, form, causal_device, mid, C)
+    leaks = {}                                # form: its causality row's diagnosis where it leaked
+    yield from causality_rows(impl, mid_forms, causal_device, mid, C, leaks)
+    for device in devices:
+        for name in conv.dtypes:
+            yield from dtype_rows(impl, device, DTYPES[name], lengths, mid, mid_forms, C,
+                                  recurrent_max_length, leaks)
+    if "float64" in conv.dtypes:
+        yield from gradient_rows(impl, mid_forms, causal_device, mid, C, skipped)
+
+
+def causality_rows(impl, forms, device, T, C, leaks: dict):
+    """Each form's causality row; leaks[form] its diagnosis where it measured a leak (None where
+    not), for the form's later rows."""
+    for form in forms:
+        row = causality_row(impl, form, device, T, C)
         measured_leak = row.error is not None and math.isfinite(row.error) and not row.passed
         leaks[form] = row.diagnosis if measured_leak else None
         yield row
-    for device in devices:
-        for name in conv.dtypes:
-            dtype = DTYPES[name]
-            for form in conv.forms:
-                yield from form_rows(impl, form, device, dtype, lengths, mid if form in mid_forms
-                                     else None, C,
-                                     recurrent_max_length, leaks.get(form), states)
-            if (
-                states
-                and conv.initial_state
-                and conv.final_state
-                and conv.rotation == "none"
-                and mid_forms
-            ):
-                yield from handoff_rows(impl, mid_forms, device, dtype, mid, C)
-    if "float64" in conv.dtypes:
-        for form in mid_forms:
-            row = gradient_row(impl, form, causal_device, mid, C)
-            if row is None:
-                note(f"gradients of the {form} form: its output carries no autograd graph")
-            else:
-                yield row
+
+
+def dtype_rows(impl, device, dtype, lengths, mid, mid_forms, C, recurrent_max_length, leaks):
+    """Every form's rows at one device and dtype, then the hand-offs between the forms at T = mid
+    where the function takes and returns states and rotates nothing itself."""
+    conv = impl.conventions
+    states = conv.normalisation == "none"      # a normalised form exchanges no state (z, position)
+    for form in conv.forms:
+        yield from form_rows(impl, form, device, dtype, lengths, mid if form in mid_forms else None,
+                             C, recurrent_max_length, leaks.get(form), states)
+    if states and conv.initial_state and conv.final_state and conv.rotation == "none" and mid_forms:
+        yield from handoff_rows(impl, mid_forms, device, dtype, mid, C)
+
+
+def gradient_rows(impl, forms, device, T, C, skipped: list):
+    """Each form's gradient row; a form whose output carries no graph is noted in `skipped`
+    instead."""
+    for form in forms:
+        row = gradient_row(impl, form, device, T, C)
+        if row is None:
+            skipped.append(f"gradients of the {form} form: its output carries no autograd graph")
+        else:
+            yield row
 
 
 def measured(impl, form, device, dtype, T, gamma, C, state=False):
@@ -708,30 +706,40 @@ def edge_gamma_rows(impl, form, device, dtype, mid, chunk, leaks, passed_plain: 
 
 def state_rows(impl, form, device, dtype, mid, gamma, chunk, leaks, passed_plain: bool):
     """An initial state S_0 in, the final state S_T out (as the conventions declare them)."""
+    if impl.conventions.initial_state:
+        yield initial_state_row(impl, form, device, dtype, mid, gamma, chunk, leaks, passed_plain)
+    if impl.conventions.final_state:
+        yield final_state_row(impl, form, device, dtype, mid, gamma, chunk)
+
+
+def initial_state_row(impl, form, device, dtype, mid, gamma, chunk, leaks,
+                      passed_plain: bool) -> Row:
+    """The output from an initial state S_0 against the truth's."""
     conv = impl.conventions
+    got, t = measured(impl, form, device, dtype, mid, gamma, chunk, state=True)
+    row = compared(got, t, impl, form, device, dtype, mid, gamma, chunk, leaks,
+                   f"{form}, initial state S_0")
+    if not row.passed and passed_plain:
+        row.diagnosis = ("right without a state, wrong with S_0: the initial state's term "
+                         f"γ^(n+1) q_n S_0 (state layout declared {conv.state_layout} "
+                         f"{STATE_LAYOUTS[conv.state_layout]})")
+    return row
+
+
+def final_state_row(impl, form, device, dtype, mid, gamma, chunk) -> Row:
+    """The final state S_T (from S_0 where the function takes one) against the truth's."""
     name, tol = dtype_name(dtype), TOLERANCE[dtype]
-    if conv.initial_state:
-        got, t = measured(impl, form, device, dtype, mid, gamma, chunk, state=True)
-        row = compared(got, t, impl, form, device, dtype, mid, gamma, chunk, leaks,
-                       f"{form}, initial state S_0")
-        if not row.passed and passed_plain:
-            row.diagnosis = ("right without a state, wrong with S_0: the initial state's term "
-                             f"γ^(n+1) q_n S_0 (state layout declared {conv.state_layout} "
-                             f"{STATE_LAYOUTS[conv.state_layout]})")
-        yield row
-    if conv.final_state:
-        got, t = measured(impl, form, device, dtype, mid, gamma, chunk, state=conv.initial_state)
-        if isinstance(got, Exception):
-            yield Row(device, name, mid, f"{form}, final state S_T", None, tol, WHY[name],
-                      raised(got))
-            return
-        row = Row(device, name, mid, f"{form}, final state S_T", relative_error(got[1], t[1]), tol,
-                  WHY[name])
-        if not row.passed:
-            row.diagnosis = "S_T is not Σ_m γ^(T-1-m) k_m^T v_m + γ^T S_0" + (
-                " (ζ decays each key to its chunk's end; a ragged last chunk needs its own "
-                "length L in ζ and γ^L)" if form == "chunkwise" else "")
-        yield row
+    check_name = f"{form}, final state S_T"
+    got, t = measured(impl, form, device, dtype, mid, gamma, chunk,
+                      state=impl.conventions.initial_state)
+    if isinstance(got, Exception):
+        return Row(device, name, mid, check_name, None, tol, WHY[name], raised(got))
+    row = Row(device, name, mid, check_name, relative_error(got[1], t[1]), tol, WHY[name])
+    if not row.passed:
+        row.diagnosis = "S_T is not Σ_m γ^(T-1-m) k_m^T v_m + γ^T S_0" + (
+            " (ζ decays each key to its chunk's end; a ragged last chunk needs its own length L "
+            "in ζ and γ^L)" if form == "chunkwise" else "")
+    return row
 
 
 def compared(got, t, impl, form, device, dtype, T, gamma, chunk, leaks, check_name) -> Row:
@@ -754,10 +762,7 @@ def causality_row(impl, form, device, T, C) -> Row:
     chunk = C if form == "chunkwise" else None
     q, k, v, _ = random_inputs(BATCH, HEADS, T, D_K, D_V, seed=T)
     p = max(T - 2, 1)
-    noise = random_inputs(BATCH, HEADS, T, D_K, D_V, seed=T + 1)[:3]
-    late = [x.clone() for x in (q, k, v)]
-    for x, n in zip(late, noise):
-        x[:, :, p:] += n[:, :, p:]
+    late = perturbed_from(p, q, k, v, seed=T + 1)
     check_name = f"{form}, causality (≥ {p} perturbed)"
     try:
         before = call(impl, form, *(x.to(device) for x in (q, k, v)), gamma, chunk)[0]
@@ -768,54 +773,71 @@ def causality_row(impl, form, device, T, C) -> Row:
         return Row(device, "float64", T, check_name, None, tol, WHY_CAUSAL, raised(error))
     scale = before.abs().max().item() or 1.0
     moved = ((after - before)[:, :, :p].abs().amax(dim=(0, 1, 3)) / scale).cpu()   # (p,)
-    error = moved.max().item() if p else 0.0
-    row = Row(device, "float64", T, check_name, error, tol, WHY_CAUSAL)
+    row = Row(device, "float64", T, check_name, moved.max().item() if p else 0.0, tol, WHY_CAUSAL)
     if not (torch.isfinite(before).all() and torch.isfinite(after).all()):
         row.diagnosis = NON_FINITE
     elif not row.passed:
-        first = int((moved > tol).nonzero()[0])
-        row.diagnosis = (f"future affects the past: changing tokens from {p} on moved rows "
-                         f"{first}..{p - 1}: "
-                         f"non-causal masking (a mask that lets {p - first} future token(s) "
-                         "through)")
+        row.diagnosis = leak_diagnosis(moved, p, tol)
     return row
+
+
+def perturbed_from(p: int, q, k, v, seed: int) -> list[torch.Tensor]:
+    """Copies of q, k, v (B, H, T, d) with seeded noise added to every token from p on."""
+    noise = random_inputs(BATCH, HEADS, q.shape[2], D_K, D_V, seed=seed)[:3]
+    late = [x.clone() for x in (q, k, v)]
+    for x, n in zip(late, noise):
+        x[:, :, p:] += n[:, :, p:]
+    return late
+
+
+def leak_diagnosis(moved: torch.Tensor, p: int, tol: float) -> str:
+    """The rows that moved (moved: (p,), each row's change) when the tokens from p on changed."""
+    first = int((moved > tol).nonzero()[0])
+    return (f"future affects the past: changing tokens from {p} on moved rows {first}..{p - 1}: "
+            f"non-causal masking (a mask that lets {p - first} future token(s) through)")
 
 
 def handoff_rows(impl, forms, device, dtype, T, C):
     """Each form's prefix (ending inside a chunk) handed to the next of `forms` for the rest."""
     conv = impl.conventions
-    name, tol = dtype_name(dtype), TOLERANCE[dtype]
     gamma = gammas_of(conv, device)
     q, k, v, S0 = random_inputs(BATCH, HEADS, T, D_K, D_V, seed=T)
     t, _ = truth(conv, "parallel", q, k, v, gamma, None, S0)
     x = [y.to(device, dtype) for y in (q, k, v)]
-    split = ragged_split(T, C)
     for first, second in zip(forms, forms[1:] + forms[:1]):
-        check_name = f"hand-off {first} → {second}"
-        try:
-            o1, s1 = call(impl, first, *(y[:, :, :split] for y in x), gamma.to(device),
-                          C if first == "chunkwise" else None, S0.to(device, conv.state_of(dtype)))
-            o2, _ = call(impl, second, *(y[:, :, split:] for y in x), gamma.to(device),
-                         C if second == "chunkwise" else None, s1)
-        except ConformanceError:
-            raise
-        except Exception as error:
-            yield Row(device, name, T, check_name, None, tol, WHY[name], raised(error))
-            continue
-        # (B, H, split, d_v) and (B, H, T - split, d_v) → (B, H, T, d_v)
-        row = Row(device, name, T, check_name, relative_error(torch.cat([o1, o2], dim=2), t), tol,
-                  WHY[name])
-        if not row.passed:
-            row.diagnosis = (f"split at {split}, the two calls do not make the whole: a form wrong "
-                             "on its own (its rows), "
-                             f"or the state {first} returns is not the one {second} continues from")
-        yield row
+        yield handoff_row(impl, first, second, device, x, gamma, S0, t, C)
+
+
+def handoff_row(impl, first, second, device, x, gamma, S0, t, C) -> Row:
+    """first on x (q, k, v in the row's dtype) before ragged_split from S_0, second on the rest
+    from the state first returns: together the truth t."""
+    dtype, T = x[0].dtype, x[0].shape[2]
+    name, tol = dtype_name(dtype), TOLERANCE[dtype]
+    split = ragged_split(T, C)
+    check_name = f"hand-off {first} → {second}"
+    try:
+        o1, s1 = call(impl, first, *(y[:, :, :split] for y in x), gamma.to(device),
+                      C if first == "chunkwise" else None,
+                      S0.to(device, impl.conventions.state_of(dtype)))
+        o2, _ = call(impl, second, *(y[:, :, split:] for y in x), gamma.to(device),
+                     C if second == "chunkwise" else None, s1)
+    except ConformanceError:
+        raise
+    except Exception as error:
+        return Row(device, name, T, check_name, None, tol, WHY[name], raised(error))
+    # (B, H, split, d_v) and (B, H, T - split, d_v) → (B, H, T, d_v)
+    o = torch.cat([o1, o2], dim=2)
+    row = Row(device, name, T, check_name, relative_error(o, t), tol, WHY[name])
+    if not row.passed:
+        row.diagnosis = (f"split at {split}, the two calls do not make the whole: a form wrong on "
+                         f"its own (its rows), or the state {first} returns is not the one "
+                         f"{second} continues from")
+    return row
 
 
 def gradient_row(impl, form, device, T, C) -> Row | None:
     """d(Σ o ⊙ w)/d(q, k, v) in float64 against our autograd; None where the output has no graph."""
-    conv = impl.conventions
-    gamma = gammas_of(conv, device)
+    gamma = gammas_of(impl.conventions, device)
     chunk = C if form == "chunkwise" else None
     q, k, v, _ = random_inputs(BATCH, HEADS, T, D_K, D_V, seed=T)
     w = random_inputs(BATCH, HEADS, T, D_V, D_V, seed=T + 2)[2]                 # (B, H, T, d_v)
@@ -823,25 +845,43 @@ def gradient_row(impl, form, device, T, C) -> Row | None:
     check_name = f"{form}, gradients of q, k, v"
     leaves = [x.to(device).requires_grad_() for x in (q, k, v)]
     try:
-        o = call(impl, form, *leaves, gamma, chunk)[0]
-        if not o.requires_grad:
-            return None
-        grads = torch.autograd.grad((o * w.to(device)).sum(), leaves)
+        o, grads = function_gradients(impl, form, leaves, w.to(device), gamma, chunk)
     except ConformanceError:
         raise
     except Exception as error:
         return Row(device, "float64", T, check_name, None, tol, WHY["float64"], raised(error))
-    ours = [x.clone().requires_grad_() for x in (q, k, v)]
-    t = truth(conv, form, *ours, gamma, chunk)[0]
-    expected = torch.autograd.grad((t * w).sum(), ours)
-    error = max(relative_error(g, e) for g, e in zip(grads, expected))
-    row = Row(device, "float64", T, check_name, error, tol, WHY["float64"])
+    if grads is None:
+        return None
+    t, expected = truth_gradients(impl.conventions, form, (q, k, v), w, gamma, chunk)
+    row = Row(device, "float64", T, check_name,
+              max(relative_error(g, e) for g, e in zip(grads, expected)), tol, WHY["float64"])
     if not row.passed:
-        row.diagnosis = ("the forward is wrong already (its rows above); the gradients follow it"
-                         if relative_error(o, t) > tol else
-                         "the forward is right, its gradients are not: a backward that is not the "
-                         "forward's derivative")
+        row.diagnosis = gradient_diagnosis(relative_error(o, t), tol)
     return row
+
+
+def gradient_diagnosis(forward_error: float, tol: float) -> str:
+    """Wrong gradients: after a wrong forward, or from a backward of their own."""
+    if forward_error > tol:
+        return "the forward is wrong already (its rows above); the gradients follow it"
+    return ("the forward is right, its gradients are not: a backward that is not the forward's "
+            "derivative")
+
+
+def function_gradients(impl, form, leaves, w, gamma, chunk):
+    """The function's o on leaves (q, k, v that require grad) and d(Σ o ⊙ w)/d(q, k, v); the
+    gradients None where o carries no graph."""
+    o = call(impl, form, *leaves, gamma, chunk)[0]
+    if not o.requires_grad:
+        return o, None
+    return o, torch.autograd.grad((o * w).sum(), leaves)
+
+
+def truth_gradients(conv, form, inputs, w, gamma, chunk):
+    """Our float64 o on inputs (q, k, v) and d(Σ o ⊙ w)/d(q, k, v), by autograd."""
+    ours = [x.clone().requires_grad_() for x in inputs]
+    t = truth(conv, form, *ours, gamma, chunk)[0]
+    return t, torch.autograd.grad((t * w).sum(), ours)
 
 
 # ---------------------------------------------------------------- the command line (verify --impl)
@@ -870,8 +910,8 @@ def add_arguments(parser):
     group.add_argument("--state-layout", choices=list(STATE_LAYOUTS),
                        help="the state: KV (d_k, d_v; default) or VK")
     group.add_argument("--scale", type=scale_argument,
-                       help=f"the factor the function puts on q·k: a number or "
-                                                             f"{RSQRT_DK} (default 1)")
+                       help="the factor the function puts on q·k: a number or "
+                            f"{RSQRT_DK} (default 1)")
     group.add_argument("--gamma", choices=GAMMAS,
                        help="explicit (uses the γ passed; default) or its own schedule")
     group.add_argument("--rotation", choices=ROTATIONS,
@@ -925,11 +965,8 @@ def options_without_impl(args) -> list[str]:
 def run(args, parser) -> int:
     """verify --impl: the report on stdout (table or JSON); 1 on a failing row; usage errors exit
     2."""
-    declared = {key: getattr(args, key) for key in DECLARED if getattr(args, key) is not None}
-    if args.chunk_size is not None:
-        declared["chunk_size"] = args.chunk_size
     try:
-        impl = load(args.impl, **declared)
+        impl = load(args.impl, **declared_conventions(args))
         skipped = []
         rows = iter_rows(impl, args.lengths, args.device, args.long, args.recurrent_max_length,
                          skipped)
@@ -937,13 +974,7 @@ def run(args, parser) -> int:
             report = Report(impl.name, impl.conventions, list(rows), skipped)
             print(report.to_json())
             return 0 if report.passed else 1
-        collected = []
-        for row in rows:
-            if not collected:                  # after the first call: a usage error prints no table
-                print(f"conformance of {impl.name} against the float64 "
-                      f"reference\n\n{HEADER}\n{'-' * len(HEADER)}")
-            print("\n".join(format_row(row)), flush=True)
-            collected.append(row)
+        collected = print_rows(impl.name, rows)
     except ConformanceError as error:
         parser.error(f"--impl: {error}")
     for reason in skipped:
@@ -952,3 +983,24 @@ def run(args, parser) -> int:
     print(f"\n{len(collected) - failed} of {len(collected)} checks passed"
           + (f", FAILED: {failed}" if failed else ""))
     return 1 if failed else 0
+
+
+def declared_conventions(args) -> dict:
+    """The conventions the --impl options declare (those given), and --chunk-size."""
+    declared = {key: getattr(args, key) for key in DECLARED if getattr(args, key) is not None}
+    if args.chunk_size is not None:
+        declared["chunk_size"] = args.chunk_size
+    return declared
+
+
+def print_rows(name: str, rows) -> list[Row]:
+    """Each row printed as soon as it is computed, under the table's title and header → the
+    rows."""
+    collected = []
+    for row in rows:
+        if not collected:                  # after the first call: a usage error prints no table
+            print(f"conformance of {name} against the float64 reference\n\n"
+                  f"{HEADER}\n{'-' * len(HEADER)}")
+        print("\n".join(format_row(row)), flush=True)
+        collected.append(row)
+    return collected

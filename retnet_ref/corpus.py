@@ -140,9 +140,8 @@ def split_names(names: list[str], seed: int, validation_fraction: float,
               "test": max(1, round(test_fraction * len(names)))}
     if counts["validation"] + counts["test"] >= len(names):
         raise CorpusError(f"{len(names)} documents cannot make three splits with "
-                          f"{counts['validation']} for "
-                          f"validation and {counts['test']} for test: the training split would be "
-                          "empty")
+                          f"{counts['validation']} for validation and {counts['test']} for test: "
+                          "the training split would be empty")
     order = list(names)
     random.Random(seed).shuffle(order)
     cut = counts["validation"] + counts["test"]
@@ -173,14 +172,7 @@ def prepare(documents_folder: Path, out: Path, source: dict, licence_file: Path 
     documents = {d.name: d for d in read_documents(documents_folder, suffix)}
     names = split_names(list(documents), seed, validation_fraction, test_fraction)
     out.mkdir(parents=True, exist_ok=True)
-    splits = {}
-    for split in SPLITS:
-        tokens = byte_tokens([documents[name] for name in names[split]])
-        np.save(out / f"{split}.npy", tokens)
-        splits[split] = {"file": f"{split}.npy", "documents": len(names[split]),
-                         "tokens": int(tokens.size),
-                         "text_bytes": sum(len(documents[name].text) for name in names[split]),
-                         "sha256": sha256(tokens), "names": names[split]}
+    splits = {split: write_split(out, split, names[split], documents) for split in SPLITS}
     if licence_file is not None:
         shutil.copyfile(licence_file, out / LICENCE["file"])
     manifest = {"format": FORMAT, "tokenizer": "bytes", "vocab_size": VOCAB_SIZE,
@@ -194,12 +186,21 @@ def prepare(documents_folder: Path, out: Path, source: dict, licence_file: Path 
     return manifest
 
 
+def write_split(out: Path, split: str, names: list[str], documents: dict[str, Document]) -> dict:
+    """The documents named (names sorted), each followed by END_OF_DOCUMENT, as out/<split>.npy →
+    the split's entry in the manifest."""
+    tokens = byte_tokens([documents[name] for name in names])
+    np.save(out / f"{split}.npy", tokens)
+    return {"file": f"{split}.npy", "documents": len(names), "tokens": int(tokens.size),
+            "text_bytes": sum(len(documents[name].text) for name in names),
+            "sha256": sha256(tokens), "names": names}
+
+
 def load_manifest(folder: Path) -> dict:
     path = Path(folder) / MANIFEST
     if not path.is_file():
         raise CorpusError(f"{folder} holds no prepared corpus ({MANIFEST} is missing): build it "
-                          "with "
-                          "`python -m retnet_ref corpus` (or `make corpus`)")
+                          "with `python -m retnet_ref corpus` (or `make corpus`)")
     manifest = json.loads(path.read_text())
     if manifest.get("format") != FORMAT:
         raise CorpusError(f"{path} has format {manifest.get('format')!r}, this version reads "
@@ -216,8 +217,7 @@ def load_split(folder: Path, split: str, manifest: dict | None = None) -> np.nda
     if tokens.dtype != np.uint8 or tokens.ndim != 1 or tokens.size != entry["tokens"] \
             or sha256(tokens) != entry["sha256"]:
         raise CorpusError(f"{Path(folder) / entry['file']} does not match {MANIFEST} (changed or "
-                          "damaged): "
-                          "rebuild the corpus with `python -m retnet_ref corpus`")
+                          "damaged): rebuild the corpus with `python -m retnet_ref corpus`")
     return tokens
 
 
@@ -254,9 +254,8 @@ def fraction(text: str) -> float:
 def summary(manifest: dict, out: Path) -> str:
     """What was written: per split the documents and tokens."""
     lines = [f"corpus in {out}: {manifest['documents']} documents, {manifest['text_bytes']:,} "
-             "bytes of text "
-             f"({manifest['source'].get('package')} {manifest['source'].get('version')}), byte "
-             "tokens"]
+             f"bytes of text ({manifest['source'].get('package')} "
+             f"{manifest['source'].get('version')}), byte tokens"]
     for split in SPLITS:
         entry = manifest["splits"][split]
         lines.append(f"  {split:<10} {entry['documents']:>4} documents {entry['tokens']:>11,} "

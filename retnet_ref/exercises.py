@@ -59,7 +59,7 @@ def ex01_3(absorb) -> None:
     """absorb(blocks, W_Q, W_K) -> (eigenvalues, W_Q', W_K') for A = blockdiag of γ R(θ) blocks."""
     with exercise("Exercise 3",
                   "a block γR(θ) has eigenvalues γe^{±iθ} with eigenvectors (1, -i), (1, i): "
-                                "build Λ block by block, then W_Q Λ and W_K Λ^{-T}"):
+                  "build Λ block by block, then W_Q Λ and W_K Λ^{-T}"):
         rng = _rng(12)
         blocks = [(0.9, 0.3), (0.8, 1.1)]
         A = np.zeros((4, 4))
@@ -98,7 +98,7 @@ def ex02_2(first_float16_head) -> None:
 def ex02_3(relative_score) -> None:
     with exercise("Exercise 3",
                   "pair the features as complex numbers z = x_2j + i x_2j+1; the score is "
-                                "Re Σ_j z_q conj(z_k) e^{i(n-m)θ_j}"):
+                  "Re Σ_j z_q conj(z_k) e^{i(n-m)θ_j}"):
         theta = rotation.theta_schedule(16)
         q, k = _rng(3).normal(size=(2, 16))
         for n, m in [(0, 0), (5, 2), (2, 5), (40, 7), (300, 299)]:
@@ -121,7 +121,7 @@ def xpos_reference(q, k, theta, scale_base=512):
 def ex02_4(xpos_scores) -> None:
     with exercise("Exercise 4",
                   "ζ_j = (2j + 0.4 d)/(1.4 d) for pair j; multiply the rotated query pair j by "
-                                "ζ_j^(n/512) and divide the rotated key pair j by ζ_j^(m/512)"):
+                  "ζ_j^(n/512) and divide the rotated key pair j by ζ_j^(m/512)"):
         q, k = _rng(4).normal(size=(2, 50, 16))
         theta = rotation.theta_schedule(16)
         check(
@@ -164,7 +164,7 @@ def ex03_3(parallel_form) -> None:
 def ex04_1(kv_1_3b, state_1_3b) -> None:
     with exercise("Exercise 1",
                   "KV cache: K and V (2) × tokens × d_model × layers × batch × 2 bytes; "
-                                "state: layers × heads × d_k × d_v × batch × 2 bytes"):
+                  "state: layers × heads × d_k × d_v × batch × 2 bytes"):
         shape = cost.ModelShape(d_model=2048, layers=24, heads=8, head_dim_qk=256, head_dim_v=512)
         claim("KV cache bytes", given(kv_1_3b,
                                       "kv_1_3b") == cost.kv_cache_bytes(2048, shape, batch=8))
@@ -198,7 +198,7 @@ def ex04_3(recurrent_step) -> None:
 def ex05_1(next_chunk_state) -> None:
     with exercise("Exercise 1",
                   "R_i = K^T (V ⊙ ζ) + γ^C R_{i-1}, ζ_r = γ^(C-r-1): without ζ every key "
-                                "enters as if it were the chunk's last"):
+                  "enters as if it were the chunk's last"):
         q, k, v = _qkv(8, T=128, d_k=16, d_v=8)
         _, R_prev = reference.recurrent(q[:64], k[:64], v[:64], 0.9)
         check("state after two chunks vs the recurrence", relative_error(
@@ -230,7 +230,7 @@ def ex05_3(optimal_chunk) -> None:
 def ex05_4(chunkwise_loop) -> None:
     with exercise("Exercise 4",
                   "per chunk: inner (Q K^T ⊙ D) V + ξ ⊙ (Q R); then R = K^T (V ⊙ ζ) + γ^L R, "
-                                "with L the chunk's own length"):
+                  "with L the chunk's own length"):
         q, k, v = _qkv(10, T=50, d_k=8, d_v=4)
         for C in (1, 7, 16, 50, 64):
             check(f"your chunkwise form, C = {C}, vs the parallel form",
@@ -269,7 +269,7 @@ def _official_outputs():
 def ex06_3(largest_eps) -> None:
     with exercise("Exercise 3",
                   "the gap grows linearly in ε: scale the gap measured at 1e-6 to 1e-9, "
-                                "then round ε down to a power of ten"):
+                  "then round ε down to a power of ten"):
         eps = given(largest_eps, "largest_eps")
         parallel, recurrent = _official_outputs()
 
@@ -284,8 +284,7 @@ def ex06_4(normalised_step) -> None:
     """normalised_step(S, z, count, q_n, k_n, v_n, gamma) -> (õ_n, S, z, count)."""
     with exercise("Exercise 4",
                   "update S and z like the state (z with k_n alone), count the token, then "
-                                "c = (1 - γ^count)/(1 - γ), a = q_n · z, divide q_n S by max(|a|, "
-                                "sqrt(d_k c))"):
+                  "c = (1 - γ^count)/(1 - γ), a = q_n · z, divide q_n S by max(|a|, sqrt(d_k c))"):
         q, k, v = _qkv(11, T=40, d_k=8, d_v=4)
         k = k * 4                                                      # some rows clip, some do not
         S, z, count, outputs = np.zeros((8, 4)), np.zeros(8), 0, []
@@ -307,7 +306,7 @@ def ex07_1(layer_weights) -> None:
 
     with exercise("Exercise 1",
                   "W_Q, W_K d×d; W_V, W_G d×2d; W_O 2d×d; FFN d×2d and 2d×d; two LayerNorms of "
-                                "2d each (weight and bias)"):
+                  "2d each (weight and bias)"):
         with torch.device("meta"):
             block = RetNetBlock(RetNetConfig(d_model=1024, num_heads=4))
         claim("your count vs the block's parameters",
@@ -320,8 +319,7 @@ def ex07_2(greedy_continuation) -> None:
 
     with exercise("Exercise 2",
                   "logits, state = model(prompt, 'chunkwise', chunk_size); then take argmax of "
-                                "the last logits and feed it with model(token, 'recurrent', "
-                                "state=state)"):
+                  "the last logits and feed it with model(token, 'recurrent', state=state)"):
         torch.manual_seed(0)
         model = RetNet(RetNetConfig.preset("tiny")).double().eval()
         prompt = torch.randint(0, 256, (2, 11), generator=torch.Generator().manual_seed(7))
@@ -345,7 +343,7 @@ def _paper_6_7b_bytes(batch: int, length: int) -> tuple[int, int]:
 def ex08_1(crossover_length) -> None:
     with exercise("Exercise 1",
                   "one token adds 2·d_model·layers bf16 numbers to the cache; the state is "
-                                "layers·heads·d_k·d_v float32 numbers: divide and round up"):
+                  "layers·heads·d_k·d_v float32 numbers: divide and round up"):
         L = given(crossover_length, "crossover_length")
         state = cost.retention_state_bytes(cost.RETNET_6_7B, 1, dtype="float32")
         claim("at your L the cache holds at least the state's bytes",
@@ -357,7 +355,7 @@ def ex08_1(crossover_length) -> None:
 def ex08_2(bound_at_16) -> None:
     with exercise("Exercise 2",
                   "RetNet: weights + 2 × the float32 state at batch 16; Transformer: weights + "
-                                "the KV cache of 16 sequences of 8192 tokens; divide"):
+                  "the KV cache of 16 sequences of 8192 tokens; divide"):
         retnet, transformer = _paper_6_7b_bytes(16, 8192)
         check("your bound vs the bytes model's",
               abs(given(bound_at_16, "bound_at_16") - transformer / retnet)
@@ -411,7 +409,7 @@ def ex10_1(u_fp16) -> None:
 def ex10_2(worst_fp16, tol_fp16) -> None:
     with exercise("Exercise 2",
                   "run sweep((64, 256), (torch.float16,), heads=4, d=32), take worst_error, "
-                                "then the smallest whole multiple of u that is at least twice it"):
+                  "then the smallest whole multiple of u that is at least twice it"):
         measured = worst_error(sweep((64, 256), (torch.float16,), heads=4, d=32))
         u = unit_roundoff(torch.float16)
         check("your worst measured float16 error vs the sweep's",
@@ -451,7 +449,7 @@ def _state_gradient_after(q, k, v, do, dR, gamma, C, i):
 def ex11_1(reverse_chunk_states) -> None:
     with exercise("Exercise 1",
                   "start from dS = dR at the last chunk and walk back: store dS_i, then "
-                                "dS_(i-1) = γ^L dS_i + Q_[i]^T (dO_[i] ⊙ ξ) with ξ_r = γ^(r+1)"):
+                  "dS_(i-1) = γ^L dS_i + Q_[i]^T (dO_[i] ⊙ ξ) with ξ_r = γ^(r+1)"):
         q, k, v = _qkv(11, T=29, d_k=4, d_v=3)
         rng = _rng(12)
         do, dR = rng.normal(size=(29, 3)), rng.normal(size=(4, 3))
@@ -472,7 +470,7 @@ def ex11_1(reverse_chunk_states) -> None:
 def ex11_2(states_bytes, ratio_at_128) -> None:
     with exercise("Exercise 2",
                   "pass 1 stores one d_k × d_v state per chunk, per head and sequence; q, k, v "
-                                "and o are four (B, H, T, d) tensors; bfloat16 has 2 bytes"):
+                  "and o are four (B, H, T, d) tensors; bfloat16 has 2 bytes"):
         batch, heads, T, d = 4, 8, 16384, 128
         qkvo = 4 * batch * heads * T * d * 2
         expected = batch * heads * (T // 64) * d * d * 2

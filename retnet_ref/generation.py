@@ -55,17 +55,24 @@ def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_k: int | Non
                          f"{getattr(logits, 'shape', type(logits))}")
     if temperature == 0.0:
         return logits.argmax(dim=-1)
+    probs = sampling_probabilities(logits, temperature, top_k)        # (B, V)
+    if not torch.isfinite(probs).all():                     # one read on the host per sampled token
+        raise ValueError("logits must be finite to sample from them: got NaN or inf (non-finite "
+                         "weights or inputs?)")
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)   # (B,)
+
+
+def sampling_probabilities(logits: torch.Tensor, temperature: float,
+                           top_k: int | None) -> torch.Tensor:
+    """softmax(logits / temperature) over each row's top_k largest logits (all where top_k is None
+    or ≥ V): (B, V) float64."""
     # (logits - max) / temperature in float64: any temperature > 0 works, down to the smallest float
     shifted = logits.detach().double() - logits.detach().double().amax(-1, keepdim=True)
     scaled = shifted / temperature                          # (B, V), the largest logit at 0
     if top_k is not None and top_k < scaled.shape[-1]:
         kth_largest = scaled.topk(top_k, dim=-1).values[:, -1:]        # (B, 1)
         scaled = scaled.masked_fill(scaled < kth_largest, float("-inf"))
-    probs = torch.softmax(scaled, dim=-1)                   # (B, V)
-    if not torch.isfinite(probs).all():                     # one read on the host per sampled token
-        raise ValueError("logits must be finite to sample from them: got NaN or inf (non-finite "
-                         "weights or inputs?)")
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)   # (B,)
+    return torch.softmax(scaled, dim=-1)                    # (B, V)
 
 
 def capture_cuda_graph(fn: Callable[[], Any], warmup: int = 2) -> tuple[torch.cuda.CUDAGraph, Any]:
@@ -127,6 +134,10 @@ def seeded_generator(seed, device) -> torch.Generator | None:
     return None if seed is None else torch.Generator(device=device).manual_seed(seed)
 
 
+NON_FINITE_LOGITS = ("the model produced non-finite logits (NaN or inf) while generating: its "
+                     "weights or inputs hold non-finite values, so the tokens would be meaningless")
+
+
 def generate_tokens(prefill: Prefill, step: Step, prompt: torch.Tensor, max_new_tokens: int,
                     temperature: float = 0.0, top_k: int | None = None, seed: int | None = None,
                     cuda_graph: bool | None = False, snapshot=None) -> torch.Tensor:
@@ -139,13 +150,8 @@ def generate_tokens(prefill: Prefill, step: Step, prompt: torch.Tensor, max_new_
     must then update the state in place, and snapshot(state) -> restore() must save what capturing
     advances (capture runs the step on the real state) and put it back.
     """
-    temperature, top_k = check_sampling(temperature, top_k)
-    if (isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral)
-            or max_new_tokens < 0):
-        raise ValueError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
-    check_token_tensor(prompt, name="prompt")
-    use_graph = check_cuda_graph(cuda_graph, prompt)
-    generator = seeded_generator(seed, prompt.device)
+    temperature, top_k, use_graph, generator = _checked_arguments(
+        prompt, max_new_tokens, temperature, top_k, seed, cuda_graph)
     if max_new_tokens == 0:
         return prompt.clone()
     with torch.no_grad():
@@ -155,10 +161,20 @@ def generate_tokens(prefill: Prefill, step: Step, prompt: torch.Tensor, max_new_
         new, finite = _decode(logits, state, step, max_new_tokens,
                               lambda logits: sample_next(logits, temperature, top_k, generator))
     if not finite:
-        raise ValueError("the model produced non-finite logits (NaN or inf) while generating: its "
-                         "weights or inputs hold non-finite values, so the tokens would be "
-                         "meaningless")
+        raise ValueError(NON_FINITE_LOGITS)
     return torch.cat((prompt, new), dim=1)                             # (B, T0 + new)
+
+
+def _checked_arguments(prompt, max_new_tokens, temperature, top_k, seed, cuda_graph) -> tuple:
+    """generate_tokens' arguments checked, in their order → (temperature, top_k, whether to replay
+    a CUDA graph, the generator: seeded_generator's)."""
+    temperature, top_k = check_sampling(temperature, top_k)
+    if (isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral)
+            or max_new_tokens < 0):
+        raise ValueError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
+    check_token_tensor(prompt, name="prompt")
+    use_graph = check_cuda_graph(cuda_graph, prompt)
+    return temperature, top_k, use_graph, seeded_generator(seed, prompt.device)
 
 
 def _decode(logits, state, step: Step, count: int, sample) -> tuple[torch.Tensor, torch.Tensor]:

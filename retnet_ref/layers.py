@@ -120,14 +120,8 @@ class MultiScaleRetention(ExactBuffers):
         self.swish_gate = check_switch(swish_gate, "swish_gate")
         self.group_norm = check_switch(group_norm, "group_norm")
         self.backend = check_backend(backend)
-        self.gamma = self._gammas(gamma, num_heads)                   # (H,) float64 NumPy
-        self.register_exact_buffer("log_gamma", np.log(self.gamma))   # (H,) float64, on the device
-        self.register_exact_buffer("theta", theta_schedule(self.key_head_dim))   # (d_k/2,) float64
-        self.q_proj = nn.Linear(d_model, d_model, bias=False)
-        self.k_proj = nn.Linear(d_model, d_model, bias=False)
-        self.v_proj = nn.Linear(d_model, value_dim, bias=False)
-        self.g_proj = nn.Linear(d_model, value_dim, bias=False) if swish_gate else None
-        self.out_proj = nn.Linear(value_dim, d_model, bias=False)
+        self._add_decays(gamma)
+        self._add_projections()
         self.head_norm = make_norm(head_norm, self.value_head_dim, eps,
                                    affine=False) if group_norm else nn.Identity()
         if not swish_gate:
@@ -136,22 +130,34 @@ class MultiScaleRetention(ExactBuffers):
             self._gated_output = self._ungated_output
         self.reset_parameters()
 
+    def _add_decays(self, gamma):
+        """γ_h (checked) as `gamma`, a float64 NumPy array; log γ and θ as exact float64 buffers."""
+        self.gamma = self._gammas(gamma, self.num_heads)              # (H,) float64 NumPy
+        self.register_exact_buffer("log_gamma", np.log(self.gamma))   # (H,) float64, on the device
+        self.register_exact_buffer("theta", theta_schedule(self.key_head_dim))   # (d_k/2,) float64
+
+    def _add_projections(self):
+        """W_Q, W_K d×d; W_V, W_G d×value_dim (no W_G without the swish gate); W_O value_dim×d."""
+        d_model, value_dim = self.d_model, self.value_dim
+        self.q_proj = nn.Linear(d_model, d_model, bias=False)
+        self.k_proj = nn.Linear(d_model, d_model, bias=False)
+        self.v_proj = nn.Linear(d_model, value_dim, bias=False)
+        self.g_proj = nn.Linear(d_model, value_dim, bias=False) if self.swish_gate else None
+        self.out_proj = nn.Linear(value_dim, d_model, bias=False)
+
     @staticmethod
     def _widths(d_model, num_heads, value_dim) -> tuple[int, int, int]:
         """d_model, num_heads and value_dim (None = 2 d_model), checked: whole heads of even key
         width."""
-        d_model, num_heads = check_positive_int(d_model,
-                                                "d_model"), check_positive_int(num_heads,
-                                                                               "num_heads")
+        d_model = check_positive_int(d_model, "d_model")
+        num_heads = check_positive_int(num_heads, "num_heads")
         value_dim = 2 * d_model if value_dim is None else check_positive_int(value_dim, "value_dim")
         if d_model % num_heads or value_dim % num_heads:
             raise ValueError(f"d_model ({d_model}) and value_dim ({value_dim}) must be multiples "
-                             "of "
-                             f"num_heads ({num_heads})")
+                             f"of num_heads ({num_heads})")
         if (d_model // num_heads) % 2:
             raise ValueError(f"the key width per head d_model/num_heads = {d_model // num_heads} "
-                             "must be even "
-                             "(the rotation pairs features)")
+                             "must be even (the rotation pairs features)")
         return d_model, num_heads, value_dim
 
     @staticmethod
@@ -197,8 +203,8 @@ class MultiScaleRetention(ExactBuffers):
         weight = self.q_proj.weight
         if x.dtype != weight.dtype or x.device != weight.device:
             raise TypeError(f"x is {x.dtype} on {x.device} but the layer's weights are "
-                            f"{weight.dtype} on "
-                            f"{weight.device}: move one to the other (x.to(...) or layer.to(...))")
+                            f"{weight.dtype} on {weight.device}: move one to the other (x.to(...) "
+                            "or layer.to(...))")
         chunk_size = check_mode(mode, chunk_size)
         if self.backend == "triton" and mode == "chunkwise":
             chunk_size = check_tile_height(chunk_size)

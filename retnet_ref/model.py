@@ -182,8 +182,7 @@ class RetNet(nn.Module):
                             f"{type(state).__name__}")
         if len(state.layers) != self.config.num_layers:
             raise ValueError(f"state has {len(state.layers)} layers, this model has "
-                             f"{self.config.num_layers} "
-                             "(a state from another configuration?)")
+                             f"{self.config.num_layers} (a state from another configuration?)")
         cfg = self.config
         expected = (batch, cfg.num_heads, cfg.d_model // cfg.num_heads,
                     cfg.value_dim // cfg.num_heads)

@@ -34,8 +34,7 @@ def load(name: str) -> dict:
     path = results_dir() / f"{name}.json"
     if not path.is_file():
         raise FileNotFoundError(f"no report {name!r} in {results_dir()}: the committed ones are "
-                                f"{available()} "
-                                "(run from a checkout of the repository)")
+                                f"{available()} (run from a checkout of the repository)")
     return load_path(path)
 
 

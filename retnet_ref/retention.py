@@ -105,10 +105,9 @@ def check_scores_fit(q):
     free = available_bytes(q.device)
     if free is not None and need > free:
         raise MemoryError(f"parallel_retention needs {need / 2 ** 30:.1f} GiB for its (B, H, T, T) "
-                          "= "
-                          f"({B}, {H}, {T}, {T}) {q.dtype} scores, {free / 2 ** 30:.1f} GiB are "
-                          "available: "
-                          "use chunkwise_retention (memory linear in T) or a smaller batch")
+                          f"= ({B}, {H}, {T}, {T}) {q.dtype} scores, {free / 2 ** 30:.1f} GiB are "
+                          "available: use chunkwise_retention (memory linear in T) "
+                          "or a smaller batch")
 
 
 

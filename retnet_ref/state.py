@@ -69,25 +69,28 @@ class RetentionState:
         expected = (batch, heads, d_k, d_v)
         if tuple(self.S.shape) != expected:
             raise ValueError(f"{name}.S must have shape (B, H, d_k, d_v) = {expected}, got "
-                             f"{tuple(self.S.shape)}"
-                             " (a state from another batch size or configuration?)")
+                             f"{tuple(self.S.shape)} (a state from another batch size or "
+                             "configuration?)")
         if tuple(self.z.shape) != expected[:3]:
             raise ValueError(f"{name}.z must have shape (B, H, d_k) = {expected[:3]}, got "
                              f"{tuple(self.z.shape)}")
         if not (self.S.dtype.is_floating_point and self.z.dtype.is_floating_point):
             raise TypeError(f"{name}.S and {name}.z must have a real floating dtype, got "
-                            f"{self.S.dtype} and "
-                            f"{self.z.dtype} (the state of rotated q and k is real: the rotation "
-                            "acts on q and k)")
+                            f"{self.S.dtype} and {self.z.dtype} (the state of rotated q and k is "
+                            "real: the rotation acts on q and k)")
         if self.S.device != device or self.z.device != device:
             raise ValueError(f"{name} must be on the inputs' device {device}, got {self.S.device}")
-        n = self.n
-        is_count = (isinstance(n, torch.Tensor) and n.dim() == 0 and not n.dtype.is_floating_point
-                    and n.dtype != torch.bool) or (isinstance(n, numbers.Integral)
-                                                   and not isinstance(n, bool))
-        if not is_count or int(n) < 0:
-            raise ValueError(f"{name}.n must be a non-negative integer (tokens seen), got {n!r}")
+        _check_tokens_seen(self.n, name)
         return self
+
+
+def _check_tokens_seen(n, name: str):
+    """n a non-negative integer: a 0-d integer tensor (read on the host) or an int."""
+    is_count = (isinstance(n, torch.Tensor) and n.dim() == 0 and not n.dtype.is_floating_point
+                and n.dtype != torch.bool) or (isinstance(n, numbers.Integral)
+                                               and not isinstance(n, bool))
+    if not is_count or int(n) < 0:
+        raise ValueError(f"{name}.n must be a non-negative integer (tokens seen), got {n!r}")
 
 
 def check_mode(mode, chunk_size):
@@ -98,8 +101,7 @@ def check_mode(mode, chunk_size):
         return check_positive_int(chunk_size, "chunk_size")
     if chunk_size is not None:
         raise ValueError("chunk_size is used by mode='chunkwise' only, got "
-                         f"chunk_size={chunk_size!r} "
-                         f"with mode={mode!r}")
+                         f"chunk_size={chunk_size!r} with mode={mode!r}")
     return None
 
 

@@ -130,8 +130,7 @@ def length_multiple(text: str) -> int:
     value = positive_int(text)
     if value < 2:
         raise argparse.ArgumentTypeError("expected an integer >= 2 (a multiple of --context; 1 is "
-                                         "--context "
-                                         f"itself, always validated), got {value}")
+                                         f"--context itself, always validated), got {value}")
     return value
 
 
@@ -152,8 +151,8 @@ def gamma_option(text: str) -> str:
         values = [float(part) for part in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected {' or '.join(GAMMA_SCHEDULES)}, a number in "
-                                         "(0, 1] or "
-                                         f"comma-separated numbers, got {text!r}") from None
+                                         "(0, 1] or comma-separated numbers, "
+                                         f"got {text!r}") from None
     if not all(0.0 < g <= 1.0 for g in values):
         raise argparse.ArgumentTypeError(f"every γ must lie in (0, 1], got {text!r}")
     return text
@@ -462,10 +461,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "variant", "RetNet only: the paper's block or torchscale's later one"))
     add("--gamma", type=gamma_option, metavar="G", help=_help(
         "gamma", "RetNet only: the heads' decays: " + ", ".join(GAMMA_SCHEDULES)
-                                                              + ", one number in (0, 1] "
-        "for every head (1: no decay; one value: a single γ, two of the paper's ablations) or one "
-        "per head, "
-        "comma-separated"))
+        + ", one number in (0, 1] for every head (1: no decay; one value: a single γ, two of the "
+        "paper's ablations) or one per head, comma-separated"))
     add("--mode", choices=RETNET_MODES, help=_help("mode", "RetNet only: the form it trains in"))
     add("--chunk-size", type=positive_int, metavar="C", help=_help(
         "chunk_size", "RetNet only: chunk length of the chunkwise form", "the config's, 512"))
@@ -525,9 +522,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="where to train (default: cuda when available, else cpu)")
     add("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     add("--until-step", type=positive_int, metavar="N",
-        help="stop after step N with a checkpoint, the "
-        "learning-rate schedule still that of --steps (continue later with --resume; default: "
-        "--steps)")
+        help="stop after step N with a checkpoint, the learning-rate schedule still that of "
+        "--steps (continue later with --resume; default: --steps)")
     add("--quiet", action="store_true", help="no progress lines on stderr")
     parser.set_defaults(func=lambda args: run_command(args, parser))
     return parser
@@ -604,8 +600,7 @@ def read_corpus(folder: Path, config: TrainConfig, parser) -> tuple[dict, torch.
     for split, tokens in (("train", train_tokens), ("validation", validation_tokens)):
         if tokens.numel() < config.context + 2:
             parser.error(f"--context {config.context}: the {split} split holds only "
-                         f"{tokens.numel()} tokens, "
-                         "too few for one window of context + 1")
+                         f"{tokens.numel()} tokens, too few for one window of context + 1")
     longest = max(validation_lengths(config))
     if validation_tokens.numel() < longest + 1:
         parser.error(f"--eval-lengths {max(config.eval_lengths)}: the validation split holds only "

@@ -76,8 +76,8 @@ class TransformerConfig:
                              f"({self.num_heads})")
         if (self.d_model // self.num_heads) % 2:
             raise ValueError("the head dimension d_model/num_heads = "
-                             f"{self.d_model // self.num_heads} "
-                             "must be even (rotary positions rotate pairs of features)")
+                             f"{self.d_model // self.num_heads} must be even (rotary positions "
+                             "rotate pairs of features)")
         object.__setattr__(self, "ffn_width", 4 * self.d_model if self.ffn_dim is None
                            else int(self.ffn_dim))
 
@@ -148,8 +148,7 @@ def _check_cache(cache, config: TransformerConfig, batch_size: int, device: torc
     for t in (*cache.keys, *cache.values):
         if tuple(t.shape) != expected:
             raise ValueError(f"cache entries must have shape (B, H, capacity, d_head) = {expected} "
-                             "for a batch "
-                             f"of {batch_size}, got {tuple(t.shape)}")
+                             f"for a batch of {batch_size}, got {tuple(t.shape)}")
         if t.device != device:
             raise ValueError(f"cache must be on the tokens' device {device}, got {t.device}")
     length = cache.length
@@ -258,14 +257,21 @@ class CausalSelfAttention(ExactBuffers):
         if access is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)   # (B, H, T, d_head)
         else:
-            keys, values = cache_layer
-            keys.index_copy_(2, access.slots, k)
-            values.index_copy_(2, access.slots, v)
-            visible_keys = keys[:, :, :access.num_keys]                  # (B, H, num_keys, d_head)
-            visible_values = values[:, :, :access.num_keys]              # (B, H, num_keys, d_head)
-            y = F.scaled_dot_product_attention(q, visible_keys, visible_values, **access.sdpa_mask)
+            y = self._attend_over_cache(q, k, v, cache_layer, access)     # (B, H, T, d_head)
         B, _, T, _ = y.shape
         return self.out_proj(y.transpose(1, 2).reshape(B, T, -1)), k, v   # (B, T, d)
+
+    @staticmethod
+    def _attend_over_cache(q, k, v, cache_layer: tuple[torch.Tensor, torch.Tensor],
+                           access: _CacheAccess) -> torch.Tensor:
+        """k and v written into the cache's slots access.slots (in place), then the queries'
+        attention over the slots access reads, under its mask: (B, H, T, d_head)."""
+        keys, values = cache_layer
+        keys.index_copy_(2, access.slots, k)
+        values.index_copy_(2, access.slots, v)
+        visible_keys = keys[:, :, :access.num_keys]                  # (B, H, num_keys, d_head)
+        visible_values = values[:, :, :access.num_keys]              # (B, H, num_keys, d_head)
+        return F.scaled_dot_product_attention(q, visible_keys, visible_values, **access.sdpa_mask)
 
 
 class TransformerFeedForward(nn.Module):
