@@ -276,12 +276,10 @@ def child_environment(parallel: int, gpu: int | None) -> dict:
     return env
 
 
-def execute(runs: list[PlannedRun], out: Path, corpus: str | None, device: str | None,
-            parallel: int,
-            gpus: int, keep_checkpoints: bool) -> list[str]:
-    """Run the runs not yet in `out`, `parallel` at a time, each on the least busy of `gpus` GPUs →
-    names that failed. A folder holding another or an unfinished run is an error
-    (RunFolderError)."""
+def runs_to_start(runs: list[PlannedRun], out: Path, corpus: str | None,
+                  device: str | None) -> list[PlannedRun]:
+    """The runs without a folder in `out` (those finished there are skipped); RunFolderError where a
+    folder holds another or an unfinished run."""
     states = {run.name: run_state(out / run.name, recorded_command(run, out, corpus, device))
               for run in runs}
     other = [name for name, state in states.items() if state == "other"]
@@ -289,7 +287,16 @@ def execute(runs: list[PlannedRun], out: Path, corpus: str | None, device: str |
         raise RunFolderError(f"{', '.join(str(out / name) for name in other)}: another or an "
                              "unfinished run (a different command, a failure, or cut short): "
                              "remove it to run it again, or choose another --out")
-    pending = [run for run in runs if states[run.name] == "absent"]
+    return [run for run in runs if states[run.name] == "absent"]
+
+
+def execute(runs: list[PlannedRun], out: Path, corpus: str | None, device: str | None,
+            parallel: int,
+            gpus: int, keep_checkpoints: bool) -> list[str]:
+    """Run the runs not yet in `out`, `parallel` at a time, each on the least busy of `gpus` GPUs →
+    names that failed. A folder holding another or an unfinished run is an error
+    (RunFolderError)."""
+    pending = runs_to_start(runs, out, corpus, device)
     active, failed = [], []
     while pending or active:
         while pending and len(active) < parallel:

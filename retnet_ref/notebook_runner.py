@@ -94,24 +94,12 @@ def _current_env_kernel_manager():
 def execute(path: Path, out_dir: Path | None, html: bool = True, timeout: int = 600) -> bool:
     """Run the notebook; write it back in place (out_dir None) or as .ipynb (+ .html) in out_dir."""
     import nbformat
-    from nbclient import NotebookClient
 
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
     nb = nbformat.read(path, as_version=4)
     nb.metadata["kernelspec"] = dict(KERNELSPEC)
-    km = _current_env_kernel_manager()
-    client = NotebookClient(nb, km=km, timeout=timeout, record_timing=False,
-                            resources={"metadata": {"path": str(path.parent)}})
-    ok = True
-    try:
-        client.execute()
-    except Exception:  # the error is stored in the notebook's outputs; report it and keep the file
-        traceback.print_exc(limit=1)
-        ok = False
-    finally:
-        if km.has_kernel:        # a kernel manager we pass in is ours to stop: one kernel at a time
-            km.shutdown_kernel(now=True)
+    ok = run_cells(nb, path.parent, timeout)
     target = path if out_dir is None else Path(out_dir) / path.name
     target.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, target)
@@ -120,3 +108,22 @@ def execute(path: Path, out_dir: Path | None, html: bool = True, timeout: int = 
         body, _ = html_exporter().from_notebook_node(nb)
         target.with_suffix(".html").write_text(body, encoding="utf-8")
     return ok
+
+
+def run_cells(nb, folder: Path, timeout: int) -> bool:
+    """Execute nb's cells in a fresh kernel of this interpreter, run in folder → whether all ran;
+    an error stays in the cell's outputs and is reported."""
+    from nbclient import NotebookClient
+
+    km = _current_env_kernel_manager()
+    client = NotebookClient(nb, km=km, timeout=timeout, record_timing=False,
+                            resources={"metadata": {"path": str(folder)}})
+    try:
+        client.execute()
+        return True
+    except Exception:  # the error is stored in the notebook's outputs; report it and keep the file
+        traceback.print_exc(limit=1)
+        return False
+    finally:
+        if km.has_kernel:        # a kernel manager we pass in is ours to stop: one kernel at a time
+            km.shutdown_kernel(now=True)
