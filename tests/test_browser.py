@@ -232,19 +232,23 @@ PROMPTS = ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt"
 
 
 def _wait_for_run_all(page):
-    """Until every code cell has run, or the run stopped (a cell failed: the rest stay unrun)."""
+    """Until every code cell has run, or the run stopped (a cell failed: the rest stay unrun). A
+    run that has not started yet (the kernel still starting on a loaded machine: every prompt still
+    empty) is waited for, not taken for a stopped one."""
     deadline, quiet = time.monotonic() + RUN_ALL_TIMEOUT_S, 0
     indicator = page.locator(".jp-NotebookPanel .jp-Notebook-ExecutionIndicator")
     while time.monotonic() < deadline:
         prompts = [p.strip() for p in page.locator(PROMPTS).all_text_contents()]
         if prompts and all(re.fullmatch(r"\[\d+\]:", p) for p in prompts):
             return
+        started = any(p not in ("[ ]:", "[]:") for p in prompts)
         running = "[*]:" in prompts or indicator.get_attribute("data-status") != "idle"
-        quiet = 0 if running else quiet + 1
+        quiet = 0 if running or not started else quiet + 1
         if quiet >= 5:                              # idle, nothing queued, for 5 s: it stopped
             return
         page.wait_for_timeout(1000)
-    pytest.fail(f"Run All did not finish within {RUN_ALL_TIMEOUT_S} s")
+    pytest.fail(f"Run All did not finish (or, with every prompt empty, start) within "
+                f"{RUN_ALL_TIMEOUT_S} s")
 
 
 def _menu(page, menu: str, item):
