@@ -269,8 +269,8 @@ def _programs_wanted(device: torch.device, programs: int) -> int:
     """How many programs the state recursion is split up to: one per multiprocessor, but only when
     its batch · heads · state blocks give fewer than half as many. On an H200 (132 multiprocessors,
     results/kernels/segments-h200.json) five segments at 32 programs (T = 65,536, batch 1)
-    made the forward 16 % and forward + backward 10 % faster; at 128 programs (T = 16,384) any split
-    was slower. Under the interpreter: no split."""
+    made the forward 16 % faster (forward + backward 10 %, within the spread between runs); at 128
+    programs (T = 16,384) any split was slower. Under the interpreter: no split (1)."""
     if device.type != "cuda":
         return 1
     return split_target(programs, torch.cuda.get_device_properties(device).multi_processor_count)
@@ -319,15 +319,15 @@ def _segment_starts(local, init, log_g, T, C, G, NS, reverse):
     return starts
 
 
-def _chunk_states(a, b, init, log_g, C, G, reverse):
+def _chunk_states(a, b, init, log_g, log_g32, gaps, C, G, reverse):
     """The chunk recursion (module docstring, pass 1), storing every chunk's state: (states
     (BH, N, DA, DB) in a's dtype, final (BH, DA, DB) float32). With several segments of G chunks,
     first each segment's own sum from zero (in parallel), then the short scan over segments for
-    where each starts, then every segment's walk from its start (in parallel)."""
+    where each starts, then every segment's walk from its start (in parallel). log_g (H,) float64,
+    log_g32 and gaps from _decay_constants."""
     BH, T, DA = a.shape
     N = triton.cdiv(T, C)
     NS = max(1, triton.cdiv(N, G))
-    log_g32, gaps = _decay_constants(log_g, C, T)
     if NS > 1:
         _, local = _recursion(a, b, None, log_g32, gaps, C, reverse, NS, G, False)
         init = _segment_starts(local, init, log_g, T, C, G, NS, reverse)
@@ -343,29 +343,28 @@ class _ChunkwiseRetention(torch.autograd.Function):
     def forward(ctx, q, k, v, S0, log_g, C, G, H):
         BH, T, DK = q.shape
         DV, N = v.shape[-1], triton.cdiv(T, C)
-        states, final = _chunk_states(k, v, S0, log_g, C, G, False)
-        log_g32, _ = _decay_constants(log_g, C, T)
+        log_g32, gaps = _decay_constants(log_g, C, T)
+        states, final = _chunk_states(k, v, S0, log_g, log_g32, gaps, C, G, False)
         o = torch.empty_like(v)
         BK, BV = _blocks(DK, DV)
         if N:
             _output_kernel[(N, BH, triton.cdiv(DV, BV))](q, k, v, states, o, log_g32, T, N, H, C=C,
                                                          DK=DK, DV=DV, BK=BK, BV=BV,
                                                          PRECISION=_precision(q.dtype))
-        ctx.save_for_backward(q, k, v, states, log_g)
+        ctx.save_for_backward(q, k, v, states, log_g, log_g32, gaps)
         ctx.C, ctx.G, ctx.H, ctx.has_init = C, G, H, S0 is not None
         return o, final
 
     @staticmethod
     def backward(ctx, do, d_final):
-        q, k, v, states, log_g = ctx.saved_tensors
+        q, k, v, states, log_g, log_g32, gaps = ctx.saved_tensors
         C, H = ctx.C, ctx.H
         BH, T, DK = q.shape
         DV, N = v.shape[-1], triton.cdiv(T, C)
         do = do.contiguous()
         d_final = None if d_final is None else d_final.to(torch.float32).contiguous()
         # dS_i for every chunk, from the last chunk back; d_init = ∂loss/∂S_0
-        dstates, d_init = _chunk_states(q, do, d_final, log_g, C, ctx.G, True)
-        log_g32, _ = _decay_constants(log_g, C, T)
+        dstates, d_init = _chunk_states(q, do, d_final, log_g, log_g32, gaps, C, ctx.G, True)
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         BK, BV = _blocks(DK, DV)
         precision = _precision(q.dtype)
