@@ -20,8 +20,8 @@ pytest.importorskip("triton",
 from retnet_ref import kernels  # noqa: E402
 from retnet_ref.checking import TOLERANCE, random_inputs, relative_error  # noqa: E402
 from retnet_ref.decay import gamma_schedule  # noqa: E402
+from retnet_ref.kernels.chunkwise import Tile, segment_length, split_target  # noqa: E402
 from retnet_ref.kernels.chunkwise import chunkwise_retention as chunkwise_kernel  # noqa: E402
-from retnet_ref.kernels.chunkwise import segment_length, split_target  # noqa: E402
 from retnet_ref.model import RetNet, RetNetConfig  # noqa: E402
 from retnet_ref.normalisation import normalised_step_, step_decay_factors  # noqa: E402
 from retnet_ref.retention import chunkwise_retention  # noqa: E402
@@ -94,6 +94,46 @@ def test_forward_split_into_segments_is_the_same_function(device, segment_chunks
     (o.sum() + R.sum()).backward()
     for name, a, b in zip("qkvS" if with_state else "qkv", fast, exact):
         assert relative_error(a.grad, b.grad) < tol, name
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("tiles", [
+    {"states": Tile(16, 32), "output": Tile(32, 16, warps=8, stages=2)},
+    {"states": Tile(32, 128, warps=8, stages=1), "output": Tile(16, 128)},
+    {"dq_dk": Tile(16, 16, warps=2), "dv": Tile(32, 128, stages=4)},
+    {"dq_dk": Tile(32, 128), "dv": Tile(16, 16)},
+], ids=["narrow-pass-1", "wide-d_v", "narrow-backward", "wide-backward"])
+def test_every_tiling_is_the_same_function(device, tiles):
+    """d_k = 32, d_v = 80 cut into blocks of 16 (several per head, the last of d_v ragged) or
+    wider than the head (one block, cut to it), pass 1 split into segments of 2 chunks: the
+    float64 outputs, final state and gradients. Warps and stages change the GPU's schedule only
+    (the interpreter ignores them)."""
+    (q64, k64, v64, S64), (q, k, v, S0) = inputs(device, torch.float32, 70, seed=4)
+    exact = [x.clone().requires_grad_() for x in (q64, k64, v64, S64)]
+    fast = [x.clone().requires_grad_() for x in (q, k, v, S0)]
+    o_ref, R_ref = chunkwise_retention(*exact[:3], GAMMAS, 7, exact[3])
+    o, R = chunkwise_kernel(*fast[:3], GAMMAS, 16, fast[3], segment_chunks=2, tiles=tiles)
+    tol = TOLERANCE[torch.float32]
+    assert relative_error(o, o_ref) < tol and relative_error(R, R_ref) < tol
+    (o_ref.sum() + R_ref.sum()).backward()
+    (o.sum() + R.sum()).backward()
+    for name, a, b in zip("qkvS", fast, exact):
+        assert relative_error(a.grad, b.grad) < tol, name
+
+
+@pytest.mark.parametrize("tiles, named", [
+    ({"pass1": Tile()}, "keys are among"),
+    ([Tile()], "must be a dict"),
+    ({"states": (64, 64, 4, 3)}, r"tiles\['states'\] must be a Tile"),
+    ({"output": Tile(48, 64)}, r"tiles\['output'\]"),
+    ({"dv": Tile(8, 64)}, r"tiles\['dv'\]"),
+    ({"dq_dk": Tile(warps=3)}, r"tiles\['dq_dk'\]"),
+    ({"states": Tile(stages=0)}, r"tiles\['states'\]"),
+])
+def test_tiles_are_checked(tiles, named):
+    _, (q, k, v, _) = inputs("cpu", torch.float32, 16)
+    with pytest.raises(ValueError, match=named):
+        chunkwise_kernel(q, k, v, GAMMAS, 16, tiles=tiles)
 
 
 @pytest.mark.parametrize("N, per_segment, wanted, G", [

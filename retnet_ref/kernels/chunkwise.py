@@ -31,6 +31,7 @@ in float32.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import triton
@@ -253,8 +254,45 @@ def _precision(dtype: torch.dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"
 
 
-def _blocks(d_k: int, d_v: int) -> tuple[int, int]:
-    return min(64, triton.next_power_of_2(d_k)), min(64, triton.next_power_of_2(d_v))
+class Tile(NamedTuple):
+    """How one kernel's launch is cut: each program's block of d_k and of d_v columns (powers of
+    two from 16; a block wider than the head is cut to it), and the launch's warps and software
+    pipeline stages."""
+    block_k: int = 64
+    block_v: int = 64
+    warps: int = 4
+    stages: int = 3
+
+
+# one Tile per kernel: the chunk recursion (forward and reversed, and the scan over segments),
+# the outputs, dQ with dK, and dV
+TILES = {"states": Tile(), "output": Tile(), "dq_dk": Tile(), "dv": Tile()}
+
+
+def _blocks(tile: Tile, d_k: int, d_v: int) -> tuple[int, int]:
+    return (min(tile.block_k, triton.next_power_of_2(d_k)),
+            min(tile.block_v, triton.next_power_of_2(d_v)))
+
+
+def _launch(tile: Tile) -> dict:
+    return {"num_warps": tile.warps, "num_stages": tile.stages}
+
+
+def check_tiles(tiles) -> dict:
+    """TILES with the given kernels' tiles replaced; tiles a dict {kernel name: Tile} or None."""
+    if tiles is None:
+        return TILES
+    if not isinstance(tiles, dict) or not set(tiles) <= set(TILES):
+        raise ValueError(f"tiles must be a dict whose keys are among {tuple(TILES)}, got "
+                         f"{tiles!r}")
+    for name, tile in tiles.items():
+        blocks_ok = all(b in (16, 32, 64, 128, 256) for b in tile[:2])
+        if not (isinstance(tile, Tile) and blocks_ok and tile.warps in (1, 2, 4, 8, 16)
+                and tile.stages >= 1):
+            raise ValueError(f"tiles[{name!r}] must be a Tile with blocks among 16 … 256 (powers "
+                             "of two), warps among 1 … 16 (powers of two), stages ≥ 1; got "
+                             f"{tile!r}")
+    return {**TILES, **tiles}
 
 
 def _decay_constants(log_g: torch.Tensor, C: int, T: int):
@@ -289,70 +327,72 @@ def segment_length(N: int, programs_per_segment: int, programs_wanted: int) -> i
     return max(1, -(-N // segments))
 
 
-def _recursion(a, b, init, log_g32, gaps, C, reverse, NS, G, store_each):
+def _recursion(a, b, init, log_g32, gaps, C, reverse, NS, G, store_each, tile):
     """_states_kernel over NS segments of G chunks: (states (BH, N, DA, DB) in a's dtype or None,
     each segment's end (BH·NS, DA, DB) float32)."""
     BH, T, DA = a.shape
     DB, N, H = b.shape[-1], triton.cdiv(T, C), log_g32.shape[0]
-    BA, BB = _blocks(DA, DB)
+    BA, BB = _blocks(tile, DA, DB)
     last = torch.empty(BH * NS, DA, DB, dtype=torch.float32, device=a.device)
     states = (torch.empty(BH, N, DA, DB, dtype=a.dtype, device=a.device) if store_each
               else None)
     _states_kernel[(BH * NS, triton.cdiv(DA, BA), triton.cdiv(DB, BB))](
         a, b, init if init is not None else last, states if store_each else last, last, log_g32,
         gaps, T, N, H, NS, G, REVERSE=reverse, HAS_INIT=init is not None, STORE_EACH=store_each,
-        C=C, DA=DA, DB=DB, BA=BA, BB=BB, PRECISION=_precision(a.dtype))
+        C=C, DA=DA, DB=DB, BA=BA, BB=BB, PRECISION=_precision(a.dtype), **_launch(tile))
     return states, last
 
 
-def _segment_starts(local, init, log_g, T, C, G, NS, reverse):
+def _segment_starts(local, init, log_g, T, C, G, NS, reverse, tile):
     """Each segment's starting state (BH·NS, DA, DB) float32 from the segments' own sums."""
     BH, DA, DB = local.shape[0] // NS, *local.shape[1:]
-    BA, BB = _blocks(DA, DB)
+    BA, BB = _blocks(tile, DA, DB)
     last = T - (NS - 1) * G * C                                     # tokens in the last segment
     seg_gaps = -torch.expm1(torch.stack((G * C * log_g, last * log_g), dim=1))   # (H, 2), float64
     starts = torch.empty_like(local)
     _segment_scan_kernel[(BH, triton.cdiv(DA, BA), triton.cdiv(DB, BB))](
         local, init if init is not None else local, starts,
         seg_gaps.to(torch.float32).contiguous(), NS, log_g.shape[0], REVERSE=reverse,
-        HAS_INIT=init is not None, DA=DA, DB=DB, BA=BA, BB=BB)
+        HAS_INIT=init is not None, DA=DA, DB=DB, BA=BA, BB=BB, **_launch(tile))
     return starts
 
 
-def _chunk_states(a, b, init, log_g, log_g32, gaps, C, G, reverse):
+def _chunk_states(a, b, init, log_g, log_g32, gaps, C, G, reverse, tile):
     """The chunk recursion (module docstring, pass 1), storing every chunk's state: (states
     (BH, N, DA, DB) in a's dtype, final (BH, DA, DB) float32). With several segments of G chunks,
     first each segment's own sum from zero (in parallel), then the short scan over segments for
     where each starts, then every segment's walk from its start (in parallel). log_g (H,) float64,
-    log_g32 and gaps from _decay_constants."""
+    log_g32 and gaps from _decay_constants; tile the recursion's Tile."""
     BH, T, DA = a.shape
     N = triton.cdiv(T, C)
     NS = max(1, triton.cdiv(N, G))
     if NS > 1:
-        _, local = _recursion(a, b, None, log_g32, gaps, C, reverse, NS, G, False)
-        init = _segment_starts(local, init, log_g, T, C, G, NS, reverse)
-    states, last = _recursion(a, b, init, log_g32, gaps, C, reverse, NS, G, True)
+        _, local = _recursion(a, b, None, log_g32, gaps, C, reverse, NS, G, False, tile)
+        init = _segment_starts(local, init, log_g, T, C, G, NS, reverse, tile)
+    states, last = _recursion(a, b, init, log_g32, gaps, C, reverse, NS, G, True, tile)
     final = last.view(BH, NS, DA, -1)[:, 0 if reverse else NS - 1]
     return states, final
 
 
 class _ChunkwiseRetention(torch.autograd.Function):
-    """(q, k, v (BH, T, d) contiguous, S0 (BH, d_k, d_v) float32 or None) → (o, R_last)."""
+    """(q, k, v (BH, T, d) contiguous, S0 (BH, d_k, d_v) float32 or None) → (o, R_last); tiles as
+    check_tiles returns them."""
 
     @staticmethod
-    def forward(ctx, q, k, v, S0, log_g, C, G, H):
+    def forward(ctx, q, k, v, S0, log_g, C, G, H, tiles):
         BH, T, DK = q.shape
         DV, N = v.shape[-1], triton.cdiv(T, C)
         log_g32, gaps = _decay_constants(log_g, C, T)
-        states, final = _chunk_states(k, v, S0, log_g, log_g32, gaps, C, G, False)
+        states, final = _chunk_states(k, v, S0, log_g, log_g32, gaps, C, G, False, tiles["states"])
         o = torch.empty_like(v)
-        BK, BV = _blocks(DK, DV)
+        BK, BV = _blocks(tiles["output"], DK, DV)
         if N:
             _output_kernel[(N, BH, triton.cdiv(DV, BV))](q, k, v, states, o, log_g32, T, N, H, C=C,
                                                          DK=DK, DV=DV, BK=BK, BV=BV,
-                                                         PRECISION=_precision(q.dtype))
+                                                         PRECISION=_precision(q.dtype),
+                                                         **_launch(tiles["output"]))
         ctx.save_for_backward(q, k, v, states, log_g, log_g32, gaps)
-        ctx.C, ctx.G, ctx.H, ctx.has_init = C, G, H, S0 is not None
+        ctx.C, ctx.G, ctx.H, ctx.tiles, ctx.has_init = C, G, H, tiles, S0 is not None
         return o, final
 
     @staticmethod
@@ -364,22 +404,26 @@ class _ChunkwiseRetention(torch.autograd.Function):
         do = do.contiguous()
         d_final = None if d_final is None else d_final.to(torch.float32).contiguous()
         # dS_i for every chunk, from the last chunk back; d_init = ∂loss/∂S_0
-        dstates, d_init = _chunk_states(q, do, d_final, log_g, log_g32, gaps, C, ctx.G, True)
+        tiles = ctx.tiles
+        dstates, d_init = _chunk_states(q, do, d_final, log_g, log_g32, gaps, C, ctx.G, True,
+                                        tiles["states"])
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-        BK, BV = _blocks(DK, DV)
         precision = _precision(q.dtype)
         if N:
+            BK, BV = _blocks(tiles["dq_dk"], DK, DV)
             _dq_dk_kernel[(N, BH, triton.cdiv(DK, BK))](q, k, v, do, states, dstates, dq, dk,
                                                         log_g32, T, N, H, C=C, DK=DK, DV=DV,
-                                                        BK=BK, BV=BV, PRECISION=precision)
+                                                        BK=BK, BV=BV, PRECISION=precision,
+                                                        **_launch(tiles["dq_dk"]))
+            BK, BV = _blocks(tiles["dv"], DK, DV)
             _dv_kernel[(N, BH, triton.cdiv(DV, BV))](q, k, do, dstates, dv, log_g32, T, N, H, C=C,
                                                      DK=DK, DV=DV, BK=BK, BV=BV,
-                                                     PRECISION=precision)
-        return dq, dk, dv, (d_init if ctx.has_init else None), None, None, None, None
+                                                     PRECISION=precision, **_launch(tiles["dv"]))
+        return dq, dk, dv, (d_init if ctx.has_init else None), None, None, None, None, None
 
 
 def chunkwise_retention(q, k, v, gamma, chunk_size: int = 64, state=None, *,
-                        segment_chunks: int | None = None):
+                        segment_chunks: int | None = None, tiles: dict | None = None):
     """retention.chunkwise_retention on Triton kernels: the same arguments, contract and results.
 
     q, k (B, H, T, d_k), v (B, H, T, d_v) of one dtype (bfloat16 or float32; float16 is refused), on
@@ -387,20 +431,21 @@ def chunkwise_retention(q, k, v, gamma, chunk_size: int = 64, state=None, *,
     TILE_HEIGHTS; state (B, H, d_k, d_v) or None. Returns (o (B, H, T, d_v) in the input dtype,
     R_last (B, H, d_k, d_v) float32). Differentiable in q, k, v and state. segment_chunks, the
     chunks per segment of the state recursion (segment_length's choice when None), changes how
-    the work is split, not the function.
+    the work is split, not the function; so does tiles, {kernel name: Tile} replacing entries of
+    TILES.
     """
     check_torch_qkv(q, k, v)
     C = check_tile_height(chunk_size)
     state = check_torch_state(state, q, v)
     S0 = None if state is None else state.to(accumulation_dtype(q.dtype))
     G = None if segment_chunks is None else check_positive_int(segment_chunks, "segment_chunks")
-    return _chunkwise(q, k, v, log_gamma_per_head(gamma, q), C, S0, G)
+    return _chunkwise(q, k, v, log_gamma_per_head(gamma, q), C, S0, G, check_tiles(tiles))
 
 
-def _chunkwise(q, k, v, log_g, C, S0, G=None):
+def _chunkwise(q, k, v, log_g, C, S0, G=None, tiles=TILES):
     """chunkwise_retention's body (retention._chunkwise's signature): log_g (H,) float64 on q's
     device, S0 None or (B, H, d_k, d_v) in the accumulation dtype; C a tile height; G chunks per
-    segment or None."""
+    segment or None; tiles a dict of Tile per kernel."""
     require_triton(q)
     if q.dtype == torch.float16:
         raise TypeError("backend='triton' does not take float16 for the chunkwise form: its "
@@ -412,11 +457,11 @@ def _chunkwise(q, k, v, log_g, C, S0, G=None):
         raise ValueError("backend='triton' needs head widths d_k, d_v ≥ 16 (matrix-unit tiles), "
                          f"got {DK}, {DV}")
     if G is None:
-        BK, BV = _blocks(DK, DV)
+        BK, BV = _blocks(tiles["states"], DK, DV)
         programs = B * H * math.ceil(DK / BK) * math.ceil(DV / BV)
         G = segment_length(math.ceil(T / C), programs, _programs_wanted(q.device, programs))
     S0 = None if S0 is None else S0.to(torch.float32).reshape(B * H, DK, DV).contiguous()
     o, final = _ChunkwiseRetention.apply(*(x.reshape(B * H, T, x.shape[-1]).contiguous()
                                            for x in (q, k, v)),
-                                         S0, log_g, C, G, H)
+                                         S0, log_g, C, G, H, tiles)
     return o.reshape(B, H, T, DV), final.reshape(B, H, DK, DV)
