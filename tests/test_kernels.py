@@ -129,6 +129,8 @@ def test_every_tiling_is_the_same_function(device, tiles):
     ({"dv": Tile(8, 64)}, r"tiles\['dv'\]"),
     ({"dq_dk": Tile(warps=3)}, r"tiles\['dq_dk'\]"),
     ({"states": Tile(stages=0)}, r"tiles\['states'\]"),
+    ({"states": 5}, r"tiles\['states'\] must be a Tile"),
+    ({"output": Tile(warps=4.0)}, r"tiles\['output'\]"),
 ])
 def test_tiles_are_checked(tiles, named):
     _, (q, k, v, _) = inputs("cpu", torch.float32, 16)

@@ -264,6 +264,7 @@ class Tile(NamedTuple):
     stages: int = 3
 
 
+BLOCK_WIDTHS = (16, 32, 64, 128, 256)
 # one Tile per kernel: the chunk recursion (forward and reversed, and the scan over segments),
 # the outputs, dQ with dK, and dV
 TILES = {"states": Tile(), "output": Tile(), "dq_dk": Tile(), "dv": Tile()}
@@ -286,9 +287,9 @@ def check_tiles(tiles) -> dict:
         raise ValueError(f"tiles must be a dict whose keys are among {tuple(TILES)}, got "
                          f"{tiles!r}")
     for name, tile in tiles.items():
-        blocks_ok = all(b in (16, 32, 64, 128, 256) for b in tile[:2])
-        if not (isinstance(tile, Tile) and blocks_ok and tile.warps in (1, 2, 4, 8, 16)
-                and tile.stages >= 1):
+        if not (isinstance(tile, Tile) and all(type(n) is int for n in tile)
+                and tile.block_k in BLOCK_WIDTHS and tile.block_v in BLOCK_WIDTHS
+                and tile.warps in (1, 2, 4, 8, 16) and tile.stages >= 1):
             raise ValueError(f"tiles[{name!r}] must be a Tile with blocks among 16 … 256 (powers "
                              "of two), warps among 1 … 16 (powers of two), stages ≥ 1; got "
                              f"{tile!r}")
