@@ -25,6 +25,7 @@ from retnet_ref.numerics import plain_sum_recurrent
 from retnet_ref.retention import (
     chunkwise_retention,
     compensated_decay_and_add,
+    log_gamma_per_head,
     parallel_retention,
     recurrent_retention,
 )
@@ -109,6 +110,21 @@ def test_gamma_may_be_any_sequence_or_tensor(as_type):
     assert torch.equal(parallel_retention(q, k, v, gamma), expected)
     assert torch.allclose(recurrent_retention(q, k, v, gamma)[0], expected, rtol=0, atol=1e-13)
     assert torch.allclose(chunkwise_retention(q, k, v, gamma, 4)[0], expected, rtol=0, atol=1e-13)
+
+
+def test_log_gamma_of_a_sequence_is_made_once_and_can_be_saved_by_autograd():
+    """The same γ list on the same device gives the same log γ tensor (no copy from the host per
+    call), float64 and exact; one first made in inference mode is still usable in a graph."""
+    q = torch.zeros(1, 3, 2, 4)
+    with torch.inference_mode():
+        first = log_gamma_per_head([0.5, 0.75, 1.0], q)
+    assert log_gamma_per_head((0.5, 0.75, 1.0), q) is first
+    assert first.dtype == torch.float64 and not first.is_inference()
+    assert torch.equal(first, torch.tensor([0.5, 0.75, 1.0], dtype=torch.float64).log())
+    assert log_gamma_per_head([0.5, 0.75, 0.875], q) is not first
+    w = torch.ones(3, dtype=torch.float64, requires_grad=True)
+    (w * first).sum().backward()
+    assert w.grad.tolist() == first.tolist()
 
 
 def test_inputs_and_state_are_not_modified():

@@ -4,8 +4,9 @@ The forward is two passes, as the equations fall apart:
 
 1. chunk states, sequential in the chunk index i, parallel over (batch·head, d_k block, d_v block):
        R_i = γ^{L_i} R_{i-1} + K_[i]^T (V_[i] ⊙ ζ),   ζ_r = γ^{L_i-1-r},   R_{-1} = S_0
-   written R_{i-1} - (1 - γ^{L_i}) R_{i-1} + …, with the gap 1 - γ^{L_i} from float64 (the drift of
-   a rounded γ^L multiplied in N times stays out, as in retention._chunk_states). Each program keeps
+   written R_{i-1} - (1 - γ^{L_i}) R_{i-1} + …, with the gap 1 - γ^{L_i} computed in the kernel from
+   float64 log γ (the drift of a rounded γ^L multiplied in N times stays out, as in
+   retention._chunk_states). Each program keeps
    its (BK, BV) block of R in registers and stores R_{i-1} for every chunk. When batch · heads ·
    blocks give too few programs for the GPU (one long sequence), the chunks are split into NS
    segments of G: each segment's own sum from zero (all segments at once), a scan over the NS
@@ -78,8 +79,15 @@ def _decayed(scores, log_g, C: tl.constexpr):
 
 
 @triton.jit
-def _states_kernel(a_ptr, b_ptr, init_ptr, states_ptr, last_ptr, log_g_ptr, gap_ptr,
-                   T, N, H, NS, G, REVERSE: tl.constexpr, HAS_INIT: tl.constexpr,
+def _gap(length, log_g64):
+    """1 - γ^length in float32, from float64 log γ: absolute error ≤ ~1e-16 (what matters in
+    X - gap · X), far below float32's resolution of X."""
+    return (1.0 - tl.exp(length * log_g64)).to(tl.float32)
+
+
+@triton.jit
+def _states_kernel(a_ptr, b_ptr, init_ptr, states_ptr, last_ptr, log_g_ptr, T, N, H, NS, G,
+                   REVERSE: tl.constexpr, HAS_INIT: tl.constexpr,
                    STORE_EACH: tl.constexpr, C: tl.constexpr, DA: tl.constexpr, DB: tl.constexpr,
                    BA: tl.constexpr, BB: tl.constexpr, PRECISION: tl.constexpr):
     """The recursion over the chunks of segment s (G chunks from chunk s·G), forward (a = k, b = v,
@@ -93,7 +101,10 @@ def _states_kernel(a_ptr, b_ptr, init_ptr, states_ptr, last_ptr, log_g_ptr, gap_
     # int64: offsets pass 2^31
     seg, ja, jb = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
     bh, s = seg // NS, seg % NS
-    log_g = tl.load(log_g_ptr + bh % H)
+    log_g64 = tl.load(log_g_ptr + bh % H)                                  # float64
+    log_g = log_g64.to(tl.float32)
+    # the gaps 1 - γ^C of a whole chunk and 1 - γ^L of the ragged last one, from float64
+    gap_whole, gap_last = _gap(C, log_g64), _gap(T - (N - 1) * C, log_g64)
     ptrs, ok = _state_block(init_ptr, seg * DA * DB, ja * BA, jb * BB, DA, DB, BA, BB)
     if HAS_INIT:
         X = tl.load(ptrs, mask=ok, other=0.0)                              # (BA, BB), float32
@@ -112,7 +123,7 @@ def _states_kernel(a_ptr, b_ptr, init_ptr, states_ptr, last_ptr, log_g_ptr, gap_
         Bm = _tile(b_ptr, bh, t, t_ok, T, DB, jb * BB, BB)                  # (C, BB)
         # ζ_r = γ^(L-1-r) forward, ξ_r = γ^(r+1) reversed; zero past the chunk's end
         w = tl.where(t_ok, tl.exp((r + 1.0 if REVERSE else L - 1.0 - r) * log_g), 0.0)
-        gap = tl.load(gap_ptr + (bh % H) * 2 + (L < C).to(tl.int32))
+        gap = tl.where(L < C, gap_last, gap_whole)
         Bw = (Bm * w[:, None]).to(Bm.dtype)
         X = X - gap * X + tl.dot(tl.trans(A), Bw, input_precision=PRECISION)
     last_ptrs, _ = _state_block(last_ptr, seg * DA * DB, ja * BA, jb * BB, DA, DB, BA, BB)
@@ -120,13 +131,16 @@ def _states_kernel(a_ptr, b_ptr, init_ptr, states_ptr, last_ptr, log_g_ptr, gap_
 
 
 @triton.jit
-def _segment_scan_kernel(local_ptr, init_ptr, starts_ptr, seg_gap_ptr, NS, H,
+def _segment_scan_kernel(local_ptr, init_ptr, starts_ptr, log_g_ptr, T, G, NS, H, C: tl.constexpr,
                          REVERSE: tl.constexpr, HAS_INIT: tl.constexpr, DA: tl.constexpr,
                          DB: tl.constexpr, BA: tl.constexpr, BB: tl.constexpr):
     """The state each segment's walk starts from, given every segment's own sum (local, from 0):
     forward starts[0] = S_0 (or 0), starts[s] = γ^{len s-1} starts[s-1] + local[s-1]; reversed
     from the last segment back, starts[NS-1] = ∂/∂R_last (or 0)."""
     bh, ja, jb = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
+    log_g64 = tl.load(log_g_ptr + bh % H)                                  # float64
+    # 1 - γ^{length of a segment}: G·C tokens, or fewer for the last segment
+    gap_whole, gap_last = _gap(G * C, log_g64), _gap(T - (NS - 1) * G * C, log_g64)
     ptrs, ok = _state_block(init_ptr, bh * DA * DB, ja * BA, jb * BB, DA, DB, BA, BB)
     if HAS_INIT:
         X = tl.load(ptrs, mask=ok, other=0.0)                              # (BA, BB), float32
@@ -136,8 +150,7 @@ def _segment_scan_kernel(local_ptr, init_ptr, starts_ptr, seg_gap_ptr, NS, H,
         s = NS - 1 - step if REVERSE else step
         at, _ = _state_block(starts_ptr, (bh * NS + s) * DA * DB, ja * BA, jb * BB, DA, DB, BA, BB)
         tl.store(at, X, mask=ok)
-        # 1 - γ^{length of segment s}: G·C tokens, or fewer for the last segment
-        gap = tl.load(seg_gap_ptr + (bh % H) * 2 + (s == NS - 1).to(tl.int32))
+        gap = tl.where(s == NS - 1, gap_last, gap_whole)
         own, _ = _state_block(local_ptr, (bh * NS + s) * DA * DB, ja * BA, jb * BB, DA, DB, BA, BB)
         X = X - gap * X + tl.load(own, mask=ok, other=0.0)
     s = 0 if REVERSE else NS - 1
@@ -151,7 +164,7 @@ def _output_kernel(q_ptr, k_ptr, v_ptr, states_ptr, o_ptr, log_g_ptr, T, N, H, C
                    PRECISION: tl.constexpr):
     """O_[i][:, block] = (Q_[i] K_[i]^T ⊙ D) V_[i][:, block] + (Q_[i] R_{i-1}[:, block]) ⊙ ξ."""
     i, bh, jv = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2)
-    log_g = tl.load(log_g_ptr + bh % H)
+    log_g = tl.load(log_g_ptr + bh % H).to(tl.float32)                   # from float64
     t, t_ok, L = _chunk_range(i, T, C)
     scores = tl.zeros([C, C], dtype=tl.float32)
     cross = tl.zeros([C, BV], dtype=tl.float32)
@@ -189,7 +202,7 @@ def _dq_dk_kernel(q_ptr, k_ptr, v_ptr, do_ptr, states_ptr, dstates_ptr, dq_ptr, 
                   PRECISION: tl.constexpr):
     """dQ_[i] and dK_[i] for one block of d_k columns (module docstring)."""
     i, bh, jk = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2)
-    log_g = tl.load(log_g_ptr + bh % H)
+    log_g = tl.load(log_g_ptr + bh % H).to(tl.float32)                   # from float64
     t, t_ok, L = _chunk_range(i, T, C)
     dscores = tl.zeros([C, C], dtype=tl.float32)                             # dO V^T
     cross_q = tl.zeros([C, BK], dtype=tl.float32)                            # dO R_{i-1}^T
@@ -228,7 +241,7 @@ def _dv_kernel(q_ptr, k_ptr, do_ptr, dstates_ptr, dv_ptr, log_g_ptr, T, N, H, C:
                PRECISION: tl.constexpr):
     """dV_[i][:, block] = (Q_[i] K_[i]^T ⊙ D)^T dO_[i][:, block] + (K_[i] dS_i[:, block]) ⊙ ζ."""
     i, bh, jv = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2)
-    log_g = tl.load(log_g_ptr + bh % H)
+    log_g = tl.load(log_g_ptr + bh % H).to(tl.float32)                   # from float64
     t, t_ok, L = _chunk_range(i, T, C)
     scores = tl.zeros([C, C], dtype=tl.float32)
     cross = tl.zeros([C, BV], dtype=tl.float32)
@@ -296,14 +309,6 @@ def check_tiles(tiles) -> dict:
     return {**TILES, **tiles}
 
 
-def _decay_constants(log_g: torch.Tensor, C: int, T: int):
-    """log γ (H,) and the gaps 1 - γ^C, 1 - γ^L of a whole and of the ragged last chunk (H, 2),
-    float32."""
-    last = T - (math.ceil(T / C) - 1) * C if T else C
-    gaps = -torch.expm1(torch.stack((C * log_g, last * log_g), dim=1))        # (H, 2), from float64
-    return log_g.to(torch.float32).contiguous(), gaps.to(torch.float32).contiguous()
-
-
 def _programs_wanted(device: torch.device, programs: int) -> int:
     """How many programs the state recursion is split up to: one per multiprocessor, but only when
     its batch · heads · state blocks give fewer than half as many. On an H200 (132 multiprocessors,
@@ -328,18 +333,18 @@ def segment_length(N: int, programs_per_segment: int, programs_wanted: int) -> i
     return max(1, -(-N // segments))
 
 
-def _recursion(a, b, init, log_g32, gaps, C, reverse, NS, G, store_each, tile):
+def _recursion(a, b, init, log_g, C, reverse, NS, G, store_each, tile):
     """_states_kernel over NS segments of G chunks: (states (BH, N, DA, DB) in a's dtype or None,
     each segment's end (BH·NS, DA, DB) float32)."""
     BH, T, DA = a.shape
-    DB, N, H = b.shape[-1], triton.cdiv(T, C), log_g32.shape[0]
+    DB, N, H = b.shape[-1], triton.cdiv(T, C), log_g.shape[0]
     BA, BB = _blocks(tile, DA, DB)
     last = torch.empty(BH * NS, DA, DB, dtype=torch.float32, device=a.device)
     states = (torch.empty(BH, N, DA, DB, dtype=a.dtype, device=a.device) if store_each
               else None)
     _states_kernel[(BH * NS, triton.cdiv(DA, BA), triton.cdiv(DB, BB))](
-        a, b, init if init is not None else last, states if store_each else last, last, log_g32,
-        gaps, T, N, H, NS, G, REVERSE=reverse, HAS_INIT=init is not None, STORE_EACH=store_each,
+        a, b, init if init is not None else last, states if store_each else last, last, log_g,
+        T, N, H, NS, G, REVERSE=reverse, HAS_INIT=init is not None, STORE_EACH=store_each,
         C=C, DA=DA, DB=DB, BA=BA, BB=BB, PRECISION=_precision(a.dtype), **_launch(tile))
     return states, last
 
@@ -348,29 +353,26 @@ def _segment_starts(local, init, log_g, T, C, G, NS, reverse, tile):
     """Each segment's starting state (BH·NS, DA, DB) float32 from the segments' own sums."""
     BH, DA, DB = local.shape[0] // NS, *local.shape[1:]
     BA, BB = _blocks(tile, DA, DB)
-    last = T - (NS - 1) * G * C                                     # tokens in the last segment
-    seg_gaps = -torch.expm1(torch.stack((G * C * log_g, last * log_g), dim=1))   # (H, 2), float64
     starts = torch.empty_like(local)
     _segment_scan_kernel[(BH, triton.cdiv(DA, BA), triton.cdiv(DB, BB))](
-        local, init if init is not None else local, starts,
-        seg_gaps.to(torch.float32).contiguous(), NS, log_g.shape[0], REVERSE=reverse,
-        HAS_INIT=init is not None, DA=DA, DB=DB, BA=BA, BB=BB, **_launch(tile))
+        local, init if init is not None else local, starts, log_g, T, G, NS, log_g.shape[0], C=C,
+        REVERSE=reverse, HAS_INIT=init is not None, DA=DA, DB=DB, BA=BA, BB=BB, **_launch(tile))
     return starts
 
 
-def _chunk_states(a, b, init, log_g, log_g32, gaps, C, G, reverse, tile):
+def _chunk_states(a, b, init, log_g, C, G, reverse, tile):
     """The chunk recursion (module docstring, pass 1), storing every chunk's state: (states
     (BH, N, DA, DB) in a's dtype, final (BH, DA, DB) float32). With several segments of G chunks,
     first each segment's own sum from zero (in parallel), then the short scan over segments for
     where each starts, then every segment's walk from its start (in parallel). log_g (H,) float64,
-    log_g32 and gaps from _decay_constants; tile the recursion's Tile."""
+    tile the recursion's Tile."""
     BH, T, DA = a.shape
     N = triton.cdiv(T, C)
     NS = max(1, triton.cdiv(N, G))
     if NS > 1:
-        _, local = _recursion(a, b, None, log_g32, gaps, C, reverse, NS, G, False, tile)
+        _, local = _recursion(a, b, None, log_g, C, reverse, NS, G, False, tile)
         init = _segment_starts(local, init, log_g, T, C, G, NS, reverse, tile)
-    states, last = _recursion(a, b, init, log_g32, gaps, C, reverse, NS, G, True, tile)
+    states, last = _recursion(a, b, init, log_g, C, reverse, NS, G, True, tile)
     final = last.view(BH, NS, DA, -1)[:, 0 if reverse else NS - 1]
     return states, final
 
@@ -383,22 +385,21 @@ class _ChunkwiseRetention(torch.autograd.Function):
     def forward(ctx, q, k, v, S0, log_g, C, G, H, tiles):
         BH, T, DK = q.shape
         DV, N = v.shape[-1], triton.cdiv(T, C)
-        log_g32, gaps = _decay_constants(log_g, C, T)
-        states, final = _chunk_states(k, v, S0, log_g, log_g32, gaps, C, G, False, tiles["states"])
+        states, final = _chunk_states(k, v, S0, log_g, C, G, False, tiles["states"])
         o = torch.empty_like(v)
         BK, BV = _blocks(tiles["output"], DK, DV)
         if N:
-            _output_kernel[(N, BH, triton.cdiv(DV, BV))](q, k, v, states, o, log_g32, T, N, H, C=C,
+            _output_kernel[(N, BH, triton.cdiv(DV, BV))](q, k, v, states, o, log_g, T, N, H, C=C,
                                                          DK=DK, DV=DV, BK=BK, BV=BV,
                                                          PRECISION=_precision(q.dtype),
                                                          **_launch(tiles["output"]))
-        ctx.save_for_backward(q, k, v, states, log_g, log_g32, gaps)
+        ctx.save_for_backward(q, k, v, states, log_g)
         ctx.C, ctx.G, ctx.H, ctx.tiles, ctx.has_init = C, G, H, tiles, S0 is not None
         return o, final
 
     @staticmethod
     def backward(ctx, do, d_final):
-        q, k, v, states, log_g, log_g32, gaps = ctx.saved_tensors
+        q, k, v, states, log_g = ctx.saved_tensors
         C, H = ctx.C, ctx.H
         BH, T, DK = q.shape
         DV, N = v.shape[-1], triton.cdiv(T, C)
@@ -406,18 +407,17 @@ class _ChunkwiseRetention(torch.autograd.Function):
         d_final = None if d_final is None else d_final.to(torch.float32).contiguous()
         # dS_i for every chunk, from the last chunk back; d_init = ∂loss/∂S_0
         tiles = ctx.tiles
-        dstates, d_init = _chunk_states(q, do, d_final, log_g, log_g32, gaps, C, ctx.G, True,
-                                        tiles["states"])
+        dstates, d_init = _chunk_states(q, do, d_final, log_g, C, ctx.G, True, tiles["states"])
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         precision = _precision(q.dtype)
         if N:
             BK, BV = _blocks(tiles["dq_dk"], DK, DV)
             _dq_dk_kernel[(N, BH, triton.cdiv(DK, BK))](q, k, v, do, states, dstates, dq, dk,
-                                                        log_g32, T, N, H, C=C, DK=DK, DV=DV,
+                                                        log_g, T, N, H, C=C, DK=DK, DV=DV,
                                                         BK=BK, BV=BV, PRECISION=precision,
                                                         **_launch(tiles["dq_dk"]))
             BK, BV = _blocks(tiles["dv"], DK, DV)
-            _dv_kernel[(N, BH, triton.cdiv(DV, BV))](q, k, do, dstates, dv, log_g32, T, N, H, C=C,
+            _dv_kernel[(N, BH, triton.cdiv(DV, BV))](q, k, do, dstates, dv, log_g, T, N, H, C=C,
                                                      DK=DK, DV=DV, BK=BK, BV=BV,
                                                      PRECISION=precision, **_launch(tiles["dv"]))
         return dq, dk, dv, (d_init if ctx.has_init else None), None, None, None, None, None
