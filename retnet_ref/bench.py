@@ -9,7 +9,10 @@ forms   Retention over a fixed number of tokens B·T, for several lengths T (B =
         the parallel form, our Triton kernels (retnet_ref.kernels, on CUDA) at each tile height,
         PyTorch's scaled_dot_product_attention with is_causal=True (flash attention on a GPU: the
         quadratic baseline) and fla's chunk_retention when fla imports. Linear cost means
-        a flat time per token as T grows; the table gives max/min of it across T.
+        a flat time per token as T grows; the table gives max/min of it across T. The fused
+        kernels (ours, SDPA's, fla's) are also replayed as CUDA graphs, which leaves their GPU
+        time without the launches, beside the bytes floor of the pass (q, k, v read and o written
+        once; the backward also the cotangent of o read and dq, dk, dv written).
 decode  One decode step of the heads of one layer with the state given: recurrent_retention at T = 1
         (eager, and replayed as a CUDA graph), our fused Triton step (the normalised step of a
         layer, on CUDA) and fla's fused_recurrent_retention, against one query
@@ -68,6 +71,7 @@ import argparse
 import dataclasses
 import gc
 import json
+import math
 import platform
 import shlex
 import shutil
@@ -550,6 +554,8 @@ class Form:
     heads_first: bool = True
     # holds (B, H, T, T) float32 scores: its memory is estimated first
     quadratic_scores: bool = False
+    # also timed as a CUDA-graph replay (the fused kernels, whose eager time is mostly launches)
+    graphed: bool = False
 
 
 def _chunkwise(q, k, v, gamma, chunk_size):
@@ -588,12 +594,13 @@ def retention_forms(opts: Options, fla: FlaKernels | None) -> list[Form]:
                                                          chunk_size=c)))
                   for c in opts.compile_chunk_sizes]
     if not triton_reason(opts.torch_device):
-        forms += [Form(f"triton_{c}", partial(_triton_chunkwise, gamma=gamma, chunk_size=c))
-                  for c in opts.triton_chunk_sizes]
+        forms += [Form(f"triton_{c}", partial(_triton_chunkwise, gamma=gamma, chunk_size=c),
+                       graphed=True) for c in opts.triton_chunk_sizes]
     forms.append(Form("parallel", partial(parallel_retention, gamma=gamma), quadratic_scores=True))
-    forms.append(Form("sdpa_causal", _sdpa_causal))
+    forms.append(Form("sdpa_causal", _sdpa_causal, graphed=True))
     if fla is not None:
-        forms.append(Form("fla_chunk_retention", partial(_fla_chunk, fla), heads_first=False))
+        forms.append(Form("fla_chunk_retention", partial(_fla_chunk, fla), heads_first=False,
+                          graphed=True))
     return forms
 
 
@@ -613,9 +620,13 @@ def form_call(form: Form, pass_name: str, q, k, v, g) -> Callable:
 
 
 def measure_form(form: Form, pass_name: str, inputs: tuple, timer: Timer) -> dict:
+    """The eager time and peak memory; for a graphed form also "graph", its replay's entry."""
     call = form_call(form, pass_name, *inputs)
-    return measured(timer.median_seconds(call),
-                    peak_bytes=peak_bytes_beyond_inputs(call, timer.device))
+    entry = measured(timer.median_seconds(call),
+                     peak_bytes=peak_bytes_beyond_inputs(call, timer.device))
+    if form.graphed:
+        entry["graph"] = graphed_seconds(call, timer)
+    return entry
 
 
 def form_memory_estimate(form: Form, pass_name: str, shape: tuple) -> int:
@@ -629,11 +640,41 @@ def form_memory_estimate(form: Form, pass_name: str, shape: tuple) -> int:
 
 # kind: column prefix
 CHUNKWISE_KINDS = {"best": "chunkwise_", "compiled": "compiled_", "triton": "triton_"}
+# tensors of the shape of q that a pass must read or write at least once: q, k, v read and o
+# written; the backward also reads the cotangent of o and writes dq, dk, dv
+FLOOR_TENSORS = {FORWARD: 4, FORWARD_BACKWARD: 8}
 
 
-def forms_row(pass_name: str, T: int, batch: int, times: dict) -> dict:
-    """One table row: every column's entry, the best chunk size, time per token and the ratios."""
-    row = {"pass": pass_name, "length": T, "batch": batch, "tokens": batch * T, "times": times}
+def bytes_floor_seconds(pass_name: str, shape: tuple, itemsize: int, bandwidth: float) -> float:
+    """The least time a pass can take: its FLOOR_TENSORS' bytes at the copy bandwidth (bytes read
+    plus written per second). No chunkwise kernel reaches it: it also writes and reads the chunk
+    states."""
+    return FLOOR_TENSORS[pass_name] * math.prod(shape) * itemsize / bandwidth
+
+
+def graph_seconds(entry: dict) -> float | None:
+    return seconds_of(entry.get("graph")) if entry.get("status") == OK else None
+
+
+def graphed_ratios(times: dict, floor: float) -> dict:
+    """The CUDA-graph replays: the best Triton tile height's, and its ratios to fla's, SDPA's and
+    the bytes floor (fla's to the floor too)."""
+    triton = {int(name.split("_")[1]): graph_seconds(entry) for name, entry in times.items()
+              if name.startswith("triton_") and graph_seconds(entry) is not None}
+    best_chunk = min(triton, key=triton.get) if triton else None
+    best, fla = triton.get(best_chunk), graph_seconds(times["fla_chunk_retention"])
+    return {"triton_graph": None if best is None else {"chunk_size": best_chunk, "seconds": best},
+            "triton_graph_over_fla_graph": ratio(best, fla),
+            "triton_graph_over_sdpa_graph": ratio(best, graph_seconds(times["sdpa_causal"])),
+            "triton_graph_over_floor": ratio(best, floor),
+            "fla_graph_over_floor": ratio(fla, floor)}
+
+
+def forms_row(pass_name: str, T: int, batch: int, times: dict, floor: float) -> dict:
+    """One table row: every column's entry, the best chunk size, time per token and the ratios,
+    the bytes floor and the ratios of the CUDA-graph replays."""
+    row = {"pass": pass_name, "length": T, "batch": batch, "tokens": batch * T, "times": times,
+           "floor_seconds": floor, **graphed_ratios(times, floor)}
     for kind, prefix in CHUNKWISE_KINDS.items():
         chunked = {int(name.split("_")[1]): seconds_of(entry) for name, entry in times.items()
                    if name.startswith(prefix) and entry["status"] == OK}
@@ -647,7 +688,7 @@ def forms_row(pass_name: str, T: int, batch: int, times: dict) -> dict:
     return row
 
 
-def forms_suite(opts: Options, timer: Timer, fla: FlaKernels | None,
+def forms_suite(opts: Options, timer: Timer, bandwidth: float, fla: FlaKernels | None,
                 fla_reason: str) -> tuple[list, dict]:
     """Rows for each (T, pass); per pass, the flatness of the best chunkwise time per token across
     T."""
@@ -662,7 +703,8 @@ def forms_suite(opts: Options, timer: Timer, fla: FlaKernels | None,
         g = torch.randn(shape, dtype=dtype, device=device)      # the cotangent of o
         for pass_name in (FORWARD, FORWARD_BACKWARD):
             times = form_times(forms, pass_name, (q, k, v, g), timer, opts, fla, fla_reason)
-            rows.append(forms_row(pass_name, T, batch, times))
+            floor = bytes_floor_seconds(pass_name, shape, q.element_size(), bandwidth)
+            rows.append(forms_row(pass_name, T, batch, times, floor))
         del q, k, v, g
         release_memory(device)
     return rows, forms_summary(rows)
@@ -1440,7 +1482,7 @@ def benchmark(opts: Options, command: str, processes: Processes = Processes()) -
     fla_loaded, fla_import_reason = load_fla()
     fla, fla_reason = fla_on(device, fla_loaded, fla_import_reason)
     suites = {
-        "forms": lambda: forms_suite(opts, timer, fla, fla_reason),
+        "forms": lambda: forms_suite(opts, timer, bandwidth, fla, fla_reason),
         "decode": lambda: decode_suite(opts, timer, bandwidth, fla, fla_reason),
         "model": lambda: model_suite(opts, timer, bandwidth),
         "inference": lambda: inference_suite(opts, timer, bandwidth),
@@ -1535,7 +1577,39 @@ def forms_table(rows: list[dict], summary: dict, opts: dict) -> str:
         title = (f"forms, {pass_name}: ms per call, {opts['tokens']} tokens, H={opts['heads']}, "
                  f"d={opts['head_dim']}, {opts['dtype']}")
         tables.append(format_table(title, forms_headers(names), cells, [*notes, *flat]))
+        tables.append(graphed_forms_table(selected, pass_name, opts))
     return "\n\n".join(tables)
+
+
+def graphed_names(names: list[str]) -> list[str]:
+    """The columns also timed as CUDA-graph replays (Form.graphed), in table order."""
+    return [n for n in names if n.startswith("triton_") or n in ("sdpa_causal",
+                                                                   "fla_chunk_retention")]
+
+
+def graph_entry(entry: dict) -> dict:
+    """A column's CUDA-graph entry; the eager entry where that was not measured at all."""
+    return entry.get("graph", entry) if entry["status"] == OK else entry
+
+
+def graphed_forms_table(rows: list[dict], pass_name: str, opts: dict) -> str:
+    """The fused kernels replayed as CUDA graphs (GPU time, no launch overhead) beside the bytes
+    floor of the pass."""
+    names = graphed_names(list(rows[0]["times"]))
+    headers = ["T", "B", *(n.replace("triton_", "triton C=") for n in names), "floor",
+               "triton/fla", "triton/sdpa", "triton/floor", "fla/floor"]
+    cells = [[str(r["length"]), str(r["batch"]),
+              *(time_cell(graph_entry(r["times"][n]), 1e-3) for n in names),
+              number_cell(r["floor_seconds"], 1e-3, 3),
+              *(number_cell(r[key]) for key in ("triton_graph_over_fla_graph",
+                                                "triton_graph_over_sdpa_graph",
+                                                "triton_graph_over_floor",
+                                                "fla_graph_over_floor"))] for r in rows]
+    notes = unmeasured_notes([(n, f"T={r['length']}", graph_entry(r["times"][n])) for r in rows
+                              for n in names])
+    title = (f"forms, {pass_name}, replayed as CUDA graphs: ms per call; floor: "
+             f"{FLOOR_TENSORS[pass_name]} tensors of q's size once at the copy bandwidth")
+    return format_table(title, headers, cells, notes)
 
 
 def forms_headers(names: list[str]) -> list[str]:

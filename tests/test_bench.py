@@ -125,10 +125,34 @@ def test_forms_suite(tmp_path, capsys):
         assert row["chunkwise_triton"] is None and row["triton_over_fla"] is None
         assert row["chunkwise_best"]["chunk_size"] in (8, 16)
         assert row["best_over_sdpa"] > 0 and row["best_over_fla"] is None
+        # the floor: 4 (forward) or 8 (with the backward) float32 tensors of B·H·T·d = 64·2·8
+        tensors = 4 if row["pass"] == "fwd" else 8
+        bandwidth = env["copy_bandwidth_bytes_per_second"]
+        assert row["floor_seconds"] == pytest.approx(tensors * 64 * 2 * 8 * 4 / bandwidth)
+        # CUDA-graph replays: only of the fused kernels, and not on the CPU
+        assert row["times"]["sdpa_causal"]["graph"]["status"] == bench.UNAVAILABLE
+        assert "graph" not in row["times"]["chunkwise_8"] and row["triton_graph"] is None
+        assert row["triton_graph_over_floor"] is None
     assert_measured_times_positive(report)
     flat = report["summary"]["forms"]["chunkwise_best_per_token_across_lengths"]
     assert set(flat) == {"fwd", "fwd+bwd"} and all(f["max_over_min"] >= 1 for f in flat.values())
     assert "forms, fwd:" in out and "forms, fwd+bwd:" in out and "best/sdpa" in out
+    assert "forms, fwd+bwd, replayed as CUDA graphs" in out and "CUDA graphs need a CUDA" in out
+
+
+def test_graphed_ratios_take_the_best_triton_replay():
+    ok = lambda eager, graph: {"status": bench.OK, "seconds": eager,
+                               "graph": {"status": bench.OK, "seconds": graph}}
+    times = {"triton_64": ok(9.0, 2.0), "triton_128": ok(1.0, 3.0),   # eager order is not graph's
+             "triton_32": {"status": bench.DOES_NOT_FIT, "reason": "r"},
+             "sdpa_causal": ok(5.0, 4.0), "fla_chunk_retention": ok(6.0, 2.5)}
+    ratios = bench.graphed_ratios(times, floor=0.5)
+    assert ratios["triton_graph"] == {"chunk_size": 64, "seconds": 2.0}
+    assert ratios["triton_graph_over_fla_graph"] == pytest.approx(0.8)
+    assert ratios["triton_graph_over_sdpa_graph"] == pytest.approx(0.5)
+    assert ratios["triton_graph_over_floor"] == 4.0 and ratios["fla_graph_over_floor"] == 5.0
+    times["fla_chunk_retention"]["graph"] = {"status": bench.CAPTURE_FAILED, "reason": "sync"}
+    assert bench.graphed_ratios(times, floor=0.5)["triton_graph_over_fla_graph"] is None
 
 
 def test_decode_suite(tmp_path, capsys):
