@@ -2,13 +2,17 @@
 
     python examples/triton_tiles.py results/kernels/tiles-h200.json [KERNEL …]     # on a GPU
 
-At 65,536 tokens (8 heads × 128, bfloat16, chunk 64) and T = 1024 … 65536, each kernel's Tile
-(kernels.chunkwise.TILES: the block of d_k and d_v a program owns, warps, pipeline stages) is
-varied with the other kernels' tiles left at their defaults: the recursion and the output pass
-are timed by the forward, dQ·dK and dV by the forward + backward. Each setting is a median of 9
-single calls after warm-up (bench.Timer: an idle GPU, a cold L2); a setting that does not fit the
-GPU's shared memory or registers is recorded with its error. All in one process; the file is
-written after each length. KERNEL … limits the sweep to those kernels (all when none are given).
+At 65,536 tokens (8 heads × 128, bfloat16, chunk 64) and T = 4096, 16384, 65536, 1024 (in that
+order), each kernel's Tile (kernels.chunkwise.Tile: the block of d_k and d_v a program owns,
+warps, pipeline stages) is varied with the other kernels' tiles left at their defaults (TILES,
+and states_tile's choice by shape for the recursion): the recursion is timed by the forward and
+by the forward + backward (it runs in both), the output pass by the forward, dQ·dK and dV by the
+forward + backward. Each setting is replayed as a CUDA graph
+(bench.graphed_seconds: the GPU's time without the launches, which a tile does not change), a
+median of 9 single replays after warm-up (bench.Timer: an idle GPU, a cold L2); a setting that
+does not fit the GPU's shared memory or registers is recorded with its error. All in one process;
+the file is written after each length. KERNEL … limits the sweep to those kernels (all when none
+are given).
 """
 from __future__ import annotations
 
@@ -22,13 +26,14 @@ import triton
 
 from retnet_ref import bench
 from retnet_ref.decay import gamma_schedule
-from retnet_ref.kernels.chunkwise import TILES, Tile, chunkwise_retention
+from retnet_ref.kernels.chunkwise import KERNELS, TILES, Tile, chunkwise_retention
 
 TOKENS, HEADS, WIDTH, C = 65536, 8, 128, 64
-LENGTHS = (1024, 4096, 16384, 65536)
+LENGTHS = (4096, 16384, 65536, 1024)           # the lengths of the issue's targets first
 BLOCKS = ((64, 64), (64, 128), (128, 64), (128, 128))
-WARPS, STAGES = (4, 8), (1, 2, 3, 4)
-TIMED_BY = {"states": "fwd", "output": "fwd", "dq_dk": "fwd+bwd", "dv": "fwd+bwd"}
+WARPS, STAGES = (4, 8), (2, 3, 4)
+TIMED_BY = {"states": ("fwd", "fwd+bwd"), "output": ("fwd",), "dq_dk": ("fwd+bwd",),
+            "dv": ("fwd+bwd",)}
 
 
 def calls(T):
@@ -51,10 +56,11 @@ def calls(T):
 
 def measure(timer, fn, tiles):
     try:
-        return timer.median_seconds(lambda: fn(tiles)), None
-    except (triton.runtime.errors.OutOfResources, RuntimeError) as error:
+        entry = bench.graphed_seconds(lambda: fn(tiles), timer)
+    except triton.runtime.errors.OutOfResources as error:
         torch.cuda.synchronize()
         return None, f"{type(error).__name__}: {str(error)[:200]}"
+    return entry.get("seconds"), entry.get("reason")
 
 
 def rows_for_length(timer, T, kernels):
@@ -63,11 +69,12 @@ def rows_for_length(timer, T, kernels):
     for name, (bk_bv, warps, stages) in itertools.product(
             kernels, itertools.product(BLOCKS, WARPS, STAGES)):
         tile = Tile(*bk_bv, warps, stages)
-        seconds, error = measure(timer, fns[TIMED_BY[name]], {name: tile})
-        rows.append({"length": T, "kernel": name, "tile": tile._asdict(),
-                     "pass": TIMED_BY[name], "seconds": seconds, "error": error})
-        print(f"T={T:6d} {name:7s} {tile} "
-              + (f"{1e3 * seconds:.3f} ms" if seconds else error), flush=True)
+        for pass_name in TIMED_BY[name]:
+            seconds, error = measure(timer, fns[pass_name], {name: tile})
+            rows.append({"length": T, "kernel": name, "tile": tile._asdict(),
+                         "pass": pass_name, "seconds": seconds, "error": error})
+            print(f"T={T:6d} {name:7s} {pass_name:7s} {tile} "
+                  + (f"{1e3 * seconds:.3f} ms" if seconds else error), flush=True)
     return rows
 
 
@@ -76,11 +83,12 @@ def main(out: str, kernels: list[str]) -> None:
     environment = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                    "command": " ".join(["python examples/triton_tiles.py", out, *kernels]),
                    "torch": torch.__version__, "triton": triton.__version__,
-                   "gpu": torch.cuda.get_device_name(0),
-                   "defaults": {name: tile._asdict() for name, tile in TILES.items()}}
+                   "gpu": torch.cuda.get_device_name(0), "timing": "CUDA graph replay",
+                   "defaults": {"states": "states_tile, by shape",
+                                **{name: tile._asdict() for name, tile in TILES.items()}}}
     rows = []
     for T in LENGTHS:
-        rows += rows_for_length(timer, T, kernels or list(TILES))
+        rows += rows_for_length(timer, T, kernels or list(KERNELS))
         with open(out, "w") as f:
             json.dump({"environment": environment, "rows": rows}, f, indent=1)
 

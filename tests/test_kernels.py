@@ -20,7 +20,14 @@ pytest.importorskip("triton",
 from retnet_ref import kernels  # noqa: E402
 from retnet_ref.checking import TOLERANCE, random_inputs, relative_error  # noqa: E402
 from retnet_ref.decay import gamma_schedule  # noqa: E402
-from retnet_ref.kernels.chunkwise import Tile, segment_length, split_target  # noqa: E402
+from retnet_ref.kernels.chunkwise import (  # noqa: E402
+    NARROW_STATES,
+    WIDE_STATES,
+    Tile,
+    segment_length,
+    split_target,
+    states_tile,
+)
 from retnet_ref.kernels.chunkwise import chunkwise_retention as chunkwise_kernel  # noqa: E402
 from retnet_ref.model import RetNet, RetNetConfig  # noqa: E402
 from retnet_ref.normalisation import normalised_step_, step_decay_factors  # noqa: E402
@@ -154,6 +161,34 @@ def test_the_recursion_is_split_only_below_half_a_program_per_multiprocessor(pro
     """On 132 multiprocessors: 32 programs (T = 65,536, batch 1) are split up to 132; 128 (T =
     16,384, batch 4), where a split was measured slower, are not."""
     assert split_target(programs, 132) == wanted
+
+
+@pytest.mark.parametrize("batch_heads, d, tile", [
+    (512, 128, WIDE_STATES),     # T = 1024 at 65,536 tokens, 8 heads
+    (128, 128, WIDE_STATES),     # T = 4096
+    (66, 128, WIDE_STATES),      # half a program per multiprocessor
+    (65, 128, NARROW_STATES),
+    (32, 128, NARROW_STATES),    # T = 16,384: 32 wide programs, 128 narrow ones
+    (32, 256, WIDE_STATES),      # a head of 256: four wide blocks each, 128 programs
+])
+def test_the_recursion_takes_wide_blocks_while_they_give_enough_programs(batch_heads, d, tile):
+    assert states_tile(batch_heads, d, d, 132) == tile
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_given_states_tile_is_not_replaced_by_the_shape_rule(device, monkeypatch):
+    """tiles["states"] given: that Tile is launched; not given: the shape rule's (8 programs of
+    batch 2 × 4 heads: narrow blocks on a GPU, wide under the interpreter, 1 multiprocessor)."""
+    from retnet_ref.kernels import chunkwise
+    launched = []
+    real = chunkwise._recursion
+    monkeypatch.setattr(chunkwise, "_recursion",
+                        lambda *args: launched.append(args[-1]) or real(*args))
+    _, (q, k, v, _) = inputs(device, torch.float32, 16)
+    chunkwise.chunkwise_retention(q, k, v, GAMMAS, 16, tiles={"states": Tile(16, 32)})
+    chunkwise.chunkwise_retention(q, k, v, GAMMAS, 16)
+    by_shape = NARROW_STATES if device == "cuda" else WIDE_STATES
+    assert launched == [Tile(16, 32), by_shape]
 
 
 def test_segment_chunks_is_checked():

@@ -278,9 +278,15 @@ class Tile(NamedTuple):
 
 
 BLOCK_WIDTHS = (16, 32, 64, 128, 256)
-# one Tile per kernel: the chunk recursion (forward and reversed, and the scan over segments),
-# the outputs, dQ with dK, and dV
-TILES = {"states": Tile(), "output": Tile(), "dq_dk": Tile(), "dv": Tile()}
+# the kernels a Tile is set for: the chunk recursion (forward and reversed, and the scan over
+# segments), the outputs, dQ with dK, and dV
+KERNELS = ("states", "output", "dq_dk", "dv")
+# the defaults, from one H200 sweep (results/kernels/tiles-h200.json, CUDA-graph replays): each
+# within 1 % of that kernel's best tile at every length. The recursion's is chosen by shape
+# (states_tile).
+TILES = {"output": Tile(64, 128, 4, 3), "dq_dk": Tile(128, 128, 4, 3),
+         "dv": Tile(128, 128, 4, 3)}
+WIDE_STATES, NARROW_STATES = Tile(128, 128, 8, 3), Tile(64, 64, 8, 4)
 
 
 def _blocks(tile: Tile, d_k: int, d_v: int) -> tuple[int, int]:
@@ -293,12 +299,12 @@ def _launch(tile: Tile) -> dict:
 
 
 def check_tiles(tiles) -> dict:
-    """TILES with the given kernels' tiles replaced; tiles a dict {kernel name: Tile} or None."""
+    """TILES with the given kernels' tiles replaced, and "states" where it is given; tiles a dict
+    {kernel name: Tile} or None."""
     if tiles is None:
         return TILES
-    if not isinstance(tiles, dict) or not set(tiles) <= set(TILES):
-        raise ValueError(f"tiles must be a dict whose keys are among {tuple(TILES)}, got "
-                         f"{tiles!r}")
+    if not isinstance(tiles, dict) or not set(tiles) <= set(KERNELS):
+        raise ValueError(f"tiles must be a dict whose keys are among {KERNELS}, got {tiles!r}")
     for name, tile in tiles.items():
         if not (isinstance(tile, Tile) and all(type(n) is int for n in tile)
                 and tile.block_k in BLOCK_WIDTHS and tile.block_v in BLOCK_WIDTHS
@@ -309,15 +315,34 @@ def check_tiles(tiles) -> dict:
     return {**TILES, **tiles}
 
 
+def states_tile(batch_heads: int, d_k: int, d_v: int, multiprocessors: int) -> Tile:
+    """The recursion's default Tile: wide blocks where batch · heads · their blocks still give at
+    least half a program per multiprocessor, else narrow ones (four times the programs of a
+    128 × 128 state, split into segments where even those are too few). A wide block reads each
+    chunk of k and v once; narrow blocks of a 128 × 128 state read each twice. On an H200
+    (results/kernels/tiles-h200.json, 65,536 tokens, 8 heads × 128) wide blocks made the forward
+    15 % faster than narrow ones at T = 1024 and 4096 (512 and 128 wide programs; forward +
+    backward 11 %), and narrow ones 25 % faster than wide at T = 16,384 (20 %), where wide blocks
+    leave 32 programs for 132 multiprocessors. At T = 65,536 (8 wide programs) the best tile,
+    Tile(128, 64, 8, 3), was 11 % faster than the narrow one (one length, one run: left to tiles=…)."""
+    wide = batch_heads * -(-d_k // WIDE_STATES.block_k) * -(-d_v // WIDE_STATES.block_v)
+    return WIDE_STATES if 2 * wide >= multiprocessors else NARROW_STATES
+
+
+def _multiprocessors(device: torch.device) -> int:
+    """The GPU's multiprocessors; 1 under the interpreter (no split, wide blocks)."""
+    if device.type != "cuda":
+        return 1
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
 def _programs_wanted(device: torch.device, programs: int) -> int:
     """How many programs the state recursion is split up to: one per multiprocessor, but only when
     its batch · heads · state blocks give fewer than half as many. On an H200 (132 multiprocessors,
     results/kernels/segments-h200.json) five segments at 32 programs (T = 65,536, batch 1)
     made the forward 16 % faster (forward + backward 10 %, within the spread between runs); at 128
     programs (T = 16,384) any split was slower. Under the interpreter: no split (1)."""
-    if device.type != "cuda":
-        return 1
-    return split_target(programs, torch.cuda.get_device_properties(device).multi_processor_count)
+    return split_target(programs, _multiprocessors(device))
 
 
 def split_target(programs: int, multiprocessors: int) -> int:
@@ -433,7 +458,7 @@ def chunkwise_retention(q, k, v, gamma, chunk_size: int = 64, state=None, *,
     R_last (B, H, d_k, d_v) float32). Differentiable in q, k, v and state. segment_chunks, the
     chunks per segment of the state recursion (segment_length's choice when None), changes how
     the work is split, not the function; so does tiles, {kernel name: Tile} replacing entries of
-    TILES.
+    TILES (and the recursion's states_tile) for the kernels named in KERNELS.
     """
     check_torch_qkv(q, k, v)
     C = check_tile_height(chunk_size)
@@ -457,6 +482,8 @@ def _chunkwise(q, k, v, log_g, C, S0, G=None, tiles=TILES):
     if min(DK, DV) < 16:
         raise ValueError("backend='triton' needs head widths d_k, d_v ≥ 16 (matrix-unit tiles), "
                          f"got {DK}, {DV}")
+    if "states" not in tiles:
+        tiles = {**tiles, "states": states_tile(B * H, DK, DV, _multiprocessors(q.device))}
     if G is None:
         BK, BV = _blocks(tiles["states"], DK, DV)
         programs = B * H * math.ceil(DK / BK) * math.ceil(DV / BV)
