@@ -1,13 +1,14 @@
 """Which tiles should the Triton kernels launch with? (chapter 11, section 7)
 
     python examples/triton_tiles.py results/kernels/tiles-h200.json [KERNEL …]     # on a GPU
+        [--chunk-size C] [--lengths T …]
 
-At 65,536 tokens (8 heads × 128, bfloat16, chunk 64) and T = 4096, 16384, 65536, 1024 (in that
-order), each kernel's Tile (kernels.chunkwise.Tile: the block of d_k and d_v a program owns,
-warps, pipeline stages) is varied with the other kernels' tiles left at their defaults (TILES,
-and states_tile's choice by shape for the recursion): the recursion is timed by the forward and
-by the forward + backward (it runs in both), the output pass by the forward, dQ·dK and dV by the
-forward + backward. Each setting is replayed as a CUDA graph
+At 65,536 tokens (8 heads × 128, bfloat16, tile height C = 64 unless given) and T = 4096, 16384,
+65536, 1024 (in that order, unless given), each kernel's Tile (kernels.chunkwise.Tile: the block
+of d_k and d_v a program owns, warps, pipeline stages) is varied with the other kernels' tiles
+left at their defaults (TILES, and states_tile's choice by shape for the recursion): the recursion
+is timed by the forward and by the forward + backward (it runs in both), the output pass by the
+forward, dQ·dK and dV by the forward + backward. Each setting is replayed as a CUDA graph
 (bench.graphed_seconds: the GPU's time without the launches, which a tile does not change), a
 median of 9 single replays after warm-up (bench.Timer: an idle GPU, a cold L2); a setting that
 does not fit the GPU's shared memory or registers is recorded with its error. All in one process;
@@ -16,6 +17,7 @@ are given).
 """
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
 import sys
@@ -28,7 +30,7 @@ from retnet_ref import bench
 from retnet_ref.decay import gamma_schedule
 from retnet_ref.kernels.chunkwise import KERNELS, TILES, Tile, chunkwise_retention
 
-TOKENS, HEADS, WIDTH, C = 65536, 8, 128, 64
+TOKENS, HEADS, WIDTH = 65536, 8, 128
 LENGTHS = (4096, 16384, 65536, 1024)           # the lengths of the issue's targets first
 BLOCKS = ((64, 64), (64, 128), (128, 64), (128, 128))
 WARPS, STAGES = (4, 8), (2, 3, 4)
@@ -36,8 +38,9 @@ TIMED_BY = {"states": ("fwd", "fwd+bwd"), "output": ("fwd",), "dq_dk": ("fwd+bwd
             "dv": ("fwd+bwd",)}
 
 
-def calls(T):
-    """The forward and the forward + backward at length T, each taking a tiles dict."""
+def calls(T, C):
+    """The forward and the forward + backward at length T, tile height C, each taking a tiles
+    dict."""
     shape = (TOKENS // T, HEADS, T, WIDTH)
     q, k, v = (torch.randn(shape, dtype=torch.bfloat16, device="cuda", requires_grad=True)
                for _ in range(3))
@@ -63,35 +66,43 @@ def measure(timer, fn, tiles):
     return entry.get("seconds"), entry.get("reason")
 
 
-def rows_for_length(timer, T, kernels):
-    fns = calls(T)
+def rows_for_length(timer, T, C, kernels):
+    fns = calls(T, C)
     rows = []
     for name, (bk_bv, warps, stages) in itertools.product(
             kernels, itertools.product(BLOCKS, WARPS, STAGES)):
         tile = Tile(*bk_bv, warps, stages)
         for pass_name in TIMED_BY[name]:
             seconds, error = measure(timer, fns[pass_name], {name: tile})
-            rows.append({"length": T, "kernel": name, "tile": tile._asdict(),
+            rows.append({"length": T, "chunk_size": C, "kernel": name, "tile": tile._asdict(),
                          "pass": pass_name, "seconds": seconds, "error": error})
             print(f"T={T:6d} {name:7s} {pass_name:7s} {tile} "
                   + (f"{1e3 * seconds:.3f} ms" if seconds else error), flush=True)
     return rows
 
 
-def main(out: str, kernels: list[str]) -> None:
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out")
+    parser.add_argument("kernels", nargs="*", metavar="KERNEL", help=f"some of {KERNELS}")
+    parser.add_argument("--chunk-size", type=int, default=64)
+    parser.add_argument("--lengths", type=int, nargs="+", default=LENGTHS)
+    args = parser.parse_args(argv)
+    if not set(args.kernels) <= set(KERNELS):
+        parser.error(f"KERNEL must be among {KERNELS}, got {args.kernels}")
     timer = bench.Timer(torch.device("cuda"), warmup=2, repeats=9)
     environment = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                   "command": " ".join(["python examples/triton_tiles.py", out, *kernels]),
+                   "command": " ".join(["python examples/triton_tiles.py", *argv]),
                    "torch": torch.__version__, "triton": triton.__version__,
                    "gpu": torch.cuda.get_device_name(0), "timing": "CUDA graph replay",
                    "defaults": {"states": "states_tile, by shape",
                                 **{name: tile._asdict() for name, tile in TILES.items()}}}
     rows = []
-    for T in LENGTHS:
-        rows += rows_for_length(timer, T, kernels or list(KERNELS))
-        with open(out, "w") as f:
+    for T in args.lengths:
+        rows += rows_for_length(timer, T, args.chunk_size, args.kernels or list(KERNELS))
+        with open(args.out, "w") as f:
             json.dump({"environment": environment, "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2:])
+    main(sys.argv[1:])
