@@ -324,7 +324,8 @@ def states_tile(batch_heads: int, d_k: int, d_v: int, multiprocessors: int) -> T
     15 % faster than narrow ones at T = 1024 and 4096 (512 and 128 wide programs; forward +
     backward 11 %), and narrow ones 25 % faster than wide at T = 16,384 (20 %), where wide blocks
     leave 32 programs for 132 multiprocessors. At T = 65,536 (8 wide programs) the best tile,
-    Tile(128, 64, 8, 3), was 11 % faster than the narrow one (one length, one run: left to tiles=…)."""
+    Tile(128, 64, 8, 3), was 11 % faster than the narrow one (one length, one run: no rule made
+    of it; tiles={"states": …} sets it)."""
     wide = batch_heads * -(-d_k // WIDE_STATES.block_k) * -(-d_v // WIDE_STATES.block_v)
     return WIDE_STATES if 2 * wide >= multiprocessors else NARROW_STATES
 
