@@ -653,17 +653,28 @@ def bytes_floor_seconds(pass_name: str, shape: tuple, itemsize: int, bandwidth: 
 
 
 def graph_seconds(entry: dict) -> float | None:
-    return seconds_of(entry.get("graph")) if entry.get("status") == OK else None
+    """The seconds of an entry's CUDA-graph replay; None where it has none or it failed."""
+    return seconds_of(entry.get("graph"))
+
+
+def fastest_chunk(times: dict, prefix: str, seconds: Callable[[dict], float | None]) -> dict | None:
+    """{"chunk_size", "seconds"} of the fastest column named prefix + chunk size, by seconds(entry);
+    None where none was measured."""
+    chunked = {int(name.split("_")[1]): seconds(entry) for name, entry in times.items()
+               if name.startswith(prefix) and seconds(entry) is not None}
+    if not chunked:
+        return None
+    best = min(chunked, key=chunked.get)
+    return {"chunk_size": best, "seconds": chunked[best]}
 
 
 def graphed_ratios(times: dict, floor: float) -> dict:
     """The CUDA-graph replays: the best Triton tile height's, and its ratios to fla's, SDPA's and
     the bytes floor (fla's to the floor too)."""
-    triton = {int(name.split("_")[1]): graph_seconds(entry) for name, entry in times.items()
-              if name.startswith("triton_") and graph_seconds(entry) is not None}
-    best_chunk = min(triton, key=triton.get) if triton else None
-    best, fla = triton.get(best_chunk), graph_seconds(times["fla_chunk_retention"])
-    return {"triton_graph": None if best is None else {"chunk_size": best_chunk, "seconds": best},
+    fastest = fastest_chunk(times, "triton_", graph_seconds)
+    best = None if fastest is None else fastest["seconds"]
+    fla = graph_seconds(times["fla_chunk_retention"])
+    return {"triton_graph": fastest,
             "triton_graph_over_fla_graph": ratio(best, fla),
             "triton_graph_over_sdpa_graph": ratio(best, graph_seconds(times["sdpa_causal"])),
             "triton_graph_over_floor": ratio(best, floor),
@@ -676,12 +687,9 @@ def forms_row(pass_name: str, T: int, batch: int, times: dict, floor: float) -> 
     row = {"pass": pass_name, "length": T, "batch": batch, "tokens": batch * T, "times": times,
            "floor_seconds": floor, **graphed_ratios(times, floor)}
     for kind, prefix in CHUNKWISE_KINDS.items():
-        chunked = {int(name.split("_")[1]): seconds_of(entry) for name, entry in times.items()
-                   if name.startswith(prefix) and entry["status"] == OK}
-        best_chunk = min(chunked, key=chunked.get) if chunked else None
-        best = chunked.get(best_chunk)
-        row.update({f"chunkwise_{kind}": None if best is None
-                    else {"chunk_size": best_chunk, "seconds": best},
+        fastest = fastest_chunk(times, prefix, seconds_of)
+        best = None if fastest is None else fastest["seconds"]
+        row.update({f"chunkwise_{kind}": fastest,
                     f"{kind}_seconds_per_token": ratio(best, batch * T),
                     f"{kind}_over_fla": ratio(best, seconds_of(times["fla_chunk_retention"])),
                     f"{kind}_over_sdpa": ratio(best, seconds_of(times["sdpa_causal"]))})
