@@ -290,9 +290,12 @@ def test_model_on_triton_kernels_matches_pytorch_forms(device, ablation):
         step_logits = model.decode_step(tokens[:, 0], state)
         results[backend] = (logits, [p.grad.clone() for p in model.parameters()], step_logits,
                             state)
+    with torch.no_grad():                   # a prefill: states of every STATES_EVERY-th chunk
+        prefill = model.set_backend("triton")(tokens, "chunkwise", 16)[0]
     (l_t, g_t, s_t, st_t), (l_k, g_k, s_k, st_k) = results["torch"], results["triton"]
     tol = TOLERANCE[torch.float32]
     assert relative_error(l_k, l_t) < tol and relative_error(s_k, s_t) < tol
+    assert relative_error(prefill, l_t) < tol
     assert all(relative_error(a, b) < tol for a, b in zip(g_k, g_t))
     assert all(relative_error(a.S, b.S) < tol and relative_error(a.z, b.z) < tol
                for a, b in zip(st_k.layers, st_t.layers))
