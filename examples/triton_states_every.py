@@ -28,8 +28,7 @@ from retnet_ref.kernels.chunkwise import STATES_EVERY_CHOICES, TILES, Tile, chun
 
 TOKENS, HEADS, WIDTH, C, ROUNDS = 65536, 8, 128, 64, 3
 LENGTHS = (1024, 4096, 16384, 65536)
-OUTPUT_TILES = (TILES["output"], Tile(64, 128, 8, 3), Tile(64, 128, 4, 2), Tile(64, 128, 8, 2),
-                Tile(32, 128, 4, 3), Tile(128, 128, 8, 3))
+OUTPUT_TILES = (TILES["output"], Tile(64, 128, 4, 2), Tile(64, 128, 8, 3))
 
 
 def forward(T):

@@ -119,10 +119,12 @@ def _states_kernel(a_ptr, b_ptr, init_ptr, states_ptr, last_ptr, log_g_ptr, T, N
     for step in range(n):
         i = first + n - 1 - step if REVERSE else first + step
         if STORE_EACH:
-            if i % EVERY == 0:
-                out_ptrs, _ = _state_block(states_ptr, (bh * tl.cdiv(N, EVERY) + i // EVERY) * DA
-                                           * DB, ja * BA, jb * BB, DA, DB, BA, BB)
-                tl.store(out_ptrs, X.to(states_ptr.dtype.element_ty), mask=ok)
+            # a masked store, not a branch: a branch in the loop would keep Triton from
+            # pipelining the next chunks' loads
+            out_ptrs, _ = _state_block(states_ptr, (bh * tl.cdiv(N, EVERY) + i // EVERY) * DA
+                                       * DB, ja * BA, jb * BB, DA, DB, BA, BB)
+            due = (tl.zeros([BA, BB], dtype=tl.int32) + (i % EVERY).to(tl.int32)) == 0
+            tl.store(out_ptrs, X.to(states_ptr.dtype.element_ty), mask=ok & due)
         t, t_ok, L = _chunk_range(i, T, C)
         A = _tile(a_ptr, bh, t, t_ok, T, DA, ja * BA, BA)                   # (C, BA)
         Bm = _tile(b_ptr, bh, t, t_ok, T, DB, jb * BB, BB)                  # (C, BB)
