@@ -128,44 +128,6 @@ def test_every_tiling_is_the_same_function(device, tiles):
         assert relative_error(a.grad, b.grad) < tol, name
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("T, every, segment_chunks, with_state", [
-    (37, 2, None, True),         # 3 chunks: a group of 2 and a group of one ragged chunk
-    (70, 2, 3, False),           # 5 chunks, segments of 3 (not a multiple of the group)
-    (100, 4, None, False),       # 7 chunks: a group of 4 and one of 3, the last ragged
-    (100, 4, 2, True),
-    (64, 4, None, True),         # 4 whole chunks: one group
-])
-def test_a_forward_without_gradients_stores_fewer_states_for_the_same_function(
-        device, T, every, segment_chunks, with_state, monkeypatch):
-    """Without gradients, pass 1 stores the state before every every-th chunk only and each output
-    program computes a group of every chunks from it: the float64 outputs and final state. With
-    gradients enabled the same call stores every chunk's state (the backward reads them all)."""
-    from retnet_ref.kernels import chunkwise
-    stored = []
-    real = chunkwise._chunk_states
-    monkeypatch.setattr(chunkwise, "_chunk_states",
-                        lambda *args: (lambda out: stored.append(out[0].shape[1]) or out)(
-                            real(*args)))
-    (q64, k64, v64, S64), (q, k, v, S0) = inputs(device, torch.float32, T, seed=T + every)
-    o_ref, R_ref = chunkwise_retention(q64, k64, v64, GAMMAS, 9, S64 if with_state else None)
-    with torch.no_grad():
-        o, R = chunkwise_kernel(q, k, v, GAMMAS, 16, S0 if with_state else None,
-                                segment_chunks=segment_chunks, states_every=every)
-    tol = TOLERANCE[torch.float32]
-    assert relative_error(o, o_ref) < tol and relative_error(R, R_ref) < tol
-    chunkwise_kernel(q.requires_grad_(), k, v, GAMMAS, 16, states_every=every)
-    N = -(-T // 16)
-    assert stored == [-(-N // every), N]
-
-
-@pytest.mark.parametrize("every", [0, 3, 8, 2.0, "2"])
-def test_states_every_is_checked(every):
-    _, (q, k, v, _) = inputs("cpu", torch.float32, 16)
-    with pytest.raises((ValueError, TypeError), match="states_every"):
-        chunkwise_kernel(q, k, v, GAMMAS, 16, states_every=every)
-
-
 @pytest.mark.parametrize("tiles, named", [
     ({"pass1": Tile()}, "keys are among"),
     ([Tile()], "must be a dict"),
@@ -290,12 +252,9 @@ def test_model_on_triton_kernels_matches_pytorch_forms(device, ablation):
         step_logits = model.decode_step(tokens[:, 0], state)
         results[backend] = (logits, [p.grad.clone() for p in model.parameters()], step_logits,
                             state)
-    with torch.no_grad():                   # a prefill: states of every STATES_EVERY-th chunk
-        prefill = model.set_backend("triton")(tokens, "chunkwise", 16)[0]
     (l_t, g_t, s_t, st_t), (l_k, g_k, s_k, st_k) = results["torch"], results["triton"]
     tol = TOLERANCE[torch.float32]
     assert relative_error(l_k, l_t) < tol and relative_error(s_k, s_t) < tol
-    assert relative_error(prefill, l_t) < tol
     assert all(relative_error(a, b) < tol for a, b in zip(g_k, g_t))
     assert all(relative_error(a.S, b.S) < tol and relative_error(a.z, b.z) < tol
                for a, b in zip(st_k.layers, st_t.layers))
@@ -347,9 +306,6 @@ def test_full_size_chunkwise_with_a_ragged_end(dtype):
     o, R = kernels.chunkwise_retention(*fast[:3], gammas, 64, fast[3])
     tol = TOLERANCE[dtype]
     assert relative_error(o, o_ref) < tol and relative_error(R, R_ref) < tol
-    with torch.no_grad():                          # states of every STATES_EVERY-th chunk only
-        o_inference, R_inference = kernels.chunkwise_retention(q, k, v, gammas, 64, S0)
-    assert relative_error(o_inference, o_ref) < tol and relative_error(R_inference, R_ref) < tol
     w = torch.randn_like(o_ref)
     (o_ref * w).sum().backward()
     (o.double() * w).sum().backward()

@@ -6,29 +6,25 @@ The forward is two passes, as the equations fall apart:
        R_i = γ^{L_i} R_{i-1} + K_[i]^T (V_[i] ⊙ ζ),   ζ_r = γ^{L_i-1-r},   R_{-1} = S_0
    written R_{i-1} - (1 - γ^{L_i}) R_{i-1} + …, with the gap 1 - γ^{L_i} computed in the kernel from
    float64 log γ (the drift of a rounded γ^L multiplied in N times stays out, as in
-   retention._chunk_states). Each program keeps its (BK, BV) block of R in registers and stores
-   R_{i-1} for every chunk, or, in a forward without gradients, for every E-th chunk only
-   (E = STATES_EVERY: fewer bytes between the passes). When batch · heads ·
+   retention._chunk_states). Each program keeps
+   its (BK, BV) block of R in registers and stores R_{i-1} for every chunk. When batch · heads ·
    blocks give too few programs for the GPU (one long sequence), the chunks are split into NS
    segments of G: each segment's own sum from zero (all segments at once), a scan over the NS
    segments for the state each starts from, then every segment's walk from its start (at once).
-2. outputs, parallel over (group of E chunks, batch·head, d_v block), no recursion left:
+2. outputs, parallel over (chunk, batch·head, d_v block), no recursion left:
        O_[i] = (Q_[i] K_[i]^T ⊙ D) V_[i] + (Q_[i] R_{i-1}) ⊙ ξ,   ξ_r = γ^{r+1}
-   for E = 1; for E > 1 the group's chunks are one chunk of E·C rows, computed in row blocks of C
-   from the state before the group (_output_kernel).
 
 The backward is the same two passes run on the gradients. With dS_i = ∂loss/∂R_i (the state after
 chunk i; dS_{N-1} the gradient of the returned final state):
-       dS_{i-1} = γ^{L_i} dS_i + Q_[i]^T (dO_[i] ⊙ ξ)       (reverse time; dS_{-1} = ∂/∂S_0)
-       dQ_[i] = (dO_[i] V_[i]^T ⊙ D) K_[i] + (dO_[i] R_{i-1}^T) ⊙ ξ
+       dS_{i-1} = γ^{L_i} dS_i + Q_[i]^T (dO_[i] ⊙ ξ)                     (reverse time; dS_{-1} =
+       ∂/∂S_0) dQ_[i] = (dO_[i] V_[i]^T ⊙ D) K_[i] + (dO_[i] R_{i-1}^T) ⊙ ξ
        dK_[i] = (dO_[i] V_[i]^T ⊙ D)^T Q_[i] + (V_[i] dS_i^T) ⊙ ζ
        dV_[i] = (Q_[i] K_[i]^T ⊙ D)^T dO_[i] + (K_[i] dS_i) ⊙ ζ
 (notebooks/11_triton_kernel.ipynb derives them and checks them against autograd of the parallel
 form).
 
 A last chunk shorter than C has its own length L < C: loads past T are masked to zero and its ζ and
-gap use L. Decay exponents inside a chunk (or a group of E chunks) are at most E·C, so they are
-taken in float32 from log γ.
+gap use L. Decay exponents inside a chunk are at most C, so they are taken in float32 from log γ.
 Operands of every matrix product have the input dtype (float32 products in IEEE precision, not
 tf32), sums are float32, states are stored in the input dtype between the passes and the final state
 in float32.
@@ -90,7 +86,7 @@ def _gap(length, log_g64):
 
 
 @triton.jit
-def _states_kernel(a_ptr, b_ptr, init_ptr, states_ptr, last_ptr, log_g_ptr, T, N, H, NS, G, EVERY,
+def _states_kernel(a_ptr, b_ptr, init_ptr, states_ptr, last_ptr, log_g_ptr, T, N, H, NS, G,
                    REVERSE: tl.constexpr, HAS_INIT: tl.constexpr,
                    STORE_EACH: tl.constexpr, C: tl.constexpr, DA: tl.constexpr, DB: tl.constexpr,
                    BA: tl.constexpr, BB: tl.constexpr, PRECISION: tl.constexpr):
@@ -99,8 +95,8 @@ def _states_kernel(a_ptr, b_ptr, init_ptr, states_ptr, last_ptr, log_g_ptr, T, N
     block of b's columns).
 
     X ← X - (1 - γ^{L_i}) X + A_[i]^T (B_[i] ⊙ w), from init[bh·NS + s] (HAS_INIT) or 0; with
-    STORE_EACH states[bh, i / EVERY] = X before chunk i's term is added, for every i that is a
-    multiple of EVERY; last[bh·NS + s] = X at the segment's end.
+    STORE_EACH states[bh, i] = X before chunk i's term is added; last[bh·NS + s] = X at the
+    segment's end.
     """
     # int64: offsets pass 2^31
     seg, ja, jb = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
@@ -119,12 +115,9 @@ def _states_kernel(a_ptr, b_ptr, init_ptr, states_ptr, last_ptr, log_g_ptr, T, N
     for step in range(n):
         i = first + n - 1 - step if REVERSE else first + step
         if STORE_EACH:
-            # a masked store, not a branch: a branch in the loop would keep Triton from
-            # pipelining the next chunks' loads
-            out_ptrs, _ = _state_block(states_ptr, (bh * tl.cdiv(N, EVERY) + i // EVERY) * DA
-                                       * DB, ja * BA, jb * BB, DA, DB, BA, BB)
-            due = (tl.zeros([BA, BB], dtype=tl.int32) + (i % EVERY).to(tl.int32)) == 0
-            tl.store(out_ptrs, X.to(states_ptr.dtype.element_ty), mask=ok & due)
+            out_ptrs, _ = _state_block(states_ptr, (bh * N + i) * DA * DB, ja * BA, jb * BB, DA,
+                                       DB, BA, BB)
+            tl.store(out_ptrs, X.to(states_ptr.dtype.element_ty), mask=ok)
         t, t_ok, L = _chunk_range(i, T, C)
         A = _tile(a_ptr, bh, t, t_ok, T, DA, ja * BA, BA)                   # (C, BA)
         Bm = _tile(b_ptr, bh, t, t_ok, T, DB, jb * BB, BB)                  # (C, BB)
@@ -166,69 +159,39 @@ def _segment_scan_kernel(local_ptr, init_ptr, starts_ptr, log_g_ptr, T, G, NS, H
 
 
 @triton.jit
-def _scores(q_ptr, k_ptr, bh, t_q, ok_q, t_k, ok_k, T, DK: tl.constexpr, BK: tl.constexpr,
-            C: tl.constexpr, PRECISION: tl.constexpr):
-    """Q_[chunk of t_q] K_[chunk of t_k]^T: (C, C), float32."""
-    scores = tl.zeros([C, C], dtype=tl.float32)
-    for k0 in range(0, DK, BK):
-        q = _tile(q_ptr, bh, t_q, ok_q, T, DK, k0, BK)                       # (C, BK)
-        k = _tile(k_ptr, bh, t_k, ok_k, T, DK, k0, BK)                       # (C, BK)
-        scores += tl.dot(q, tl.trans(k), input_precision=PRECISION)
-    return scores
-
-
-@triton.jit
 def _output_kernel(q_ptr, k_ptr, v_ptr, states_ptr, o_ptr, log_g_ptr, T, N, H, C: tl.constexpr,
-                   EVERY: tl.constexpr, DK: tl.constexpr, DV: tl.constexpr, BK: tl.constexpr,
-                   BV: tl.constexpr, PRECISION: tl.constexpr):
-    """The outputs of chunks i = g·EVERY + m, m < EVERY, from the one state R = R_{g·EVERY-1}
-    pass 1 stored for the group g (its chunks end to end are one chunk of EVERY·C rows, cut into
-    row blocks of C, whose blocks above the diagonal are zero and skipped):
-        O_[i][:, block] = Σ_{a ≤ m} (Q_[i] K_[g·EVERY+a]^T ⊙ D^{(m-a)}) V_[g·EVERY+a][:, block]
-                          + (Q_[i] R[:, block]) ⊙ ξ^{(m)},
-    D^{(0)} = D, D^{(n)}_rs = γ^(nC + r - s) for n > 0, ξ^{(m)}_r = γ^(mC + r + 1). EVERY = 1 is
-    Eq. 7 chunk by chunk."""
-    g, bh, jv = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2)
+                   DK: tl.constexpr, DV: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+                   PRECISION: tl.constexpr):
+    """O_[i][:, block] = (Q_[i] K_[i]^T ⊙ D) V_[i][:, block] + (Q_[i] R_{i-1}[:, block]) ⊙ ξ."""
+    i, bh, jv = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2)
     log_g = tl.load(log_g_ptr + bh % H).to(tl.float32)                   # from float64
+    t, t_ok, L = _chunk_range(i, T, C)
+    scores = tl.zeros([C, C], dtype=tl.float32)
+    cross = tl.zeros([C, BV], dtype=tl.float32)
+    for k0 in range(0, DK, BK):
+        q = _tile(q_ptr, bh, t, t_ok, T, DK, k0, BK)                         # (C, BK)
+        k = _tile(k_ptr, bh, t, t_ok, T, DK, k0, BK)                         # (C, BK)
+        scores += tl.dot(q, tl.trans(k), input_precision=PRECISION)
+        R_ptrs, R_ok = _state_block(states_ptr, (bh * N + i) * DK * DV, k0, jv * BV, DK, DV, BK, BV)
+        cross += tl.dot(q, tl.load(R_ptrs, mask=R_ok, other=0.0), input_precision=PRECISION)
+    v = _tile(v_ptr, bh, t, t_ok, T, DV, jv * BV, BV)                        # (C, BV)
+    # a non-finite v_s[c] may reach o_r[c] for r ≥ s only: the product runs on finite values and the
+    # rows from the first non-finite one on are set to NaN (a product with the zeros of D would not
+    # keep it out of the rows above); later chunks receive it through R, which pass 1 carries
+    # forward
     r = tl.arange(0, C)
+    v_bad = (v - v) != 0                                                     # NaN or ±inf
+    first_bad = tl.min(tl.where(v_bad, r[:, None], C), axis=0)               # (BV,), C where none
+    v = tl.where(v_bad, 0.0, v).to(v.dtype)
+    # (Q K^T ⊙ D) V, the scores rounded to the input dtype like the PyTorch forms'
+    o = tl.dot(_decayed(scores, log_g, C).to(v.dtype), v, input_precision=PRECISION)
+    o = tl.where(r[:, None] >= first_bad[None, :], float("nan"), o)
+    # + (Q R_{i-1}) ⊙ ξ,  ξ_r = γ^(r+1)
+    xi = tl.exp((r + 1.0) * log_g)
+    o += cross * xi[:, None]
     cols = jv * BV + tl.arange(0, BV)
-    for m in tl.static_range(EVERY):
-        i = g * EVERY + m
-        if i < N:
-            t, t_ok, L = _chunk_range(i, T, C)
-            scores = tl.zeros([C, C], dtype=tl.float32)
-            cross = tl.zeros([C, BV], dtype=tl.float32)
-            for k0 in range(0, DK, BK):
-                q = _tile(q_ptr, bh, t, t_ok, T, DK, k0, BK)                 # (C, BK)
-                k = _tile(k_ptr, bh, t, t_ok, T, DK, k0, BK)                 # (C, BK)
-                scores += tl.dot(q, tl.trans(k), input_precision=PRECISION)
-                R_ptrs, R_ok = _state_block(states_ptr, (bh * tl.cdiv(N, EVERY) + g) * DK * DV,
-                                            k0, jv * BV, DK, DV, BK, BV)
-                cross += tl.dot(q, tl.load(R_ptrs, mask=R_ok, other=0.0),
-                                input_precision=PRECISION)
-            v = _tile(v_ptr, bh, t, t_ok, T, DV, jv * BV, BV)                # (C, BV)
-            # a non-finite v_s[c] may reach o_r[c] for r ≥ s only: the product runs on finite
-            # values and the rows from the first non-finite one on are set to NaN (a product with
-            # the zeros of D would not keep it out of the rows above); later chunks receive it
-            # through R, which pass 1 carries forward, or through a block below the diagonal
-            v_bad = (v - v) != 0                                             # NaN or ±inf
-            first_bad = tl.min(tl.where(v_bad, r[:, None], C), axis=0)       # (BV,), C: none
-            v = tl.where(v_bad, 0.0, v).to(v.dtype)
-            # (Q K^T ⊙ D) V, the scores rounded to the input dtype like the PyTorch forms'
-            o = tl.dot(_decayed(scores, log_g, C).to(v.dtype), v, input_precision=PRECISION)
-            o = tl.where(r[:, None] >= first_bad[None, :], float("nan"), o)
-            # + (Q R) ⊙ ξ^{(m)},  ξ^{(m)}_r = γ^(mC + r + 1)
-            o += cross * tl.exp((m * C + r + 1.0) * log_g)[:, None]
-            # + (Q_[i] K_[a]^T ⊙ D^{(m-a)}) V_[a] for the group's earlier chunks: whole chunks,
-            # every key before every query
-            for a in tl.static_range(m):
-                ta, ta_ok, _ = _chunk_range(g * EVERY + a, T, C)
-                past = _scores(q_ptr, k_ptr, bh, t, t_ok, ta, ta_ok, T, DK, BK, C, PRECISION)
-                w = tl.exp(((m - a) * C + r[:, None] - r[None, :]).to(tl.float32) * log_g)
-                va = _tile(v_ptr, bh, ta, ta_ok, T, DV, jv * BV, BV)         # (C, BV)
-                o += tl.dot((past * w).to(va.dtype), va, input_precision=PRECISION)
-            tl.store(o_ptr + bh * T * DV + t[:, None] * DV + cols[None, :],
-                     o.to(o_ptr.dtype.element_ty), mask=t_ok[:, None] & (cols < DV)[None, :])
+    tl.store(o_ptr + bh * T * DV + t[:, None] * DV + cols[None, :], o.to(o_ptr.dtype.element_ty),
+             mask=t_ok[:, None] & (cols < DV)[None, :])
 
 
 @triton.jit
@@ -324,10 +287,6 @@ KERNELS = ("states", "output", "dq_dk", "dv")
 TILES = {"output": Tile(64, 128, 4, 3), "dq_dk": Tile(128, 128, 4, 3),
          "dv": Tile(128, 128, 4, 3)}
 WIDE_STATES, NARROW_STATES = Tile(128, 128, 8, 3), Tile(64, 64, 8, 4)
-# a forward without gradients stores the state before every STATES_EVERY-th chunk only (fewer
-# bytes between the passes; each output program computes that many chunks): measured in
-# results/kernels/states-every-h200.json
-STATES_EVERY, STATES_EVERY_CHOICES = 2, (1, 2, 4)
 
 
 def _blocks(tile: Tile, d_k: int, d_v: int) -> tuple[int, int]:
@@ -400,22 +359,19 @@ def segment_length(N: int, programs_per_segment: int, programs_wanted: int) -> i
     return max(1, -(-N // segments))
 
 
-def _recursion(a, b, init, log_g, C, reverse, NS, G, every, tile):
-    """_states_kernel over NS segments of G chunks: (states (BH, ⌈N / every⌉, DA, DB) in a's
-    dtype, the state before every every-th chunk, or None where every = 0; each segment's end
-    (BH·NS, DA, DB) float32)."""
+def _recursion(a, b, init, log_g, C, reverse, NS, G, store_each, tile):
+    """_states_kernel over NS segments of G chunks: (states (BH, N, DA, DB) in a's dtype or None,
+    each segment's end (BH·NS, DA, DB) float32)."""
     BH, T, DA = a.shape
     DB, N, H = b.shape[-1], triton.cdiv(T, C), log_g.shape[0]
     BA, BB = _blocks(tile, DA, DB)
     last = torch.empty(BH * NS, DA, DB, dtype=torch.float32, device=a.device)
-    store_each = every > 0
-    states = (torch.empty(BH, triton.cdiv(N, every), DA, DB, dtype=a.dtype, device=a.device)
-              if store_each else None)
+    states = (torch.empty(BH, N, DA, DB, dtype=a.dtype, device=a.device) if store_each
+              else None)
     _states_kernel[(BH * NS, triton.cdiv(DA, BA), triton.cdiv(DB, BB))](
         a, b, init if init is not None else last, states if store_each else last, last, log_g,
-        T, N, H, NS, G, max(every, 1), REVERSE=reverse, HAS_INIT=init is not None,
-        STORE_EACH=store_each, C=C, DA=DA, DB=DB, BA=BA, BB=BB, PRECISION=_precision(a.dtype),
-        **_launch(tile))
+        T, N, H, NS, G, REVERSE=reverse, HAS_INIT=init is not None, STORE_EACH=store_each,
+        C=C, DA=DA, DB=DB, BA=BA, BB=BB, PRECISION=_precision(a.dtype), **_launch(tile))
     return states, last
 
 
@@ -430,19 +386,19 @@ def _segment_starts(local, init, log_g, T, C, G, NS, reverse, tile):
     return starts
 
 
-def _chunk_states(a, b, init, log_g, C, G, reverse, tile, every=1):
-    """The chunk recursion (module docstring, pass 1), storing the state before every every-th
-    chunk: (states (BH, ⌈N / every⌉, DA, DB) in a's dtype, final (BH, DA, DB) float32). With
-    several segments of G chunks, first each segment's own sum from zero (in parallel), then the
-    short scan over segments for where each starts, then every segment's walk from its start (in
-    parallel). log_g (H,) float64, tile the recursion's Tile."""
+def _chunk_states(a, b, init, log_g, C, G, reverse, tile):
+    """The chunk recursion (module docstring, pass 1), storing every chunk's state: (states
+    (BH, N, DA, DB) in a's dtype, final (BH, DA, DB) float32). With several segments of G chunks,
+    first each segment's own sum from zero (in parallel), then the short scan over segments for
+    where each starts, then every segment's walk from its start (in parallel). log_g (H,) float64,
+    tile the recursion's Tile."""
     BH, T, DA = a.shape
     N = triton.cdiv(T, C)
     NS = max(1, triton.cdiv(N, G))
     if NS > 1:
-        _, local = _recursion(a, b, None, log_g, C, reverse, NS, G, 0, tile)
+        _, local = _recursion(a, b, None, log_g, C, reverse, NS, G, False, tile)
         init = _segment_starts(local, init, log_g, T, C, G, NS, reverse, tile)
-    states, last = _recursion(a, b, init, log_g, C, reverse, NS, G, every, tile)
+    states, last = _recursion(a, b, init, log_g, C, reverse, NS, G, True, tile)
     final = last.view(BH, NS, DA, -1)[:, 0 if reverse else NS - 1]
     return states, final
 
@@ -452,16 +408,17 @@ class _ChunkwiseRetention(torch.autograd.Function):
     check_tiles returns them."""
 
     @staticmethod
-    def forward(ctx, q, k, v, S0, log_g, C, G, H, tiles, every):
+    def forward(ctx, q, k, v, S0, log_g, C, G, H, tiles):
         BH, T, DK = q.shape
         DV, N = v.shape[-1], triton.cdiv(T, C)
-        states, final = _chunk_states(k, v, S0, log_g, C, G, False, tiles["states"], every)
+        states, final = _chunk_states(k, v, S0, log_g, C, G, False, tiles["states"])
         o = torch.empty_like(v)
         BK, BV = _blocks(tiles["output"], DK, DV)
         if N:
-            _output_kernel[(triton.cdiv(N, every), BH, triton.cdiv(DV, BV))](
-                q, k, v, states, o, log_g, T, N, H, C=C, EVERY=every, DK=DK, DV=DV, BK=BK, BV=BV,
-                PRECISION=_precision(q.dtype), **_launch(tiles["output"]))
+            _output_kernel[(N, BH, triton.cdiv(DV, BV))](q, k, v, states, o, log_g, T, N, H, C=C,
+                                                         DK=DK, DV=DV, BK=BK, BV=BV,
+                                                         PRECISION=_precision(q.dtype),
+                                                         **_launch(tiles["output"]))
         ctx.save_for_backward(q, k, v, states, log_g)
         ctx.C, ctx.G, ctx.H, ctx.tiles, ctx.has_init = C, G, H, tiles, S0 is not None
         return o, final
@@ -489,12 +446,11 @@ class _ChunkwiseRetention(torch.autograd.Function):
             _dv_kernel[(N, BH, triton.cdiv(DV, BV))](q, k, do, dstates, dv, log_g, T, N, H, C=C,
                                                      DK=DK, DV=DV, BK=BK, BV=BV,
                                                      PRECISION=precision, **_launch(tiles["dv"]))
-        return dq, dk, dv, (d_init if ctx.has_init else None), None, None, None, None, None, None
+        return dq, dk, dv, (d_init if ctx.has_init else None), None, None, None, None, None
 
 
 def chunkwise_retention(q, k, v, gamma, chunk_size: int = 64, state=None, *,
-                        segment_chunks: int | None = None, tiles: dict | None = None,
-                        states_every: int | None = None):
+                        segment_chunks: int | None = None, tiles: dict | None = None):
     """retention.chunkwise_retention on Triton kernels: the same arguments, contract and results.
 
     q, k (B, H, T, d_k), v (B, H, T, d_v) of one dtype (bfloat16 or float32; float16 is refused), on
@@ -503,33 +459,20 @@ def chunkwise_retention(q, k, v, gamma, chunk_size: int = 64, state=None, *,
     R_last (B, H, d_k, d_v) float32). Differentiable in q, k, v and state. segment_chunks, the
     chunks per segment of the state recursion (segment_length's choice when None), changes how
     the work is split, not the function; so does tiles, {kernel name: Tile} replacing entries of
-    TILES (and the recursion's states_tile) for the kernels named in KERNELS; and so does
-    states_every (STATES_EVERY when None): a forward that needs no gradients stores the state
-    before every states_every-th chunk only, and each output program computes that many chunks
-    from one state. A forward with gradients stores every chunk's state (the backward reads
-    them all).
+    TILES (and the recursion's states_tile) for the kernels named in KERNELS.
     """
     check_torch_qkv(q, k, v)
     C = check_tile_height(chunk_size)
     state = check_torch_state(state, q, v)
     S0 = None if state is None else state.to(accumulation_dtype(q.dtype))
     G = None if segment_chunks is None else check_positive_int(segment_chunks, "segment_chunks")
-    every = STATES_EVERY if states_every is None else check_states_every(states_every)
-    return _chunkwise(q, k, v, log_gamma_per_head(gamma, q), C, S0, G, check_tiles(tiles), every)
+    return _chunkwise(q, k, v, log_gamma_per_head(gamma, q), C, S0, G, check_tiles(tiles))
 
 
-def check_states_every(states_every) -> int:
-    every = check_positive_int(states_every, "states_every")
-    if every not in STATES_EVERY_CHOICES:
-        raise ValueError(f"states_every must be one of {STATES_EVERY_CHOICES}, got {every}")
-    return every
-
-
-def _chunkwise(q, k, v, log_g, C, S0, G=None, tiles=TILES, every=None):
+def _chunkwise(q, k, v, log_g, C, S0, G=None, tiles=TILES):
     """chunkwise_retention's body (retention._chunkwise's signature): log_g (H,) float64 on q's
     device, S0 None or (B, H, d_k, d_v) in the accumulation dtype; C a tile height; G chunks per
-    segment or None; tiles a dict of Tile per kernel; every the chunks per stored state of a
-    forward without gradients (STATES_EVERY when None)."""
+    segment or None; tiles a dict of Tile per kernel."""
     require_triton(q)
     if q.dtype == torch.float16:
         raise TypeError("backend='triton' does not take float16 for the chunkwise form: its "
@@ -547,10 +490,7 @@ def _chunkwise(q, k, v, log_g, C, S0, G=None, tiles=TILES, every=None):
         programs = B * H * math.ceil(DK / BK) * math.ceil(DV / BV)
         G = segment_length(math.ceil(T / C), programs, _programs_wanted(q.device, programs))
     S0 = None if S0 is None else S0.to(torch.float32).reshape(B * H, DK, DV).contiguous()
-    grads = torch.is_grad_enabled() and any(x is not None and x.requires_grad
-                                            for x in (q, k, v, S0))
-    every = 1 if grads else STATES_EVERY if every is None else every
     o, final = _ChunkwiseRetention.apply(*(x.reshape(B * H, T, x.shape[-1]).contiguous()
                                            for x in (q, k, v)),
-                                         S0, log_g, C, G, H, tiles, every)
+                                         S0, log_g, C, G, H, tiles)
     return o.reshape(B, H, T, DV), final.reshape(B, H, DK, DV)
