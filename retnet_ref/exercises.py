@@ -479,3 +479,20 @@ def ex11_2(states_bytes, ratio_at_128) -> None:
         check("your ratio at C = 128 vs states / (q, k, v, o)",
               abs(given(ratio_at_128,
                         "ratio_at_128") - expected / 2 / qkvo) / (expected / 2 / qkvo), tol=1e-3)
+
+
+def ex11_3(state_in_group) -> None:
+    with exercise("Exercise 3",
+                  "unroll R_i = γ^C R_(i-1) + K_[i]^T (V_[i] ⊙ ζ) over the group's first m chunks: "
+                  "R_(gE+m-1) = γ^(mC) R + Σ_(a<m) γ^((m-1-a)C) K_[a]^T (V_[a] ⊙ ζ), "
+                  "ζ_s = γ^(C-1-s); m = 0 gives R itself"):
+        _, k, v = _qkv(13, T=32, d_k=4, d_v=3)                        # a group of 4 chunks of 8
+        R, gamma, C = _rng(14).normal(size=(4, 3)), 0.9, 8
+        zeta = gamma ** (C - 1 - np.arange(C))
+        states = [R]
+        for rows in (slice(a * C, (a + 1) * C) for a in range(4)):
+            # one step of the recursion: R_i = γ^C R_(i-1) + K_[i]^T (V_[i] ⊙ ζ)
+            states.append(gamma ** C * states[-1] + k[rows].T @ (v[rows] * zeta[:, None]))
+        for m, expected in enumerate(states):          # m = 4: the state after the group
+            check(f"the state before chunk {m} of the group vs the recursion",
+                  relative_error(np.asarray(state_in_group(k, v, R, gamma, C, m)), expected))

@@ -20,7 +20,7 @@ VALUE_EXERCISES = {"ex01_1": 1, "ex01_2": 1, "ex02_1": 1, "ex02_2": 1, "ex04_1":
                    "ex10_1": 1, "ex10_2": 2, "ex10_3": 2, "ex11_2": 2}
 FUNCTION_EXERCISES = ["ex01_3", "ex02_3", "ex02_4", "ex03_1", "ex03_2", "ex03_3", "ex04_2",
                       "ex04_3", "ex05_1",
-                      "ex05_3", "ex05_4", "ex06_2", "ex06_4", "ex07_2", "ex11_1"]
+                      "ex05_3", "ex05_4", "ex06_2", "ex06_4", "ex07_2", "ex11_1", "ex11_3"]
 
 
 def test_every_exercise_is_listed():
@@ -93,3 +93,13 @@ def test_a_reverse_recursion_with_the_forward_weights_fails_with_its_hint():
 def test_states_bytes_of_float32_states_fail():
     with pytest.raises(CheckFailed, match="(?s)states_bytes.*bfloat16 has 2 bytes"):
         exercises.ex11_2(4 * 8 * 256 * 128 * 128 * 4, 0.25)
+
+
+def test_a_group_state_decayed_by_whole_distances_fails_with_its_hint():
+    def without_zeta(k, v, R, gamma, C, m):                 # chunk a decayed by (m - a) C, no ζ
+        return gamma ** (m * C) * R + sum(
+            gamma ** ((m - a) * C) * k[a * C:(a + 1) * C].T @ v[a * C:(a + 1) * C]
+            for a in range(m))
+
+    with pytest.raises(CheckFailed, match="(?s)chunk 1 of the group.*hint: unroll"):
+        exercises.ex11_3(without_zeta)
