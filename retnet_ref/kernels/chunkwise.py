@@ -6,18 +6,18 @@ The forward is two passes, as the equations fall apart:
        R_i = γ^{L_i} R_{i-1} + K_[i]^T (V_[i] ⊙ ζ),   ζ_r = γ^{L_i-1-r},   R_{-1} = S_0
    written R_{i-1} - (1 - γ^{L_i}) R_{i-1} + …, with the gap 1 - γ^{L_i} computed in the kernel from
    float64 log γ (the drift of a rounded γ^L multiplied in N times stays out, as in
-   retention._chunk_states). Each program keeps
-   its (BK, BV) block of R in registers and stores R_{i-1} for every chunk. When batch · heads ·
-   blocks give too few programs for the GPU (one long sequence), the chunks are split into NS
-   segments of G: each segment's own sum from zero (all segments at once), a scan over the NS
-   segments for the state each starts from, then every segment's walk from its start (at once).
+   retention._chunk_states). Each program keeps its (BK, BV) block of R in registers and stores
+   R_{i-1} for every chunk. When batch · heads · blocks give too few programs for the GPU (one
+   long sequence), the chunks are split into NS segments of G: each segment's own sum from zero
+   (all segments at once), a scan over the NS segments for the state each starts from, then every
+   segment's walk from its start (at once).
 2. outputs, parallel over (chunk, batch·head, d_v block), no recursion left:
        O_[i] = (Q_[i] K_[i]^T ⊙ D) V_[i] + (Q_[i] R_{i-1}) ⊙ ξ,   ξ_r = γ^{r+1}
 
 The backward is the same two passes run on the gradients. With dS_i = ∂loss/∂R_i (the state after
 chunk i; dS_{N-1} the gradient of the returned final state):
-       dS_{i-1} = γ^{L_i} dS_i + Q_[i]^T (dO_[i] ⊙ ξ)                     (reverse time; dS_{-1} =
-       ∂/∂S_0) dQ_[i] = (dO_[i] V_[i]^T ⊙ D) K_[i] + (dO_[i] R_{i-1}^T) ⊙ ξ
+       dS_{i-1} = γ^{L_i} dS_i + Q_[i]^T (dO_[i] ⊙ ξ)       (reverse time; dS_{-1} = ∂/∂S_0)
+       dQ_[i] = (dO_[i] V_[i]^T ⊙ D) K_[i] + (dO_[i] R_{i-1}^T) ⊙ ξ
        dK_[i] = (dO_[i] V_[i]^T ⊙ D)^T Q_[i] + (V_[i] dS_i^T) ⊙ ζ
        dV_[i] = (Q_[i] K_[i]^T ⊙ D)^T dO_[i] + (K_[i] dS_i) ⊙ ζ
 (notebooks/11_triton_kernel.ipynb derives them and checks them against autograd of the parallel
