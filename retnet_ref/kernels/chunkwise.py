@@ -166,6 +166,9 @@ def _output_kernel(q_ptr, k_ptr, v_ptr, states_ptr, o_ptr, log_g_ptr, T, N, H, C
     i, bh, jv = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2)
     log_g = tl.load(log_g_ptr + bh % H).to(tl.float32)                   # from float64
     t, t_ok, L = _chunk_range(i, T, C)
+    # v is loaded before the loop over d_k, so that its latency overlaps the loop's products
+    # instead of following them (module docstring: loads before the loops)
+    v = _tile(v_ptr, bh, t, t_ok, T, DV, jv * BV, BV)                        # (C, BV)
     scores = tl.zeros([C, C], dtype=tl.float32)
     cross = tl.zeros([C, BV], dtype=tl.float32)
     for k0 in range(0, DK, BK):
@@ -174,7 +177,6 @@ def _output_kernel(q_ptr, k_ptr, v_ptr, states_ptr, o_ptr, log_g_ptr, T, N, H, C
         scores += tl.dot(q, tl.trans(k), input_precision=PRECISION)
         R_ptrs, R_ok = _state_block(states_ptr, (bh * N + i) * DK * DV, k0, jv * BV, DK, DV, BK, BV)
         cross += tl.dot(q, tl.load(R_ptrs, mask=R_ok, other=0.0), input_precision=PRECISION)
-    v = _tile(v_ptr, bh, t, t_ok, T, DV, jv * BV, BV)                        # (C, BV)
     # a non-finite v_s[c] may reach o_r[c] for r ≥ s only: the product runs on finite values and the
     # rows from the first non-finite one on are set to NaN (a product with the zeros of D would not
     # keep it out of the rows above); later chunks receive it through R, which pass 1 carries
@@ -204,6 +206,9 @@ def _dq_dk_kernel(q_ptr, k_ptr, v_ptr, do_ptr, states_ptr, dstates_ptr, dq_ptr, 
     i, bh, jk = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2)
     log_g = tl.load(log_g_ptr + bh % H).to(tl.float32)                   # from float64
     t, t_ok, L = _chunk_range(i, T, C)
+    # loaded before the loop over d_v (module docstring: loads before the loops)
+    q = _tile(q_ptr, bh, t, t_ok, T, DK, jk * BK, BK)                        # (C, BK)
+    k = _tile(k_ptr, bh, t, t_ok, T, DK, jk * BK, BK)                        # (C, BK)
     dscores = tl.zeros([C, C], dtype=tl.float32)                             # dO V^T
     cross_q = tl.zeros([C, BK], dtype=tl.float32)                            # dO R_{i-1}^T
     cross_k = tl.zeros([C, BK], dtype=tl.float32)                            # V dS_i^T
@@ -218,8 +223,6 @@ def _dq_dk_kernel(q_ptr, k_ptr, v_ptr, do_ptr, states_ptr, dstates_ptr, dq_ptr, 
         dS_ptrs, _ = _state_block(dstates_ptr, base, jk * BK, v0, DK, DV, BK, BV)
         cross_k += tl.dot(v, tl.trans(tl.load(dS_ptrs, mask=ok, other=0.0)),
                           input_precision=PRECISION)
-    q = _tile(q_ptr, bh, t, t_ok, T, DK, jk * BK, BK)                        # (C, BK)
-    k = _tile(k_ptr, bh, t, t_ok, T, DK, jk * BK, BK)                        # (C, BK)
     dscores = _decayed(dscores, log_g, C).to(q.dtype)
     r = tl.arange(0, C).to(tl.float32)
     xi = tl.exp((r + 1.0) * log_g)
@@ -243,6 +246,8 @@ def _dv_kernel(q_ptr, k_ptr, do_ptr, dstates_ptr, dv_ptr, log_g_ptr, T, N, H, C:
     i, bh, jv = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2)
     log_g = tl.load(log_g_ptr + bh % H).to(tl.float32)                   # from float64
     t, t_ok, L = _chunk_range(i, T, C)
+    # loaded before the loop over d_k (module docstring: loads before the loops)
+    do = _tile(do_ptr, bh, t, t_ok, T, DV, jv * BV, BV)                      # (C, BV)
     scores = tl.zeros([C, C], dtype=tl.float32)
     cross = tl.zeros([C, BV], dtype=tl.float32)
     for k0 in range(0, DK, BK):
@@ -251,7 +256,6 @@ def _dv_kernel(q_ptr, k_ptr, do_ptr, dstates_ptr, dv_ptr, log_g_ptr, T, N, H, C:
         scores += tl.dot(q, tl.trans(k), input_precision=PRECISION)
         dS_ptrs, ok = _state_block(dstates_ptr, (bh * N + i) * DK * DV, k0, jv * BV, DK, DV, BK, BV)
         cross += tl.dot(k, tl.load(dS_ptrs, mask=ok, other=0.0), input_precision=PRECISION)
-    do = _tile(do_ptr, bh, t, t_ok, T, DV, jv * BV, BV)                      # (C, BV)
     scores = _decayed(scores, log_g, C).to(do.dtype)
     r = tl.arange(0, C).to(tl.float32)
     zeta = tl.where(t_ok, tl.exp((L - 1.0 - r) * log_g), 0.0)
