@@ -27,7 +27,7 @@ Loads before the loops: the output pass loads its tile of v before its loop over
 that the load is in flight while the loop's products run instead of being issued after them. On an
 H200 (results/kernels/loads-before-loops-h200.json, 65,536 tokens, 8 heads × 128) that made the
 output pass 14 % faster (0.246 → 0.211 ms a call); the same move in dQ·dK and dV made them 6 % and
-14 % slower (they hold more accumulators across their loops), so those load after their loops.
+14 % slower, so those load after their loops.
 
 A last chunk shorter than C has its own length L < C: loads past T are masked to zero and its ζ and
 gap use L. Decay exponents inside a chunk are at most C, so they are taken in float32 from log γ.
