@@ -496,3 +496,22 @@ def ex11_3(state_in_group) -> None:
         for m, expected in enumerate(states):          # m = 4: the state after the group
             check(f"the state before chunk {m} of the group vs the recursion",
                   relative_error(np.asarray(state_in_group(k, v, R, gamma, C, m)), expected))
+
+
+def ex11_4(narrow_split_mib, wide_split_mib, predicted_saving) -> None:
+    with exercise("Exercise 4",
+                  "k and v are (1, 8, 65536, 128) bfloat16, 128 MiB each; a block of BK × BV "
+                  "reads its BK columns of k and its BV columns of v, so all blocks together read "
+                  "k 128/BV times and v 128/BK times; a split reads them once for the segments' "
+                  "own sums and once for the walks; the states, 1024 chunks × 8 heads × 128 × 128 "
+                  "× 2 bytes, are written once"):
+        tensor_mib, states_mib = 65536 * 8 * 128 * 2 / 2**20, 1024 * 8 * 128 * 128 * 2 / 2**20
+        # two passes over k and v (own sums, walks), each reading d/BV + d/BK tensors, plus states
+        narrow, wide = (2 * tensor_mib * (128 // b + 128 // b) + states_mib for b in (64, 128))
+        claim("narrow_split_mib: 64 × 64 blocks in segments",
+              given(narrow_split_mib, "narrow_split_mib") == narrow)
+        claim("wide_split_mib: 128 × 128 blocks in segments",
+              given(wide_split_mib, "wide_split_mib") == wide)
+        check("your saving vs 1 - wide / narrow",
+              abs(given(predicted_saving, "predicted_saving") - (1 - wide / narrow))
+              / (1 - wide / narrow), tol=1e-3)
