@@ -4,7 +4,8 @@
 
 For T = 4096, 16384 and 65536 at 65,536 tokens (8 heads × 128, bfloat16, tile height 64), the
 forward and the forward + backward of kernels.chunkwise_retention with the recursion unsplit and
-split so that it has about 1, 2 and 4 programs per multiprocessor (segment_chunks), in one process:
+split so that it has at most 1, 2 and 4 programs per multiprocessor (segment_chunks), with the
+recursion's 64 × 64 blocks (NARROW_STATES) throughout, in one process:
 three rounds over the settings, each a median of 9 single calls after warm-up (bench.Timer: an
 idle GPU, a cold L2); the file keeps every round and their median.
 """
@@ -19,10 +20,11 @@ import torch
 
 from retnet_ref import bench
 from retnet_ref.decay import gamma_schedule
-from retnet_ref.kernels.chunkwise import chunkwise_retention, segment_length
+from retnet_ref.kernels.chunkwise import NARROW_STATES, chunkwise_retention, segment_length
 
 TOKENS, HEADS, WIDTH, C, ROUNDS = 65536, 8, 128, 64, 3
 PER_MULTIPROCESSOR = (0, 1, 2, 4)                     # 0: one segment, the recursion unsplit
+NARROW = {"states": NARROW_STATES}
 
 
 def timed_calls(q, k, v, g, G):
@@ -30,10 +32,10 @@ def timed_calls(q, k, v, g, G):
 
     def forward():
         with torch.no_grad():
-            return chunkwise_retention(q, k, v, gamma, C, segment_chunks=G)
+            return chunkwise_retention(q, k, v, gamma, C, segment_chunks=G, tiles=NARROW)
 
     def forward_backward():
-        o = chunkwise_retention(q, k, v, gamma, C, segment_chunks=G)[0]
+        o = chunkwise_retention(q, k, v, gamma, C, segment_chunks=G, tiles=NARROW)[0]
         return torch.autograd.grad(o, (q, k, v), g)
 
     return {"fwd": forward, "fwd+bwd": forward_backward}

@@ -146,9 +146,11 @@ def test_tiles_are_checked(tiles, named):
 
 
 @pytest.mark.parametrize("N, per_segment, wanted, G", [
-    (64, 256, 264, 32),          # 256 programs want a second segment to reach 264
+    (64, 128, 264, 32),          # 128 programs take a second segment to reach 256 of 264
+    (64, 256, 264, 64),          # 256: a second segment would pass 264, so none
     (16, 1024, 264, 16),         # enough programs: one segment of all 16 chunks
-    (1024, 16, 264, 61),         # one sequence of 8 heads: 17 segments (the last shorter)
+    (1024, 8, 132, 64),          # one sequence of 8 heads: 16 segments, 128 programs (not 17)
+    (1024, 7, 132, 57),          # 18 segments, the last shorter
     (3, 1, 264, 1),              # never more segments than chunks
     (0, 16, 264, 1),             # an empty sequence: one empty segment
 ])
@@ -170,6 +172,9 @@ def test_the_recursion_is_split_only_below_half_a_program_per_multiprocessor(pro
     (65, 128, NARROW_STATES),
     (32, 128, NARROW_STATES),    # T = 16,384: 32 wide programs, 128 narrow ones
     (32, 256, WIDE_STATES),      # a head of 256: four wide blocks each, 128 programs
+    (17, 128, NARROW_STATES),    # 68 narrow programs: half a program per multiprocessor
+    (16, 128, WIDE_STATES),      # 64 narrow programs: split anyway, so wide blocks
+    (8, 128, WIDE_STATES),       # T = 65,536, batch 1: 8 wide programs in segments
 ])
 def test_the_recursion_takes_wide_blocks_while_they_give_enough_programs(batch_heads, d, tile):
     assert states_tile(batch_heads, d, d, 132) == tile
@@ -177,8 +182,9 @@ def test_the_recursion_takes_wide_blocks_while_they_give_enough_programs(batch_h
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_a_given_states_tile_is_not_replaced_by_the_shape_rule(device, monkeypatch):
-    """tiles["states"] given: that Tile is launched; not given: the shape rule's (8 programs of
-    batch 2 × 4 heads: narrow blocks on a GPU, wide under the interpreter, 1 multiprocessor)."""
+    """tiles["states"] given: that Tile is launched; not given: the shape rule's (batch 2 × 4
+    heads: wide blocks on a GPU, where even narrow ones are too few and the recursion is split,
+    and under the interpreter, 1 multiprocessor)."""
     from retnet_ref.kernels import chunkwise
     launched = []
     real = chunkwise._recursion
@@ -187,8 +193,7 @@ def test_a_given_states_tile_is_not_replaced_by_the_shape_rule(device, monkeypat
     _, (q, k, v, _) = inputs(device, torch.float32, 16)
     chunkwise.chunkwise_retention(q, k, v, GAMMAS, 16, tiles={"states": Tile(16, 32)})
     chunkwise.chunkwise_retention(q, k, v, GAMMAS, 16)
-    by_shape = NARROW_STATES if device == "cuda" else WIDE_STATES
-    assert launched == [Tile(16, 32), by_shape]
+    assert launched == [Tile(16, 32), WIDE_STATES]
 
 
 def test_segment_chunks_is_checked():

@@ -325,18 +325,21 @@ def check_tiles(tiles) -> dict:
 
 
 def states_tile(batch_heads: int, d_k: int, d_v: int, multiprocessors: int) -> Tile:
-    """The recursion's default Tile: wide blocks where batch · heads · their blocks still give at
-    least half a program per multiprocessor, else narrow ones (four times the programs of a
-    128 × 128 state, split into segments where even those are too few). A wide block reads each
-    chunk of k and v once; narrow blocks of a 128 × 128 state read each twice. On an H200
-    (results/kernels/tiles-h200.json, 65,536 tokens, 8 heads × 128) wide blocks made the forward
-    15 % faster than narrow ones at T = 1024 and 4096 (512 and 128 wide programs; forward +
-    backward 11 %), and narrow ones 25 % faster than wide at T = 16,384 (20 %), where wide blocks
-    leave 32 programs for 132 multiprocessors. At T = 65,536 (8 wide programs) the best tile,
-    Tile(128, 64, 8, 3), was 11 % faster than the narrow one (one length, one run: no rule made
-    of it; tiles={"states": …} sets it)."""
-    wide = batch_heads * -(-d_k // WIDE_STATES.block_k) * -(-d_v // WIDE_STATES.block_v)
-    return WIDE_STATES if 2 * wide >= multiprocessors else NARROW_STATES
+    """The recursion's default Tile: wide blocks where batch · heads · their blocks give at least
+    half a program per multiprocessor; else narrow ones (four times the programs of a 128 × 128
+    state) where those do; else, where even narrow blocks are too few and the recursion is split
+    into segments anyway (split_target), wide blocks again. A wide block reads each chunk of k and
+    v once; narrow blocks of a 128 × 128 state read each twice. On an H200 (65,536 tokens, 8 heads
+    × 128): wide blocks made the forward 15 % faster than narrow ones at T = 1024 and 4096 (512 and
+    128 wide programs; results/kernels/tiles-h200.json), narrow ones 25 % faster than wide at T =
+    16,384, where wide blocks leave 32 programs for 132 multiprocessors; at T = 65,536 (8 wide
+    programs, 32 narrow) wide blocks in 17 segments made the forward 23 % faster than narrow ones
+    in 5 (results/kernels/split-wide-h200.json)."""
+    def programs(tile: Tile) -> int:
+        return batch_heads * -(-d_k // tile.block_k) * -(-d_v // tile.block_v)
+    if 2 * programs(WIDE_STATES) >= multiprocessors:
+        return WIDE_STATES
+    return NARROW_STATES if 2 * programs(NARROW_STATES) >= multiprocessors else WIDE_STATES
 
 
 def _multiprocessors(device: torch.device) -> int:
@@ -349,9 +352,10 @@ def _multiprocessors(device: torch.device) -> int:
 def _programs_wanted(device: torch.device, programs: int) -> int:
     """How many programs the state recursion is split up to: one per multiprocessor, but only when
     its batch · heads · state blocks give fewer than half as many. On an H200 (132 multiprocessors,
-    results/kernels/segments-h200.json) five segments at 32 programs (T = 65,536, batch 1)
-    made the forward 16 % faster (forward + backward 10 %, within the spread between runs); at 128
-    programs (T = 16,384) any split was slower. Under the interpreter: no split (1)."""
+    65,536 tokens, 8 heads × 128): at T = 65,536 (batch 1, 8 whole-head programs) 16 segments
+    made the forward 1.3 times as fast as narrow blocks in 5 and forward + backward 1.2 times
+    (results/kernels/split-wide-h200.json); at T = 16,384 (128 narrow programs) any split was
+    slower. Under the interpreter: no split (1)."""
     return split_target(programs, _multiprocessors(device))
 
 
@@ -361,10 +365,13 @@ def split_target(programs: int, multiprocessors: int) -> int:
 
 
 def segment_length(N: int, programs_per_segment: int, programs_wanted: int) -> int:
-    """Chunks per segment G of N chunks: the fewest segments (each a sequential walk over its G
-    chunks) that give the recursion programs_wanted programs; one segment when batch · heads ·
-    state blocks already do. Any G computes the same function."""
-    segments = max(1, min(N, -(-programs_wanted // programs_per_segment)))
+    """Chunks per segment G of N chunks: the most segments (each a sequential walk over its G
+    chunks) whose programs do not pass programs_wanted, so that all of them run at once, in one
+    wave; one segment when batch · heads · state blocks already reach it. On an H200, 8 programs
+    in 17 segments (136 for 132 multiprocessors) took as long as in 8, and in 16 a quarter less
+    (results/kernels/split-wide-h200.json): the last 4 programs ran after the others. Any G
+    computes the same function."""
+    segments = max(1, min(N, programs_wanted // programs_per_segment))
     return max(1, -(-N // segments))
 
 

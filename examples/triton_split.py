@@ -1,0 +1,89 @@
+"""Split state recursion: which blocks, how many segments? (chapter 11, section 7)
+
+    python examples/triton_split.py results/kernels/split-wide-backward-h200.json     # on a GPU
+
+At 65,536 tokens (8 heads × 128, bfloat16, tile height 64) and T = 16384 and 65536, the forward
+(under no_grad) and the forward + backward of kernels.chunkwise_retention: the default (the
+recursion's tile and split chosen by states_tile and segment_length) against whole-head blocks
+(128 × 128, 8 warps, 3 or 4 stages) in 4, 8, 16 and 17 segments and 64 × 64 blocks in 5, each set
+per call (tiles={"states": …}, segment_chunks). Each setting is replayed as a CUDA graph
+(bench.graphed_seconds: a median of 15 single replays after warm-up, each from an idle GPU with a
+cold L2), in two rounds over all settings of a length, all in one process.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime, timezone
+
+import torch
+import triton
+
+from retnet_ref import bench
+from retnet_ref.decay import gamma_schedule
+from retnet_ref.kernels.chunkwise import NARROW_STATES, Tile, chunkwise_retention
+
+TOKENS, HEADS, WIDTH, C, ROUNDS = 65536, 8, 128, 64, 2
+LENGTHS = (65536, 16384)
+WIDE_TILES = (Tile(128, 128, 8, 3), Tile(128, 128, 8, 4))
+# (tile, segments); None: the default
+SETTINGS = ([(None, None)] + [(tile, n) for tile in WIDE_TILES for n in (4, 8, 16, 17)]
+            + [(NARROW_STATES, 5)])
+
+
+def calls(T):
+    """The forward and the forward + backward at length T, taking (tile, segments)."""
+    shape = (TOKENS // T, HEADS, T, WIDTH)
+    q, k, v = (torch.randn(shape, dtype=torch.bfloat16, device="cuda", requires_grad=True)
+               for _ in range(3))
+    g, gamma = torch.randn(shape, dtype=torch.bfloat16, device="cuda"), gamma_schedule(HEADS)
+
+    def settings(tile, segments):
+        if tile is None:
+            return {}
+        return {"tiles": {"states": tile}, "segment_chunks": -(-(T // C) // segments)}
+
+    def forward(tile, segments):
+        with torch.no_grad():
+            return chunkwise_retention(q, k, v, gamma, C, **settings(tile, segments))
+
+    def forward_backward(tile, segments):
+        o = chunkwise_retention(q, k, v, gamma, C, **settings(tile, segments))[0]
+        return torch.autograd.grad(o, (q, k, v), g)
+
+    return {"fwd": forward, "fwd+bwd": forward_backward}
+
+
+def rows_for_length(timer, T):
+    rows = []
+    passes = calls(T)
+    for round_ in range(ROUNDS):
+        for tile, segments in SETTINGS:
+            for name, call in passes.items():
+                entry = bench.graphed_seconds(lambda: call(tile, segments), timer)
+                rows.append({"T": T, "pass": name, "round": round_,
+                             "tile": None if tile is None else tile._asdict(),
+                             "segments": segments, "ms": 1e3 * entry["seconds"]})
+                print(rows[-1], flush=True)
+    return rows
+
+
+def main(out: str) -> None:
+    timer = bench.Timer(torch.device("cuda"), warmup=3, repeats=15)
+    environment = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                   "command": "python examples/triton_split.py " + out,
+                   "torch": torch.__version__, "triton": triton.__version__,
+                   "gpu": torch.cuda.get_device_name(0),
+                   "multiprocessors": torch.cuda.get_device_properties(0).multi_processor_count,
+                   "timing": "bench.graphed_seconds: CUDA-graph replay, median of 15 single "
+                             "replays after 3 warm-up calls, each from an idle GPU with a cold L2",
+                   "rounds": ROUNDS}
+    rows = []
+    for T in LENGTHS:
+        rows += rows_for_length(timer, T)
+        with open(out, "w") as f:
+            json.dump({"environment": environment, "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
