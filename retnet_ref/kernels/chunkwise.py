@@ -137,13 +137,12 @@ def _states_kernel(a_ptr, b_ptr, init_ptr, states_ptr, last_ptr, log_g_ptr, T, N
 
 
 @triton.jit
-def _segment_scan_kernel(local_ptr, init_ptr, starts_ptr, final_ptr, log_g_ptr, T, G, NS, H,
-                         C: tl.constexpr, REVERSE: tl.constexpr, HAS_INIT: tl.constexpr,
-                         DA: tl.constexpr, DB: tl.constexpr, BA: tl.constexpr, BB: tl.constexpr):
-    """The state each segment starts from, given every segment's own sum (local, from 0): forward
-    starts[0] = S_0 (or 0), starts[s] = γ^{len s-1} starts[s-1] + local[s-1], and final the state
-    after the last segment; reversed from the last segment back, starts[NS-1] = ∂/∂R_last (or 0),
-    and final = ∂/∂S_0."""
+def _segment_scan_kernel(local_ptr, init_ptr, starts_ptr, log_g_ptr, T, G, NS, H, C: tl.constexpr,
+                         REVERSE: tl.constexpr, HAS_INIT: tl.constexpr, DA: tl.constexpr,
+                         DB: tl.constexpr, BA: tl.constexpr, BB: tl.constexpr):
+    """The state each segment's walk starts from, given every segment's own sum (local, from 0):
+    forward starts[0] = S_0 (or 0), starts[s] = γ^{len s-1} starts[s-1] + local[s-1]; reversed
+    from the last segment back, starts[NS-1] = ∂/∂R_last (or 0)."""
     bh, ja, jb = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
     log_g64 = tl.load(log_g_ptr + bh % H)                                  # float64
     # 1 - γ^{length of a segment}: G·C tokens, or fewer for the last segment
@@ -153,57 +152,25 @@ def _segment_scan_kernel(local_ptr, init_ptr, starts_ptr, final_ptr, log_g_ptr, 
         X = tl.load(ptrs, mask=ok, other=0.0)                              # (BA, BB), float32
     else:
         X = tl.zeros([BA, BB], dtype=tl.float32)
-    for step in range(NS):
+    for step in range(NS - 1):
         s = NS - 1 - step if REVERSE else step
         at, _ = _state_block(starts_ptr, (bh * NS + s) * DA * DB, ja * BA, jb * BB, DA, DB, BA, BB)
         tl.store(at, X, mask=ok)
         gap = tl.where(s == NS - 1, gap_last, gap_whole)
         own, _ = _state_block(local_ptr, (bh * NS + s) * DA * DB, ja * BA, jb * BB, DA, DB, BA, BB)
         X = X - gap * X + tl.load(own, mask=ok, other=0.0)
-    at, _ = _state_block(final_ptr, bh * DA * DB, ja * BA, jb * BB, DA, DB, BA, BB)
+    s = 0 if REVERSE else NS - 1
+    at, _ = _state_block(starts_ptr, (bh * NS + s) * DA * DB, ja * BA, jb * BB, DA, DB, BA, BB)
     tl.store(at, X, mask=ok)
 
 
 @triton.jit
-def _lift(i, G, T, log_g64, C: tl.constexpr, REVERSE: tl.constexpr):
-    """γ^n, float32 from float64: what the start of chunk i's segment s = i // G weighs in its
-    state. Forward, R_{i-1} = U_{i-1} + γ^n R_start(s) with n = (i - s·G)·C, the tokens of the
-    segment before chunk i (all whole chunks); reversed, dS_i = U_i + γ^n dS_start(s) with
-    n = min((s + 1)·G·C, T) - min((i + 1)·C, T), the tokens of the segment after chunk i."""
-    i = i.to(tl.int64)
-    s = i // G
-    if REVERSE:
-        n = tl.minimum((s + 1) * G * C, T) - tl.minimum((i + 1) * C, T)
-    else:
-        n = (i - s * G) * C
-    return tl.exp(n.to(tl.float64) * log_g64).to(tl.float32)
-
-
-@triton.jit
-def _state_tile(states_ptr, starts_ptr, bh, i, N, NS, G, lift, rows0, cols0,
-                HAS_STARTS: tl.constexpr, DK: tl.constexpr, DV: tl.constexpr, BK: tl.constexpr,
-                BV: tl.constexpr):
-    """The block [rows0:+BK, cols0:+BV] of chunk i's state in the states' dtype: as pass 1 stored
-    it, or, where pass 1 was split (HAS_STARTS), its segment-local sum plus lift times the state
-    its segment s = i // G starts from (float32), rounded once."""
-    ptrs, ok = _state_block(states_ptr, (bh * N + i) * DK * DV, rows0, cols0, DK, DV, BK, BV)
-    X = tl.load(ptrs, mask=ok, other=0.0)
-    if HAS_STARTS:
-        start_ptrs, _ = _state_block(starts_ptr, (bh * NS + i // G) * DK * DV, rows0, cols0, DK,
-                                     DV, BK, BV)
-        X = (X.to(tl.float32) + lift * tl.load(start_ptrs, mask=ok, other=0.0)).to(X.dtype)
-    return X
-
-
-@triton.jit
-def _output_kernel(q_ptr, k_ptr, v_ptr, states_ptr, starts_ptr, o_ptr, log_g_ptr, T, N, H, NS, G,
-                   HAS_STARTS: tl.constexpr, C: tl.constexpr, DK: tl.constexpr, DV: tl.constexpr,
-                   BK: tl.constexpr, BV: tl.constexpr, PRECISION: tl.constexpr):
+def _output_kernel(q_ptr, k_ptr, v_ptr, states_ptr, o_ptr, log_g_ptr, T, N, H, C: tl.constexpr,
+                   DK: tl.constexpr, DV: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+                   PRECISION: tl.constexpr):
     """O_[i][:, block] = (Q_[i] K_[i]^T ⊙ D) V_[i][:, block] + (Q_[i] R_{i-1}[:, block]) ⊙ ξ."""
     i, bh, jv = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2)
-    log_g64 = tl.load(log_g_ptr + bh % H)                                  # float64
-    log_g = log_g64.to(tl.float32)
-    lift = _lift(i, G, T, log_g64, C, False)
+    log_g = tl.load(log_g_ptr + bh % H).to(tl.float32)                   # from float64
     t, t_ok, L = _chunk_range(i, T, C)
     # v is loaded before the loop over d_k, so that its latency overlaps the loop's products
     # instead of following them (module docstring: loads before the loops)
@@ -214,9 +181,8 @@ def _output_kernel(q_ptr, k_ptr, v_ptr, states_ptr, starts_ptr, o_ptr, log_g_ptr
         q = _tile(q_ptr, bh, t, t_ok, T, DK, k0, BK)                         # (C, BK)
         k = _tile(k_ptr, bh, t, t_ok, T, DK, k0, BK)                         # (C, BK)
         scores += tl.dot(q, tl.trans(k), input_precision=PRECISION)
-        R = _state_tile(states_ptr, starts_ptr, bh, i, N, NS, G, lift, k0, jv * BV, HAS_STARTS,
-                        DK, DV, BK, BV)                                      # (BK, BV)
-        cross += tl.dot(q, R, input_precision=PRECISION)
+        R_ptrs, R_ok = _state_block(states_ptr, (bh * N + i) * DK * DV, k0, jv * BV, DK, DV, BK, BV)
+        cross += tl.dot(q, tl.load(R_ptrs, mask=R_ok, other=0.0), input_precision=PRECISION)
     # a non-finite v_s[c] may reach o_r[c] for r ≥ s only: the product runs on finite values and the
     # rows from the first non-finite one on are set to NaN (a product with the zeros of D would not
     # keep it out of the rows above); later chunks receive it through R, which pass 1 carries
@@ -237,15 +203,14 @@ def _output_kernel(q_ptr, k_ptr, v_ptr, states_ptr, starts_ptr, o_ptr, log_g_ptr
 
 
 @triton.jit
-def _dq_dk_kernel(q_ptr, k_ptr, v_ptr, do_ptr, states_ptr, starts_ptr, dstates_ptr, dstarts_ptr,
-                  dq_ptr, dk_ptr, log_g_ptr, T, N, H, NS, G, HAS_STARTS: tl.constexpr,
+def _dq_dk_kernel(q_ptr, k_ptr, v_ptr, do_ptr, states_ptr, dstates_ptr, dq_ptr, dk_ptr, log_g_ptr,
+                  T, N, H,
                   C: tl.constexpr, DK: tl.constexpr, DV: tl.constexpr, BK: tl.constexpr,
-                  BV: tl.constexpr, PRECISION: tl.constexpr):
+                  BV: tl.constexpr,
+                  PRECISION: tl.constexpr):
     """dQ_[i] and dK_[i] for one block of d_k columns (module docstring)."""
     i, bh, jk = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2)
-    log_g64 = tl.load(log_g_ptr + bh % H)                                  # float64
-    log_g = log_g64.to(tl.float32)
-    lift, lift_back = _lift(i, G, T, log_g64, C, False), _lift(i, G, T, log_g64, C, True)
+    log_g = tl.load(log_g_ptr + bh % H).to(tl.float32)                   # from float64
     t, t_ok, L = _chunk_range(i, T, C)
     dscores = tl.zeros([C, C], dtype=tl.float32)                             # dO V^T
     cross_q = tl.zeros([C, BK], dtype=tl.float32)                            # dO R_{i-1}^T
@@ -254,12 +219,13 @@ def _dq_dk_kernel(q_ptr, k_ptr, v_ptr, do_ptr, states_ptr, starts_ptr, dstates_p
         do = _tile(do_ptr, bh, t, t_ok, T, DV, v0, BV)                       # (C, BV)
         v = _tile(v_ptr, bh, t, t_ok, T, DV, v0, BV)                         # (C, BV)
         dscores += tl.dot(do, tl.trans(v), input_precision=PRECISION)
-        R = _state_tile(states_ptr, starts_ptr, bh, i, N, NS, G, lift, jk * BK, v0, HAS_STARTS,
-                        DK, DV, BK, BV)                                      # (BK, BV)
-        cross_q += tl.dot(do, tl.trans(R), input_precision=PRECISION)
-        dS = _state_tile(dstates_ptr, dstarts_ptr, bh, i, N, NS, G, lift_back, jk * BK, v0,
-                         HAS_STARTS, DK, DV, BK, BV)                         # (BK, BV)
-        cross_k += tl.dot(v, tl.trans(dS), input_precision=PRECISION)
+        base = (bh * N + i) * DK * DV
+        R_ptrs, ok = _state_block(states_ptr, base, jk * BK, v0, DK, DV, BK, BV)
+        cross_q += tl.dot(do, tl.trans(tl.load(R_ptrs, mask=ok, other=0.0)),
+                          input_precision=PRECISION)
+        dS_ptrs, _ = _state_block(dstates_ptr, base, jk * BK, v0, DK, DV, BK, BV)
+        cross_k += tl.dot(v, tl.trans(tl.load(dS_ptrs, mask=ok, other=0.0)),
+                          input_precision=PRECISION)
     q = _tile(q_ptr, bh, t, t_ok, T, DK, jk * BK, BK)                        # (C, BK)
     k = _tile(k_ptr, bh, t, t_ok, T, DK, jk * BK, BK)                        # (C, BK)
     dscores = _decayed(dscores, log_g, C).to(q.dtype)
@@ -278,14 +244,12 @@ def _dq_dk_kernel(q_ptr, k_ptr, v_ptr, do_ptr, states_ptr, starts_ptr, dstates_p
 
 
 @triton.jit
-def _dv_kernel(q_ptr, k_ptr, do_ptr, dstates_ptr, dstarts_ptr, dv_ptr, log_g_ptr, T, N, H, NS, G,
-               HAS_STARTS: tl.constexpr, C: tl.constexpr, DK: tl.constexpr, DV: tl.constexpr,
-               BK: tl.constexpr, BV: tl.constexpr, PRECISION: tl.constexpr):
+def _dv_kernel(q_ptr, k_ptr, do_ptr, dstates_ptr, dv_ptr, log_g_ptr, T, N, H, C: tl.constexpr,
+               DK: tl.constexpr, DV: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+               PRECISION: tl.constexpr):
     """dV_[i][:, block] = (Q_[i] K_[i]^T ⊙ D)^T dO_[i][:, block] + (K_[i] dS_i[:, block]) ⊙ ζ."""
     i, bh, jv = tl.program_id(0), tl.program_id(1).to(tl.int64), tl.program_id(2)
-    log_g64 = tl.load(log_g_ptr + bh % H)                                  # float64
-    log_g = log_g64.to(tl.float32)
-    lift_back = _lift(i, G, T, log_g64, C, True)
+    log_g = tl.load(log_g_ptr + bh % H).to(tl.float32)                   # from float64
     t, t_ok, L = _chunk_range(i, T, C)
     scores = tl.zeros([C, C], dtype=tl.float32)
     cross = tl.zeros([C, BV], dtype=tl.float32)
@@ -293,9 +257,8 @@ def _dv_kernel(q_ptr, k_ptr, do_ptr, dstates_ptr, dstarts_ptr, dv_ptr, log_g_ptr
         q = _tile(q_ptr, bh, t, t_ok, T, DK, k0, BK)                         # (C, BK)
         k = _tile(k_ptr, bh, t, t_ok, T, DK, k0, BK)                         # (C, BK)
         scores += tl.dot(q, tl.trans(k), input_precision=PRECISION)
-        dS = _state_tile(dstates_ptr, dstarts_ptr, bh, i, N, NS, G, lift_back, k0, jv * BV,
-                         HAS_STARTS, DK, DV, BK, BV)                         # (BK, BV)
-        cross += tl.dot(k, dS, input_precision=PRECISION)
+        dS_ptrs, ok = _state_block(dstates_ptr, (bh * N + i) * DK * DV, k0, jv * BV, DK, DV, BK, BV)
+        cross += tl.dot(k, tl.load(dS_ptrs, mask=ok, other=0.0), input_precision=PRECISION)
     do = _tile(do_ptr, bh, t, t_ok, T, DV, jv * BV, BV)                      # (C, BV)
     scores = _decayed(scores, log_g, C).to(do.dtype)
     r = tl.arange(0, C).to(tl.float32)
@@ -429,45 +392,31 @@ def _recursion(a, b, init, log_g, C, reverse, NS, G, store_each, tile):
 
 
 def _segment_starts(local, init, log_g, T, C, G, NS, reverse, tile):
-    """Each segment's starting state (BH·NS, DA, DB) and the final state (BH, DA, DB), float32,
-    from the segments' own sums."""
+    """Each segment's starting state (BH·NS, DA, DB) float32 from the segments' own sums."""
     BH, DA, DB = local.shape[0] // NS, *local.shape[1:]
     BA, BB = _blocks(tile, DA, DB)
     starts = torch.empty_like(local)
-    final = torch.empty(BH, DA, DB, dtype=torch.float32, device=local.device)
     _segment_scan_kernel[(BH, triton.cdiv(DA, BA), triton.cdiv(DB, BB))](
-        local, init if init is not None else local, starts, final, log_g, T, G, NS,
-        log_g.shape[0], C=C, REVERSE=reverse, HAS_INIT=init is not None, DA=DA, DB=DB, BA=BA,
-        BB=BB, **_launch(tile))
-    return starts, final
+        local, init if init is not None else local, starts, log_g, T, G, NS, log_g.shape[0], C=C,
+        REVERSE=reverse, HAS_INIT=init is not None, DA=DA, DB=DB, BA=BA, BB=BB, **_launch(tile))
+    return starts
 
 
 def _chunk_states(a, b, init, log_g, C, G, reverse, tile):
     """The chunk recursion (module docstring, pass 1), storing every chunk's state: (states
-    (BH, N, DA, DB) in a's dtype, starts (BH·NS, DA, DB) float32 or None, final (BH, DA, DB)
-    float32). Unsplit (one segment), states are the states and starts None. With several segments
-    of G chunks, every segment's walk from zero (in parallel) stores segment-local states, and
-    the short scan over its segments' own sums gives where each starts, which the passes that
-    read a state add (_state_tile). log_g (H,) float64, tile the recursion's Tile."""
+    (BH, N, DA, DB) in a's dtype, final (BH, DA, DB) float32). With several segments of G chunks,
+    first each segment's own sum from zero (in parallel), then the short scan over segments for
+    where each starts, then every segment's walk from its start (in parallel). log_g (H,) float64,
+    tile the recursion's Tile."""
     BH, T, DA = a.shape
-    NS = _segments(triton.cdiv(T, C), G)
-    if NS == 1:
-        states, final = _recursion(a, b, init, log_g, C, reverse, 1, G, True, tile)
-        return states, None, final
-    states, local = _recursion(a, b, None, log_g, C, reverse, NS, G, True, tile)
-    starts, final = _segment_starts(local, init, log_g, T, C, G, NS, reverse, tile)
-    return states, starts, final
-
-
-def _segments(N: int, G: int) -> int:
-    """How many segments of G chunks N chunks make (at least one)."""
-    return max(1, triton.cdiv(N, G))
-
-
-def _or(tensor, stand_in):
-    """tensor, or stand_in where it is None: a kernel's pointer argument that a constexpr flag
-    leaves unread."""
-    return stand_in if tensor is None else tensor
+    N = triton.cdiv(T, C)
+    NS = max(1, triton.cdiv(N, G))
+    if NS > 1:
+        _, local = _recursion(a, b, None, log_g, C, reverse, NS, G, False, tile)
+        init = _segment_starts(local, init, log_g, T, C, G, NS, reverse, tile)
+    states, last = _recursion(a, b, init, log_g, C, reverse, NS, G, True, tile)
+    final = last.view(BH, NS, DA, -1)[:, 0 if reverse else NS - 1]
+    return states, final
 
 
 class _ChunkwiseRetention(torch.autograd.Function):
@@ -478,43 +427,41 @@ class _ChunkwiseRetention(torch.autograd.Function):
     def forward(ctx, q, k, v, S0, log_g, C, G, H, tiles):
         BH, T, DK = q.shape
         DV, N = v.shape[-1], triton.cdiv(T, C)
-        states, starts, final = _chunk_states(k, v, S0, log_g, C, G, False, tiles["states"])
+        states, final = _chunk_states(k, v, S0, log_g, C, G, False, tiles["states"])
         o = torch.empty_like(v)
         BK, BV = _blocks(tiles["output"], DK, DV)
         if N:
-            _output_kernel[(N, BH, triton.cdiv(DV, BV))](
-                q, k, v, states, _or(starts, states), o, log_g, T, N, H, _segments(N, G), G,
-                HAS_STARTS=starts is not None, C=C, DK=DK, DV=DV, BK=BK, BV=BV,
-                PRECISION=_precision(q.dtype), **_launch(tiles["output"]))
-        ctx.save_for_backward(q, k, v, states, starts, log_g)
+            _output_kernel[(N, BH, triton.cdiv(DV, BV))](q, k, v, states, o, log_g, T, N, H, C=C,
+                                                         DK=DK, DV=DV, BK=BK, BV=BV,
+                                                         PRECISION=_precision(q.dtype),
+                                                         **_launch(tiles["output"]))
+        ctx.save_for_backward(q, k, v, states, log_g)
         ctx.C, ctx.G, ctx.H, ctx.tiles, ctx.has_init = C, G, H, tiles, S0 is not None
         return o, final
 
     @staticmethod
     def backward(ctx, do, d_final):
-        q, k, v, states, starts, log_g = ctx.saved_tensors
-        C, G, H = ctx.C, ctx.G, ctx.H
+        q, k, v, states, log_g = ctx.saved_tensors
+        C, H = ctx.C, ctx.H
         BH, T, DK = q.shape
         DV, N = v.shape[-1], triton.cdiv(T, C)
         do = do.contiguous()
         d_final = None if d_final is None else d_final.to(torch.float32).contiguous()
         # dS_i for every chunk, from the last chunk back; d_init = ∂loss/∂S_0
         tiles = ctx.tiles
-        dstates, dstarts, d_init = _chunk_states(q, do, d_final, log_g, C, G, True,
-                                                 tiles["states"])
+        dstates, d_init = _chunk_states(q, do, d_final, log_g, C, ctx.G, True, tiles["states"])
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-        precision, NS = _precision(q.dtype), _segments(N, G)
+        precision = _precision(q.dtype)
         if N:
             BK, BV = _blocks(tiles["dq_dk"], DK, DV)
-            _dq_dk_kernel[(N, BH, triton.cdiv(DK, BK))](
-                q, k, v, do, states, _or(starts, states), dstates, _or(dstarts, dstates), dq, dk,
-                log_g, T, N, H, NS, G, HAS_STARTS=starts is not None, C=C, DK=DK, DV=DV, BK=BK,
-                BV=BV, PRECISION=precision, **_launch(tiles["dq_dk"]))
+            _dq_dk_kernel[(N, BH, triton.cdiv(DK, BK))](q, k, v, do, states, dstates, dq, dk,
+                                                        log_g, T, N, H, C=C, DK=DK, DV=DV,
+                                                        BK=BK, BV=BV, PRECISION=precision,
+                                                        **_launch(tiles["dq_dk"]))
             BK, BV = _blocks(tiles["dv"], DK, DV)
-            _dv_kernel[(N, BH, triton.cdiv(DV, BV))](
-                q, k, do, dstates, _or(dstarts, dstates), dv, log_g, T, N, H, NS, G,
-                HAS_STARTS=dstarts is not None, C=C, DK=DK, DV=DV, BK=BK, BV=BV,
-                PRECISION=precision, **_launch(tiles["dv"]))
+            _dv_kernel[(N, BH, triton.cdiv(DV, BV))](q, k, do, dstates, dv, log_g, T, N, H, C=C,
+                                                     DK=DK, DV=DV, BK=BK, BV=BV,
+                                                     PRECISION=precision, **_launch(tiles["dv"]))
         return dq, dk, dv, (d_init if ctx.has_init else None), None, None, None, None, None
 
 
