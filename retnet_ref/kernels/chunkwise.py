@@ -333,8 +333,9 @@ def states_tile(batch_heads: int, d_k: int, d_v: int, multiprocessors: int) -> T
     × 128): wide blocks made the forward 15 % faster than narrow ones at T = 1024 and 4096 (512 and
     128 wide programs; results/kernels/tiles-h200.json), narrow ones 25 % faster than wide at T =
     16,384, where wide blocks leave 32 programs for 132 multiprocessors; at T = 65,536 (8 wide
-    programs, 32 narrow) wide blocks in 17 segments made the forward 23 % faster than narrow ones
-    in 5 (results/kernels/split-wide-h200.json)."""
+    programs, 32 narrow) wide blocks split into 16 segments made the forward 1.3 times and forward
+    + backward 1.2 times as fast as narrow ones split into 5
+    (results/kernels/split-wide-backward-h200.json)."""
     def programs(tile: Tile) -> int:
         return batch_heads * -(-d_k // tile.block_k) * -(-d_v // tile.block_v)
     if 2 * programs(WIDE_STATES) >= multiprocessors:
@@ -353,9 +354,10 @@ def _programs_wanted(device: torch.device, programs: int) -> int:
     """How many programs the state recursion is split up to: one per multiprocessor, but only when
     its batch · heads · state blocks give fewer than half as many. On an H200 (132 multiprocessors,
     65,536 tokens, 8 heads × 128): at T = 65,536 (batch 1, 8 whole-head programs) 16 segments
-    made the forward 1.3 times as fast as narrow blocks in 5 and forward + backward 1.2 times
-    (results/kernels/split-wide-h200.json); at T = 16,384 (128 narrow programs) any split was
-    slower. Under the interpreter: no split (1)."""
+    made the forward 1.3 times as fast as narrow blocks in 5 and forward + backward 1.2 times; at
+    T = 16,384 (128 narrow programs) every split tried was slower, in both passes
+    (results/kernels/split-wide-backward-h200.json, segments-h200.json). Under the interpreter:
+    no split (1)."""
     return split_target(programs, _multiprocessors(device))
 
 
@@ -369,8 +371,9 @@ def segment_length(N: int, programs_per_segment: int, programs_wanted: int) -> i
     chunks) whose programs do not pass programs_wanted, so that all of them run at once, in one
     wave; one segment when batch · heads · state blocks already reach it. On an H200, 8 programs
     in 17 segments (136 for 132 multiprocessors) took as long as in 8, and in 16 a quarter less
-    (results/kernels/split-wide-h200.json): the last 4 programs ran after the others. Any G
-    computes the same function."""
+    in the forward, a fifth less in forward + backward
+    (results/kernels/split-wide-backward-h200.json): the last 4 programs ran after the others, one
+    whole-head program filling a multiprocessor. Any G computes the same function."""
     segments = max(1, min(N, programs_wanted // programs_per_segment))
     return max(1, -(-N // segments))
 
