@@ -19,32 +19,13 @@ from datetime import datetime, timezone
 
 import torch
 import triton
+from kernel_calls import kernel_calls
 from torch.profiler import ProfilerActivity, profile
 
 from retnet_ref import bench
-from retnet_ref.decay import gamma_schedule
-from retnet_ref.kernels.chunkwise import chunkwise_retention
 
-TOKENS, HEADS, WIDTH, C, WARMUP, CALLS = 65536, 8, 128, 64, 3, 20
+WARMUP, CALLS = 3, 20
 LENGTHS = (1024, 4096, 16384, 65536)
-
-
-def calls(T):
-    """The forward and the forward + backward at length T."""
-    shape = (TOKENS // T, HEADS, T, WIDTH)
-    q, k, v = (torch.randn(shape, dtype=torch.bfloat16, device="cuda", requires_grad=True)
-               for _ in range(3))
-    g, gamma = torch.randn(shape, dtype=torch.bfloat16, device="cuda"), gamma_schedule(HEADS)
-
-    def forward():
-        with torch.no_grad():
-            return chunkwise_retention(q, k, v, gamma, C)
-
-    def forward_backward():
-        o = chunkwise_retention(q, k, v, gamma, C)[0]
-        return torch.autograd.grad(o, (q, k, v), g)
-
-    return {"fwd": forward, "fwd+bwd": forward_backward}
 
 
 def kernel_times(fn):
@@ -74,7 +55,7 @@ def main(argv: list[str]) -> None:
                        bench.Timer(torch.device("cuda"), warmup=2, repeats=9))}
     rows = []
     for T in args.lengths:
-        for pass_name, fn in calls(T).items():
+        for pass_name, fn in kernel_calls(T).items():
             for name, (seconds, launches) in kernel_times(fn).items():
                 rows.append({"length": T, "pass": pass_name, "kernel": name, "seconds": seconds,
                              "launches": launches})

@@ -17,44 +17,28 @@ import sys
 from datetime import datetime, timezone
 
 import torch
+from kernel_calls import HEADS, TOKENS, WIDTH, kernel_calls
 
 from retnet_ref import bench
-from retnet_ref.decay import gamma_schedule
-from retnet_ref.kernels.chunkwise import NARROW_STATES, chunkwise_retention, segment_length
+from retnet_ref.kernels.chunkwise import NARROW_STATES, segment_length
 
-TOKENS, HEADS, WIDTH, C, ROUNDS = 65536, 8, 128, 64, 3
+C, ROUNDS = 64, 3
 PER_MULTIPROCESSOR = (0, 1, 2, 4)                     # 0: one segment, the recursion unsplit
 NARROW = {"states": NARROW_STATES}
-
-
-def timed_calls(q, k, v, g, G):
-    gamma = gamma_schedule(HEADS)
-
-    def forward():
-        with torch.no_grad():
-            return chunkwise_retention(q, k, v, gamma, C, segment_chunks=G, tiles=NARROW)
-
-    def forward_backward():
-        o = chunkwise_retention(q, k, v, gamma, C, segment_chunks=G, tiles=NARROW)[0]
-        return torch.autograd.grad(o, (q, k, v), g)
-
-    return {"fwd": forward, "fwd+bwd": forward_backward}
 
 
 def measure_length(T, timer, multiprocessors):
     batch, N = TOKENS // T, T // C
     programs = batch * HEADS * (WIDTH // 64) ** 2          # the recursion's (64, 64) state blocks
-    shape = (batch, HEADS, T, WIDTH)
-    q, k, v = (torch.randn(shape, dtype=torch.bfloat16, device="cuda", requires_grad=True)
-               for _ in range(3))
-    g = torch.randn(shape, dtype=torch.bfloat16, device="cuda")
+    calls = kernel_calls(T, C)
     settings = {p: segment_length(N, programs, max(1, p * multiprocessors))
                 for p in PER_MULTIPROCESSOR}
     rounds = {(p, name): [] for p in settings for name in ("fwd", "fwd+bwd")}
     for _ in range(ROUNDS):
         for p, G in settings.items():
-            for name, call in timed_calls(q, k, v, g, G).items():
-                rounds[p, name].append(timer.median_seconds(call))
+            for name, call in calls.items():
+                rounds[p, name].append(timer.median_seconds(
+                    lambda: call(segment_chunks=G, tiles=NARROW)))
     return [{"length": T, "batch": batch, "programs": programs, "per_multiprocessor": p,
              "segment_chunks": settings[p], "segments": -(-N // settings[p]), "pass": name,
              "seconds": statistics.median(times), "rounds": times}

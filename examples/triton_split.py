@@ -18,12 +18,12 @@ from datetime import datetime, timezone
 
 import torch
 import triton
+from kernel_calls import kernel_calls
 
 from retnet_ref import bench
-from retnet_ref.decay import gamma_schedule
-from retnet_ref.kernels.chunkwise import NARROW_STATES, Tile, chunkwise_retention
+from retnet_ref.kernels.chunkwise import NARROW_STATES, Tile
 
-TOKENS, HEADS, WIDTH, C, ROUNDS = 65536, 8, 128, 64, 2
+C, ROUNDS = 64, 2
 LENGTHS = (65536, 16384)
 WIDE_TILES = (Tile(128, 128, 8, 3), Tile(128, 128, 8, 4))
 # (tile, segments); None: the default
@@ -31,36 +31,21 @@ SETTINGS = ([(None, None)] + [(tile, n) for tile in WIDE_TILES for n in (4, 8, 1
             + [(NARROW_STATES, 5)])
 
 
-def calls(T):
-    """The forward and the forward + backward at length T, taking (tile, segments)."""
-    shape = (TOKENS // T, HEADS, T, WIDTH)
-    q, k, v = (torch.randn(shape, dtype=torch.bfloat16, device="cuda", requires_grad=True)
-               for _ in range(3))
-    g, gamma = torch.randn(shape, dtype=torch.bfloat16, device="cuda"), gamma_schedule(HEADS)
-
-    def settings(tile, segments):
-        if tile is None:
-            return {}
-        return {"tiles": {"states": tile}, "segment_chunks": -(-(T // C) // segments)}
-
-    def forward(tile, segments):
-        with torch.no_grad():
-            return chunkwise_retention(q, k, v, gamma, C, **settings(tile, segments))
-
-    def forward_backward(tile, segments):
-        o = chunkwise_retention(q, k, v, gamma, C, **settings(tile, segments))[0]
-        return torch.autograd.grad(o, (q, k, v), g)
-
-    return {"fwd": forward, "fwd+bwd": forward_backward}
+def settings(T, tile, segments):
+    """chunkwise_retention's keyword arguments for the recursion's tile in that many segments;
+    none for the default (tile None)."""
+    if tile is None:
+        return {}
+    return {"tiles": {"states": tile}, "segment_chunks": -(-(T // C) // segments)}
 
 
 def rows_for_length(timer, T):
     rows = []
-    passes = calls(T)
+    passes = kernel_calls(T, C)
     for round_ in range(ROUNDS):
         for tile, segments in SETTINGS:
             for name, call in passes.items():
-                entry = bench.graphed_seconds(lambda: call(tile, segments), timer)
+                entry = bench.graphed_seconds(lambda: call(**settings(T, tile, segments)), timer)
                 rows.append({"T": T, "pass": name, "round": round_,
                              "tile": None if tile is None else tile._asdict(),
                              "segments": segments, "ms": 1e3 * entry["seconds"]})

@@ -25,12 +25,11 @@ from datetime import datetime, timezone
 
 import torch
 import triton
+from kernel_calls import kernel_calls
 
 from retnet_ref import bench
-from retnet_ref.decay import gamma_schedule
-from retnet_ref.kernels.chunkwise import KERNELS, TILES, Tile, chunkwise_retention
+from retnet_ref.kernels.chunkwise import KERNELS, TILES, Tile
 
-TOKENS, HEADS, WIDTH = 65536, 8, 128
 LENGTHS = (4096, 16384, 65536, 1024)           # the lengths of the issue's targets first
 BLOCKS = ((64, 64), (64, 128), (128, 64), (128, 128))
 WARPS, STAGES = (4, 8), (2, 3, 4)
@@ -38,28 +37,9 @@ TIMED_BY = {"states": ("fwd", "fwd+bwd"), "output": ("fwd",), "dq_dk": ("fwd+bwd
             "dv": ("fwd+bwd",)}
 
 
-def calls(T, C):
-    """The forward and the forward + backward at length T, tile height C, each taking a tiles
-    dict."""
-    shape = (TOKENS // T, HEADS, T, WIDTH)
-    q, k, v = (torch.randn(shape, dtype=torch.bfloat16, device="cuda", requires_grad=True)
-               for _ in range(3))
-    g, gamma = torch.randn(shape, dtype=torch.bfloat16, device="cuda"), gamma_schedule(HEADS)
-
-    def forward(tiles):
-        with torch.no_grad():
-            return chunkwise_retention(q, k, v, gamma, C, tiles=tiles)
-
-    def forward_backward(tiles):
-        o = chunkwise_retention(q, k, v, gamma, C, tiles=tiles)[0]
-        return torch.autograd.grad(o, (q, k, v), g)
-
-    return {"fwd": forward, "fwd+bwd": forward_backward}
-
-
 def measure(timer, fn, tiles):
     try:
-        entry = bench.graphed_seconds(lambda: fn(tiles), timer)
+        entry = bench.graphed_seconds(lambda: fn(tiles=tiles), timer)
     except triton.runtime.errors.OutOfResources as error:
         torch.cuda.synchronize()
         return None, f"{type(error).__name__}: {str(error)[:200]}"
@@ -67,7 +47,7 @@ def measure(timer, fn, tiles):
 
 
 def rows_for_length(timer, T, C, kernels):
-    fns = calls(T, C)
+    fns = kernel_calls(T, C)
     rows = []
     for name, (bk_bv, warps, stages) in itertools.product(
             kernels, itertools.product(BLOCKS, WARPS, STAGES)):
