@@ -515,3 +515,20 @@ def ex11_4(narrow_split_mib, wide_split_mib, predicted_saving) -> None:
         check("your saving vs 1 - wide / narrow",
               abs(given(predicted_saving, "predicted_saving") - (1 - wide / narrow))
               / (1 - wide / narrow), tol=1e-3)
+
+
+def ex11_5(walk_mib, split_walk_mib, walk_share) -> None:
+    with exercise("Exercise 5",
+                  "q, k, v and o are (B, 8, T, 128) bfloat16 at 65,536 tokens, 128 MiB each; "
+                  "each of the two 64-column value blocks of a head reads all of q and k, so q and "
+                  "k are read twice, v once, o written once; a split adds one more read of k and "
+                  "v; the share is bytes / seconds / (4146 × 10^9 bytes per second)"):
+        tensor_mib = 65536 * 8 * 128 * 2 / 2**20
+        unsplit = 2 * 2 * tensor_mib + 2 * tensor_mib          # q, k twice; v, o once
+        split = unsplit + 2 * tensor_mib                        # the segments' own sums: k, v
+        share = unsplit * 2**20 / 0.304e-3 / 4146e9
+        claim("walk_mib: the unsplit walk's MiB", given(walk_mib, "walk_mib") == unsplit)
+        claim("split_walk_mib: the split walk's MiB",
+              given(split_walk_mib, "split_walk_mib") == split)
+        check("your share vs bytes / time / bandwidth",
+              abs(given(walk_share, "walk_share") - share) / share, tol=1e-2)

@@ -17,7 +17,8 @@ def unanswered(*args):
 VALUE_EXERCISES = {"ex01_1": 1, "ex01_2": 1, "ex02_1": 1, "ex02_2": 1, "ex04_1": 2, "ex05_2": 2,
                    "ex06_1": 1,
                    "ex06_3": 1, "ex07_1": 1, "ex08_1": 1, "ex08_2": 1, "ex09_1": 1, "ex09_2": 1,
-                   "ex10_1": 1, "ex10_2": 2, "ex10_3": 2, "ex11_2": 2, "ex11_4": 3}
+                   "ex10_1": 1, "ex10_2": 2, "ex10_3": 2, "ex11_2": 2, "ex11_4": 3,
+                   "ex11_5": 3}
 FUNCTION_EXERCISES = ["ex01_3", "ex02_3", "ex02_4", "ex03_1", "ex03_2", "ex03_3", "ex04_2",
                       "ex04_3", "ex05_1",
                       "ex05_3", "ex05_4", "ex06_2", "ex06_4", "ex07_2", "ex11_1", "ex11_3"]
@@ -55,6 +56,7 @@ def flipped_phase(q, k, distance, theta):
     (exercises.ex09_2, (1 / 1.368,), "batch × context × steps"),                   # upside down
     (exercises.ex10_2, (1e-3, 10 * 2.0 ** -11), "smallest whole multiple"),        # no measurement
     (exercises.ex11_4, (768, 512, 1 / 3), "segments' own sums"),                   # one read only
+    (exercises.ex11_5, (512, 768, 0.43), "q and k are read twice"),                # q, k once
 ])
 def test_wrong_answers_fail_with_the_hint(check, answer, hint):
     with pytest.raises(CheckFailed, match=f"(?s)Exercise.*{hint}"):
