@@ -1,13 +1,42 @@
 """The workload the kernel scripts of chapter 11, section 7 time: 65,536 tokens of 8 heads × 128 in
-bfloat16, as TOKENS // T sequences of length T, on the GPU."""
+bfloat16, as TOKENS // T sequences of length T, on the GPU; and the report each writes."""
 from __future__ import annotations
 
+import json
+from datetime import datetime, timezone
+
 import torch
+import triton
 
 from retnet_ref.decay import gamma_schedule
 from retnet_ref.kernels.chunkwise import chunkwise_retention
 
 TOKENS, HEADS, WIDTH = 65536, 8, 128
+GRAPHED_TIMING = ("bench.graphed_seconds: CUDA-graph replay, median of 15 single replays after 3 "
+                  "warm-up calls, each from an idle GPU with a cold L2")
+
+
+def run_environment(command: str, **fields) -> dict:
+    """What a report records of its run: the date, the command, torch, Triton, the GPU, then
+    fields."""
+    return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": command,
+            "torch": torch.__version__, "triton": triton.__version__,
+            "gpu": torch.cuda.get_device_name(0), **fields}
+
+
+def write_report(out: str, environment: dict, rows: list, **parts) -> None:
+    with open(out, "w") as f:
+        json.dump({"environment": environment, "rows": rows, **parts}, f, indent=1)
+
+
+def rows_per_length(out: str, environment: dict, lengths, rows_for_length) -> list:
+    """rows_for_length(T) for each length, the report rewritten after each (a run cut short keeps
+    what it measured)."""
+    rows = []
+    for T in lengths:
+        rows += rows_for_length(T)
+        write_report(out, environment, rows)
+    return rows
 
 
 def workload(T: int):

@@ -13,13 +13,10 @@ call) and how many times per call it ran. Back to back, the L2 is warm from the 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from datetime import datetime, timezone
 
 import torch
-import triton
-from kernel_calls import kernel_calls
+from kernel_calls import kernel_calls, run_environment, write_report
 from torch.profiler import ProfilerActivity, profile
 
 from retnet_ref import bench
@@ -46,13 +43,11 @@ def main(argv: list[str]) -> None:
     parser.add_argument("out")
     parser.add_argument("--lengths", type=int, nargs="+", default=LENGTHS)
     args = parser.parse_args(argv)
-    environment = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                   "command": " ".join(["python examples/triton_passes.py", *argv]),
-                   "torch": torch.__version__, "triton": triton.__version__,
-                   "gpu": torch.cuda.get_device_name(0),
-                   "timing": f"torch.profiler, {CALLS} calls back to back after {WARMUP}",
-                   "copy_bandwidth_bytes_per_second": bench.copy_bandwidth(
-                       bench.Timer(torch.device("cuda"), warmup=2, repeats=9))}
+    environment = run_environment(
+        " ".join(["python examples/triton_passes.py", *argv]),
+        timing=f"torch.profiler, {CALLS} calls back to back after {WARMUP}",
+        copy_bandwidth_bytes_per_second=bench.copy_bandwidth(
+            bench.Timer(torch.device("cuda"), warmup=2, repeats=9)))
     rows = []
     for T in args.lengths:
         for pass_name, fn in kernel_calls(T).items():
@@ -61,8 +56,7 @@ def main(argv: list[str]) -> None:
                              "launches": launches})
                 print(f"T={T:6d} {pass_name:7s} {name[:50]:50s} {1e3 * seconds:.3f} ms "
                       f"x{launches:g}", flush=True)
-        with open(args.out, "w") as f:
-            json.dump({"environment": environment, "rows": rows}, f, indent=1)
+        write_report(args.out, environment, rows)
 
 
 if __name__ == "__main__":

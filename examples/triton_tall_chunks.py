@@ -12,13 +12,16 @@ every compiled output kernel.
 """
 from __future__ import annotations
 
-import json
 import sys
-from datetime import datetime, timezone
 
 import torch
-import triton
-from kernel_calls import kernel_calls
+from kernel_calls import (
+    GRAPHED_TIMING,
+    kernel_calls,
+    rows_per_length,
+    run_environment,
+    write_report,
+)
 
 from retnet_ref import bench
 from retnet_ref.kernels import chunkwise
@@ -60,21 +63,10 @@ def compiled_outputs():
 
 def main(out: str) -> None:
     timer = bench.Timer(torch.device("cuda"), warmup=3, repeats=15)
-    environment = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                   "command": "python examples/triton_tall_chunks.py " + out,
-                   "torch": torch.__version__, "triton": triton.__version__,
-                   "gpu": torch.cuda.get_device_name(0),
-                   "timing": "bench.graphed_seconds: CUDA-graph replay, median of 15 single "
-                             "replays after 3 warm-up calls, each from an idle GPU with a cold L2",
-                   "rounds": ROUNDS}
-    rows = []
-    for T in LENGTHS:
-        rows += rows_for_length(timer, T)
-        with open(out, "w") as f:
-            json.dump({"environment": environment, "rows": rows}, f, indent=1)
-    with open(out, "w") as f:
-        json.dump({"environment": environment, "rows": rows, "compiled": compiled_outputs()}, f,
-                  indent=1)
+    environment = run_environment("python examples/triton_tall_chunks.py " + out,
+                                  timing=GRAPHED_TIMING, rounds=ROUNDS)
+    rows = rows_per_length(out, environment, LENGTHS, lambda T: rows_for_length(timer, T))
+    write_report(out, environment, rows, compiled=compiled_outputs())
 
 
 if __name__ == "__main__":

@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import sys
-from datetime import datetime, timezone
 
 import torch
 import triton
-from kernel_calls import kernel_calls
+from kernel_calls import kernel_calls, rows_per_length, run_environment
 
 from retnet_ref import bench
 from retnet_ref.kernels.chunkwise import KERNELS, TILES, Tile
@@ -71,17 +69,12 @@ def main(argv: list[str]) -> None:
     if not set(args.kernels) <= set(KERNELS):
         parser.error(f"KERNEL must be among {KERNELS}, got {args.kernels}")
     timer = bench.Timer(torch.device("cuda"), warmup=2, repeats=9)
-    environment = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                   "command": " ".join(["python examples/triton_tiles.py", *argv]),
-                   "torch": torch.__version__, "triton": triton.__version__,
-                   "gpu": torch.cuda.get_device_name(0), "timing": "CUDA graph replay",
-                   "defaults": {"states": "states_tile, by shape",
-                                **{name: tile._asdict() for name, tile in TILES.items()}}}
-    rows = []
-    for T in args.lengths:
-        rows += rows_for_length(timer, T, args.chunk_size, args.kernels or list(KERNELS))
-        with open(args.out, "w") as f:
-            json.dump({"environment": environment, "rows": rows}, f, indent=1)
+    environment = run_environment(
+        " ".join(["python examples/triton_tiles.py", *argv]), timing="CUDA graph replay",
+        defaults={"states": "states_tile, by shape",
+                  **{name: tile._asdict() for name, tile in TILES.items()}})
+    rows_per_length(args.out, environment, args.lengths, lambda T: rows_for_length(
+        timer, T, args.chunk_size, args.kernels or list(KERNELS)))
 
 
 if __name__ == "__main__":
